@@ -1,0 +1,36 @@
+"""Production settings: `DJANGO_SETTINGS_MODULE=writeback.production_settings`. Passes `check --deploy`."""
+
+from django.core.exceptions import ImproperlyConfigured
+
+from writeback.settings import *  # noqa: F403
+from writeback.settings import BASE_DIR, env, env_bool, env_int, env_secret
+
+DEBUG = False
+SECRET_KEY = env_secret("SECRET_KEY")
+if len(SECRET_KEY) < 50 or SECRET_KEY.startswith("insecure"):
+    raise ImproperlyConfigured(
+        "SECRET_KEY (or SECRET_KEY_FILE) must be set to a random value of 50+ characters"
+    )
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SESSION_COOKIE_SECURE = True
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SECURE = True
+X_FRAME_OPTIONS = "DENY"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+SILENCED_SYSTEM_CHECKS = [
+    # HSTS preload is opt-in per deployment (SECURE_HSTS_PRELOAD): it cannot be undone quickly.
+    "security.W021",
+]
+ADMINS = [("ops", env("ADMIN_EMAIL", "ops@localhost"))]
+WHITENOISE_USE_FINDERS = False
+STATIC_ROOT = BASE_DIR / "staticfiles"

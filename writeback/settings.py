@@ -1,0 +1,210 @@
+"""Settings for the write-back system. Everything that differs per deployment comes from the environment."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    return env(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    return int(env(name, str(default)))
+
+
+def env_secret(name: str, default: str = "") -> str:
+    """A secret from NAME, or from the file named by NAME_FILE (Docker/Kubernetes secrets)."""
+    path = env(f"{name}_FILE")
+    if path:
+        return Path(path).read_text().strip()
+    return env(name, default)
+
+
+DEBUG = env_bool("DEBUG", False)
+# The fallback key only serves local runs; production_settings refuses to start without SECRET_KEY.
+SECRET_KEY = env_secret("SECRET_KEY", "insecure-local-development-key-change-me-" + "x" * 20)
+ALLOWED_HOSTS = [
+    h.strip() for h in env("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",") if h
+]
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in env("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "django_filters",
+    "django_htmx",
+    "simple_history",
+    "guardian",
+    "writeback",
+    "adapters",
+    "console",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "simple_history.middleware.HistoryRequestMiddleware",
+    "console.middleware.UserTimezoneMiddleware",
+]
+
+ROOT_URLCONF = "writeback.urls"
+WSGI_APPLICATION = "writeback.wsgi.application"
+ASGI_APPLICATION = "writeback.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "console.context_processors.operator",
+            ],
+        },
+    },
+]
+
+# SQLite file by default; PostgreSQL (or any URL dj-database-url reads) when DATABASE_URL says so.
+# Persistent connections: a new PostgreSQL connection costs ~9 ms, which cuts API throughput 7x.
+DATABASES = {
+    "default": dj_database_url.parse(
+        env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        conn_max_age=env_int("CONN_MAX_AGE", 600),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Our SQLite backend keeps the append-only triggers intact across `flush`; IMMEDIATE transactions
+    # take the write lock up front so concurrent writers queue instead of failing with "database is locked".
+    DATABASES["default"]["ENGINE"] = "writeback.db.sqlite3"
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # Tests use a file, not shared-cache memory: threads then get SQLite's real locking (busy timeout,
+    # WAL), which the concurrency tests rely on. One file per process keeps parallel runs apart.
+    test_file = Path(tempfile.gettempdir()) / f"writeback-test-{os.getpid()}.sqlite3"
+    DATABASES["default"]["TEST"] = {"NAME": env("SQLITE_TEST_NAME", "") or str(test_file)}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "guardian.backends.ObjectPermissionBackend",
+]
+ANONYMOUS_USER_NAME = None  # guardian: no anonymous object permissions
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LOGIN_URL = "console-login"
+LOGIN_REDIRECT_URL = "console-overview"
+LOGOUT_REDIRECT_URL = "console-login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "writeback.api.auth.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "writeback.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "FHIR write-back API",
+    "DESCRIPTION": "Business events in, safe FHIR writes out: intake, ledger, approvals, compensation.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+}
+
+# --- The write-back domain -------------------------------------------------------------------------
+
+# Largest accepted event body; bigger requests get 413 before any parsing.
+WRITEBACK_MAX_EVENT_BYTES = env_int("WRITEBACK_MAX_EVENT_BYTES", 256 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(WRITEBACK_MAX_EVENT_BYTES * 2, 2_621_440)
+# Every resource we create carries identifier {system: this, value: <write id>}: the key for check-by-read.
+WRITEBACK_IDENTIFIER_SYSTEM = env("WRITEBACK_IDENTIFIER_SYSTEM", "urn:fhir-writeback:write-id")
+# How far in the future an event's clinical time may lie before it is refused (clock skew allowance).
+WRITEBACK_FUTURE_TOLERANCE_SECONDS = env_int("WRITEBACK_FUTURE_TOLERANCE_SECONDS", 300)
+# Approvals are bound to a payload hash and lapse after this many hours.
+WRITEBACK_APPROVAL_TTL_HOURS = env_int("WRITEBACK_APPROVAL_TTL_HOURS", 24)
+# A worker's claim on a write lapses after this long unless renewed. A live worker renews the leases of
+# its in-flight writes every third of this, however slow the EHR; a killed worker's writes become
+# claimable (and are checked by read before any resend) once it lapses: shorter means faster recovery.
+WRITEBACK_LEASE_SECONDS = env_int("WRITEBACK_LEASE_SECONDS", 60)
+# Connect and read timeouts toward EHRs, in seconds.
+WRITEBACK_HTTP_CONNECT_TIMEOUT = float(env("WRITEBACK_HTTP_CONNECT_TIMEOUT", "5"))
+WRITEBACK_HTTP_READ_TIMEOUT = float(env("WRITEBACK_HTTP_READ_TIMEOUT", "20"))
+# Attempt caps per contract risk level: riskier writes go to a person sooner.
+WRITEBACK_MAX_ATTEMPTS = {"low": 10, "medium": 8, "high": 5, "very_high": 3}
+# Keys whose values the audit trail stores only as SHA-256 hashes (PHI and free text).
+WRITEBACK_AUDIT_SENSITIVE_KEYS = [
+    k.strip()
+    for k in env(
+        "WRITEBACK_AUDIT_SENSITIVE_KEYS",
+        "patient_identifier,identifier,name,birth_date,telecom,address,text,note,rationale_text,payload,"
+        "ours,theirs,base,body,artifact,dosage",
+    ).split(",")
+    if k.strip()
+]
+# Retry backoff: base * 2^(attempt-1) seconds with jitter, capped; Retry-After always honoured.
+WRITEBACK_BACKOFF_BASE_SECONDS = float(env("WRITEBACK_BACKOFF_BASE_SECONDS", "2"))
+WRITEBACK_BACKOFF_CAP_SECONDS = float(env("WRITEBACK_BACKOFF_CAP_SECONDS", "900"))
+# Worker threads per process, and writes claimed per claim query (batched claims are ~2.5x cheaper).
+WRITEBACK_WORKER_CONCURRENCY = env_int("WRITEBACK_WORKER_CONCURRENCY", 8)
+WRITEBACK_IDLE_SLEEP_SECONDS = float(env("WRITEBACK_IDLE_SLEEP_SECONDS", "1.0"))
+# Serve static files straight from static/ (no collectstatic needed for the demo); production collects.
+WHITENOISE_USE_FINDERS = True
