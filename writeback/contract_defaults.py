@@ -1,0 +1,175 @@
+"""The default contract matrix (spec/events.md): one row per resource type we write.
+
+Loaded by a data migration; integration engineers narrow it per tenant through capabilities.
+`writable_fields` is the field-level source of truth: top-level FHIR elements we may set. Everything
+else on the resource is EHR-authoritative and never written (for Patient: name, birthDate, gender,
+identifier and the rest of the demographics the EHR owns).
+"""
+
+DEFAULT_CONTRACT = [
+    {
+        "resource_type": "Observation",
+        "event_type": "vitals.recorded",
+        "pattern": "append_only",
+        "operations": ["create", "compensate"],
+        "writable_fields": [
+            "identifier",
+            "status",
+            "category",
+            "code",
+            "subject",
+            "encounter",
+            "effectiveDateTime",
+            "valueQuantity",
+            "component",
+            "device",
+            "note",
+        ],
+        "risk": "low",
+        "approval_required": False,
+        "rollback_strategy": "entered_in_error",
+        "audit_requirement": "hashes",
+    },
+    {
+        "resource_type": "QuestionnaireResponse",
+        "event_type": "intake.completed",
+        "pattern": "append_only",
+        "operations": ["create", "compensate"],
+        "writable_fields": [
+            "identifier",
+            "questionnaire",
+            "status",
+            "subject",
+            "encounter",
+            "authored",
+            "item",
+        ],
+        "risk": "low",
+        "approval_required": False,
+        "rollback_strategy": "entered_in_error",
+        "audit_requirement": "hashes",
+    },
+    {
+        "resource_type": "DocumentReference",
+        "event_type": "note.signed",
+        "pattern": "append_only",
+        "operations": ["create", "compensate"],
+        "writable_fields": [
+            "identifier",
+            "status",
+            "docStatus",
+            "type",
+            "category",
+            "subject",
+            "date",
+            "description",
+            "content",
+            "context",
+            "relatesTo",
+        ],
+        "risk": "medium",
+        "approval_required": False,
+        "rollback_strategy": "supersede_document",
+        "audit_requirement": "hashes",
+    },
+    {
+        "resource_type": "Condition",
+        "event_type": "problem.confirmed",
+        "pattern": "create_only",
+        "operations": ["create", "compensate"],
+        "writable_fields": [
+            "identifier",
+            "clinicalStatus",
+            "verificationStatus",
+            "category",
+            "code",
+            "subject",
+            "encounter",
+            "onsetDateTime",
+            "recordedDate",
+            "note",
+        ],
+        "risk": "medium",
+        "approval_required": False,
+        "rollback_strategy": "verification_entered_in_error",
+        "audit_requirement": "hashes",
+    },
+    {
+        "resource_type": "Patient",
+        "event_type": "demographics.updated",
+        "pattern": "patch_with_version",
+        "operations": ["update", "patch", "compensate"],
+        "writable_fields": ["telecom", "address"],
+        "risk": "medium",
+        "approval_required": False,
+        "rollback_strategy": "restore_previous_version",
+        "audit_requirement": "hashes",
+    },
+    {
+        "resource_type": "Task",
+        "event_type": "referral.status_changed",
+        "pattern": "two_phase_surrogate",
+        "operations": ["update", "patch", "compensate"],
+        "writable_fields": ["status", "lastModified"],
+        "risk": "high",
+        "approval_required": False,
+        "rollback_strategy": "restore_previous_status",
+        "audit_requirement": "full",
+    },
+    {
+        "resource_type": "AllergyIntolerance",
+        "event_type": "allergy.recorded",
+        "pattern": "human_approval",
+        "operations": ["create", "compensate"],
+        "writable_fields": [
+            "identifier",
+            "clinicalStatus",
+            "verificationStatus",
+            "type",
+            "category",
+            "criticality",
+            "code",
+            "patient",
+            "encounter",
+            "recordedDate",
+            "reaction",
+            "note",
+        ],
+        "risk": "high",
+        "approval_required": True,
+        "rollback_strategy": "entered_in_error",
+        "audit_requirement": "hashes",
+    },
+    {
+        "resource_type": "MedicationStatement",
+        "event_type": "medication.reconciled",
+        "pattern": "human_approval",
+        "operations": ["create", "compensate"],
+        "writable_fields": [
+            "identifier",
+            "status",
+            "medicationCodeableConcept",
+            "subject",
+            "context",
+            "effectiveDateTime",
+            "dateAsserted",
+            "dosage",
+            "note",
+        ],
+        "risk": "very_high",
+        "approval_required": True,
+        "rollback_strategy": "entered_in_error",
+        "audit_requirement": "hashes",
+    },
+]
+
+ROLES = ["clinician", "admin", "integration_engineer", "auditor"]
+
+
+def install_defaults(group_model, rule_model) -> None:
+    """Creates the roles and the default contract rows that are missing (the data migration, and test
+    databases emptied by a flush). Existing rows are left as engineers changed them."""
+    for name in ROLES:
+        group_model.objects.get_or_create(name=name)
+    for row in DEFAULT_CONTRACT:
+        rule_model.objects.get_or_create(resource_type=row["resource_type"], defaults=row)

@@ -1,0 +1,56 @@
+from writeback.models.alerts import Alert
+from writeback.models.audit import AuditEntry
+from writeback.models.bulk import BulkItem, BulkOperation
+from writeback.models.choices import (
+    RISK_ORDER,
+    RISK_SEVERITY,
+    Operation,
+    Risk,
+    Severity,
+    TenantMode,
+    Vendor,
+    WritePattern,
+)
+from writeback.models.events import BusinessEvent, ImmutableError
+from writeback.models.ledger import Approval, Compensation, Conflict, ManualTask, Write, WriteAttempt
+from writeback.models.tenants import (
+    Capability,
+    CapabilityChange,
+    Consent,
+    ContractRule,
+    KillSwitch,
+    PatientIdentity,
+    Tenant,
+)
+from writeback.models.tokens import ApiToken
+
+__all__ = [
+    "RISK_ORDER",
+    "RISK_SEVERITY",
+    "Alert",
+    "ApiToken",
+    "Approval",
+    "AuditEntry",
+    "BulkItem",
+    "BulkOperation",
+    "BusinessEvent",
+    "Capability",
+    "CapabilityChange",
+    "Compensation",
+    "Conflict",
+    "Consent",
+    "ContractRule",
+    "ImmutableError",
+    "KillSwitch",
+    "ManualTask",
+    "Operation",
+    "PatientIdentity",
+    "Risk",
+    "Severity",
+    "Tenant",
+    "TenantMode",
+    "Vendor",
+    "Write",
+    "WriteAttempt",
+    "WritePattern",
+]

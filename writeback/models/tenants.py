@@ -1,0 +1,261 @@
+"""Tenants (EHR deployments) and what each may do: the contract, capabilities, consents, kill switches."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from simple_history.models import HistoricalRecords
+
+from writeback.models.choices import Operation, Risk, TenantMode, Vendor, WritePattern
+
+
+class Tenant(models.Model):
+    class AuthMode(models.TextChoices):
+        NONE = "none", "None (local targets)"
+        SMART = "smart", "SMART backend services"
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200, blank=True)
+    vendor = models.CharField(max_length=16, choices=Vendor.choices)
+    base_url = models.URLField(max_length=500, help_text="FHIR R4 base URL")
+    mode = models.CharField(max_length=16, choices=TenantMode.choices, default=TenantMode.LIVE)
+    auth_mode = models.CharField(max_length=16, choices=AuthMode.choices, default=AuthMode.NONE)
+    client_id = models.CharField(max_length=200, blank=True)
+    token_url = models.URLField(max_length=500, blank=True)
+    # A reference to the signing key (file path or environment variable name), never the key itself.
+    private_key_ref = models.CharField(max_length=300, blank=True)
+    key_id = models.CharField(max_length=200, blank=True)
+    scope_style = models.CharField(
+        max_length=4, choices=[("v1", "SMART v1"), ("v2", "SMART v2")], default="v2"
+    )
+    consent_required = models.BooleanField(default=True)
+    # Resource types for which this tenant waived the consent requirement (each waiver is audited).
+    consent_waived_resource_types = models.JSONField(default=list, blank=True)
+    # Vendor context: athena practice and department ids, Unity app name, and so on.
+    settings = models.JSONField(default=dict, blank=True)
+    # Bulkhead: at most this many writes of this tenant in flight across all workers of one process.
+    max_concurrency = models.PositiveSmallIntegerField(default=4)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["slug"]
+        permissions = [("access_tenant", "May act on this tenant's writes")]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def is_paused(self) -> bool:
+        return self.mode == TenantMode.PAUSED
+
+
+class ContractRule(models.Model):
+    """One row of the contract matrix: what we may write for one resource type, and how."""
+
+    resource_type = models.CharField(max_length=64, unique=True)
+    event_type = models.CharField(max_length=64)
+    pattern = models.CharField(max_length=32, choices=WritePattern.choices)
+    operations = models.JSONField(default=list, help_text="operations we may perform")
+    # Field-level source of truth: only these elements are ours to write; the rest is EHR-authoritative.
+    writable_fields = models.JSONField(default=list)
+    risk = models.CharField(max_length=16, choices=Risk.choices)
+    approval_required = models.BooleanField(default=False)
+    rollback_strategy = models.CharField(max_length=64)
+    audit_requirement = models.CharField(
+        max_length=16,
+        choices=[("full", "Full payload"), ("hashes", "Hashes of sensitive values")],
+        default="hashes",
+    )
+    enabled = models.BooleanField(default=True)
+    version = models.PositiveIntegerField(default=1)
+    notes = models.TextField(blank=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["resource_type"]
+
+    def __str__(self) -> str:
+        return f"{self.resource_type} ({self.pattern})"
+
+
+class Capability(models.Model):
+    """Tenant x resource type x operation: allowed or not, and who said so (discovery or a person)."""
+
+    class Source(models.TextChoices):
+        DISCOVERED = "discovered", "Discovered (/metadata)"
+        MANUAL = "manual", "Set by hand"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="capabilities")
+    resource_type = models.CharField(max_length=64)
+    operation = models.CharField(max_length=32, choices=Operation.choices)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    allowed = models.BooleanField()
+    set_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    set_at = models.DateTimeField(auto_now=True)
+    notes = models.TextField(blank=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["tenant", "resource_type", "operation", "source"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "resource_type", "operation", "source"], name="capability_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        verdict = "allowed" if self.allowed else "refused"
+        return f"{self.tenant_id}:{self.resource_type}.{self.operation} {verdict} ({self.source})"
+
+
+class CapabilityChange(models.Model):
+    """A requested change to a manual capability. Widening waits for a second engineer's approval."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for a second engineer"
+        APPLIED = "applied", "Applied"
+        REJECTED = "rejected", "Rejected"
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="capability_changes")
+    resource_type = models.CharField(max_length=64)
+    operation = models.CharField(max_length=32, choices=Operation.choices)
+    allowed = models.BooleanField()
+    widens = models.BooleanField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    note = models.TextField(blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    requested_at = models.DateTimeField(auto_now_add=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+        indexes = [models.Index(fields=["tenant", "status"], name="capchange_tenant_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}:{self.resource_type}.{self.operation} -> {self.allowed} ({self.status})"
+
+
+class Consent(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        REVOKED = "revoked", "Revoked"
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="consents")
+    patient_ref = models.CharField(max_length=128)
+    # Empty list = every resource type / every action.
+    resource_types = models.JSONField(default=list, blank=True)
+    actions = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    period_start = models.DateTimeField(null=True, blank=True)
+    period_end = models.DateTimeField(null=True, blank=True)
+    artifact = models.JSONField(null=True, blank=True, help_text="the FHIR Consent resource")
+    artifact_hash = models.CharField(max_length=64, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoke_reason = models.TextField(blank=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["-created_at"]
+        # Used by the consent checks at intake and before every send.
+        indexes = [models.Index(fields=["tenant", "patient_ref", "status"], name="consent_lookup_idx")]
+
+    def __str__(self) -> str:
+        return f"consent {self.uid} {self.patient_ref} ({self.status})"
+
+
+class KillSwitch(models.Model):
+    """Stops sending at one level. `hold` stops at once; `drain` lets claimed writes finish, then holds."""
+
+    class Scope(models.TextChoices):
+        GLOBAL = "global", "All tenants"
+        TENANT = "tenant", "Tenant"
+        RESOURCE_TYPE = "resource_type", "Tenant x resource type"
+        STREAM = "stream", "One patient stream"
+
+    class Behaviour(models.TextChoices):
+        HOLD = "hold", "Hold (keep queued, stop at once)"
+        DRAIN = "drain", "Drain (finish in-flight, then hold)"
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    scope = models.CharField(max_length=16, choices=Scope.choices)
+    tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    resource_type = models.CharField(max_length=64, blank=True)
+    patient_ref = models.CharField(max_length=128, blank=True)
+    behaviour = models.CharField(max_length=8, choices=Behaviour.choices, default=Behaviour.HOLD)
+    reason = models.TextField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    released_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    released_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        # The worker reads the active switches once per claim cycle.
+        indexes = [
+            models.Index(
+                fields=["scope"], condition=models.Q(released_at__isnull=True), name="killswitch_active_idx"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.behaviour} ({'active' if self.released_at is None else 'released'})"
+
+
+class PatientIdentity(models.Model):
+    """The chart identity first seen for a patient id at a tenant; later events must agree with it."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    patient_ref = models.CharField(max_length=128)
+    identifier_system = models.CharField(max_length=300)
+    identifier_value = models.CharField(max_length=128)
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "patient_ref"], name="patient_identity_unique"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["tenant", "identifier_system", "identifier_value"], name="patient_identity_mrn_idx"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.patient_ref} = {self.identifier_system}|{self.identifier_value}"
+
+
+__all__ = [
+    "Capability",
+    "CapabilityChange",
+    "Consent",
+    "ContractRule",
+    "KillSwitch",
+    "Operation",
+    "PatientIdentity",
+    "Tenant",
+]
