@@ -1,0 +1,35 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from writeback.sync.worker import SyncWorker
+
+
+class Command(BaseCommand):
+    help = "Sends due writes to their EHRs. Run several (on several hosts) against one PostgreSQL to scale."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--tenant", action="append", metavar="SLUG", help="only these tenants (repeatable)"
+        )
+        parser.add_argument("--concurrency", type=int, default=None, help="worker threads (default 8)")
+        parser.add_argument("--until-idle", action="store_true", help="exit 0 once nothing is left to send")
+        parser.add_argument(
+            "--max-writes", type=int, default=None, help="exit after claiming this many writes"
+        )
+
+    def handle(self, *args, **opts):
+        if opts["concurrency"] is not None and opts["concurrency"] < 1:
+            raise CommandError("--concurrency must be at least 1")
+        worker = SyncWorker(
+            concurrency=opts["concurrency"],
+            tenant_slugs=opts["tenant"],
+            until_idle=opts["until_idle"],
+            max_writes=opts["max_writes"],
+        )
+        worker.install_signal_handlers()
+        self.stdout.write(f"{worker.worker_id}: started (concurrency {worker.concurrency})")
+        try:
+            stats = worker.run()
+        except ValueError as exc:
+            raise CommandError(str(exc))
+        summary = ", ".join(f"{k} {v}" for k, v in sorted(stats.by_label.items())) or "nothing to do"
+        self.stdout.write(f"{worker.worker_id}: stopped after {stats.processed} writes ({summary})")

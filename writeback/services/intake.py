@@ -1,0 +1,555 @@
+"""Event intake: canonicalize, validate, dedupe, check consent and contract, then store the event and
+its writes in one transaction (or, for a dry run, say what would happen and store nothing).
+
+Order of the checks, and the answer each gives:
+  envelope (400) -> tenant and token scope (422 unknown-tenant / 403) -> idempotency (200 duplicate /
+  409) -> domain and workflow rules (422) -> consent #1 (403, fail closed) -> mapping and contract (422)
+  -> store (201).
+"""
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from adapters.base import WriteRequest
+from adapters.registry import adapter_class
+from writeback.canonical import CanonicalEvent, canonicalize
+from writeback.errors import DomainError
+from writeback.fhir_mapping import PlannedWrite, plan_writes
+from writeback.models import ApiToken, BusinessEvent, PatientIdentity, Tenant, Write
+from writeback.services import audit
+from writeback.services.consents import consent_check
+from writeback.services.contract import TenantContract, event_field_name
+from writeback.services.permissions import refuse
+from writeback.services.tokens import token_may_access
+from writeback.services.transitions import transition_many
+from writeback.states import WriteState
+from writeback.validation.outcome import Issue, ValidationFailed, error
+from writeback.validation.rules import check_domain
+
+
+@dataclass
+class IntakeRequest:
+    body: Any
+    user: Any
+    token: ApiToken | None = None
+    header_idempotency_key: str | None = None
+    dry_run: bool = False
+    request_id: str = ""
+    correlation_id: str = ""
+
+
+@dataclass
+class IntakeResult:
+    status: int
+    body: dict[str, Any]
+    event: BusinessEvent | None = None
+    writes: list[Write] = field(default_factory=list)
+
+
+def content_hash(tenant_slug: str, event: CanonicalEvent) -> str:
+    material = {"tenant": tenant_slug, **event.hash_material()}
+    blob = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def event_ingest(req: IntakeRequest) -> IntakeResult:
+    body = req.body
+    key = _idempotency_key(body, req.header_idempotency_key)
+    result = canonicalize(body, now=timezone.now())
+    if result.status == 400:
+        raise ValidationFailed([i for i in result.issues if i.is_error] or result.issues, status=400)
+    tenant = _tenant_for(str(body.get("tenant")), req)
+    if result.event is None:
+        # The data could not be read at all; a reused key is then certainly other content.
+        if BusinessEvent.objects.filter(tenant=tenant, idempotency_key=key).exists():
+            raise DomainError(
+                409,
+                "idempotency-key-reused",
+                f"idempotency key {key!r} was already used for different content",
+                "idempotency_key",
+            )
+        raise ValidationFailed(result.issues, status=422)
+    event = result.event
+    initiator = _initiator(event, req, tenant)
+    chash = content_hash(tenant.slug, event)
+
+    duplicate = _find_duplicate(tenant, key, event, chash)
+    if duplicate is not None:
+        return _duplicate_answer(duplicate, req)
+
+    issues: list[Issue] = list(result.issues)
+    if result.status < 400:
+        issues += check_domain(event, now=timezone.now())
+        issues += _identity_issues(tenant, event)
+    errors = [i for i in issues if i.is_error]
+    if errors:
+        raise ValidationFailed(issues, status=422)
+
+    contract = TenantContract.load(tenant)
+    amends_uid = _resolve_amends(tenant, event)
+    planned, mapping_issues = plan_writes(
+        event,
+        identifier_system=settings.WRITEBACK_IDENTIFIER_SYSTEM,
+        amends_write_uid=amends_uid,
+    )
+    issues += mapping_issues
+    if any(i.is_error for i in mapping_issues):
+        raise ValidationFailed(issues, status=422)
+
+    consent = consent_check(
+        tenant=tenant, patient_ref=event.patient.id, resource_types={p.resource_type for p in planned}
+    )
+    if not consent.ok:
+        refuse(
+            req.user,
+            "submit_event",
+            consent.reason,
+            rule=consent.rule,
+            tenant=tenant,
+            object_type="patient",
+            object_id=event.patient.id,
+            request_id=req.request_id,
+        )
+
+    decisions = _contract_issues(tenant, contract, planned, event)
+    if decisions:
+        raise ValidationFailed(issues + decisions, status=422)
+
+    if req.dry_run:
+        return _dry_run_answer(tenant, event, planned, contract, issues, chash, key)
+
+    try:
+        stored, writes = _store(
+            tenant, event, planned, contract, req, key, chash, initiator, consent, amends_uid
+        )
+    except IntegrityError:
+        # Another request stored the same key (or source message) first: answer as its duplicate.
+        duplicate = _find_duplicate(tenant, key, event, chash)
+        if duplicate is None:
+            raise
+        return _duplicate_answer(duplicate, req)
+    return IntakeResult(201, _event_body(stored, writes, duplicate=False, issues=issues), stored, writes)
+
+
+def _idempotency_key(body: Any, header: str | None) -> str:
+    in_body = body.get("idempotency_key") if isinstance(body, dict) else None
+    if header and in_body and header != in_body:
+        raise DomainError(
+            400,
+            "idempotency-key-mismatch",
+            "the Idempotency-Key header and the body's idempotency_key differ",
+            "idempotency_key",
+        )
+    key = header or in_body
+    if not key or not isinstance(key, str) or len(key) > 200:
+        raise DomainError(
+            400,
+            "missing-field",
+            "an idempotency key (Idempotency-Key header or idempotency_key, up to 200 characters) "
+            "is required",
+            "idempotency_key",
+        )
+    return key
+
+
+def _tenant_for(slug: str, req: IntakeRequest) -> Tenant:
+    tenant = Tenant.objects.filter(slug=slug).first()
+    if tenant is None:
+        raise ValidationFailed([error("unknown-tenant", "tenant", f"no tenant {slug!r}", code="not-found")])
+    if not token_may_access(req.token, req.user, tenant):
+        refuse(
+            req.user,
+            "submit_event",
+            f"this token may not act on tenant {slug}",
+            rule="tenant-forbidden",
+            tenant=tenant,
+            object_type="tenant",
+            object_id=slug,
+            request_id=req.request_id,
+        )
+    return tenant
+
+
+def _initiator(event: CanonicalEvent, req: IntakeRequest, tenant: Tenant):
+    name = event.initiator.user if event.initiator else None
+    if not name or name == req.user.get_username():
+        return req.user
+    from writeback.services.tenants import user_may_access
+
+    user = get_user_model().objects.filter(username=name).first()
+    if user is None or not user_may_access(user, tenant):
+        refuse(
+            req.user,
+            "submit_event",
+            f"initiator {name!r} is not a user of tenant {tenant.slug}",
+            rule="initiator-forbidden",
+            tenant=tenant,
+            object_type="user",
+            object_id=name,
+            request_id=req.request_id,
+        )
+    return user
+
+
+def _find_duplicate(tenant: Tenant, key: str, event: CanonicalEvent, chash: str) -> BusinessEvent | None:
+    """The stored event this one repeats, or None. Raises 409 when a key or a source message id is
+    reused for other content. One query for both keys (the usual answer is: neither is known)."""
+    message_id = event.source.message_id if event.source else None
+    match = Q(idempotency_key=key)
+    if message_id:
+        match |= Q(source_system=event.source.system or "", source_message_id=message_id)
+    found = list(BusinessEvent.objects.filter(match, tenant=tenant)[:2])
+    by_key = next((e for e in found if e.idempotency_key == key), None)
+    existing = by_key or (found[0] if found else None)
+    if existing is None:
+        return None
+    if existing.content_hash != chash:
+        if by_key is not None:
+            raise DomainError(
+                409,
+                "idempotency-key-reused",
+                f"idempotency key {key!r} was already used for different content (event {existing.uid})",
+                "idempotency_key",
+            )
+        raise DomainError(
+            409,
+            "source-message-reused",
+            f"source message {message_id!r} was already received with other content (event {existing.uid})",
+            "source.message_id",
+        )
+    return existing
+
+
+def _duplicate_answer(existing: BusinessEvent, req: IntakeRequest) -> IntakeResult:
+    writes = list(existing.writes.order_by("position", "id"))
+    if not req.dry_run:
+        audit.record(
+            "event.duplicate_suppressed",
+            actor=req.user,
+            tenant=existing.tenant.slug,
+            object_type="event",
+            object_id=str(existing.uid),
+            event_uid=str(existing.uid),
+            correlation_id=req.correlation_id,
+            request_id=req.request_id,
+            data={"original_correlation_id": existing.correlation_id},
+        )
+    return IntakeResult(200, _event_body(existing, writes, duplicate=True, issues=[]), existing, writes)
+
+
+def _identity_issues(tenant: Tenant, event: CanonicalEvent) -> list[Issue]:
+    ident = event.patient.identifier
+    if ident is None:
+        return []
+    # One query: the chart identity of this patient id, and whoever holds this identifier.
+    known = list(
+        PatientIdentity.objects.filter(tenant=tenant)
+        .filter(
+            Q(patient_ref=event.patient.id) | Q(identifier_system=ident.system, identifier_value=ident.value)
+        )
+        .values_list("patient_ref", "identifier_system", "identifier_value")[:2]
+    )
+    for patient_ref, system, value in known:
+        if patient_ref == event.patient.id and (system, value) != (ident.system, ident.value):
+            return [
+                error(
+                    "patient-identity-mismatch",
+                    "patient.identifier",
+                    f"patient {event.patient.id} is charted at {tenant.slug} with another identifier "
+                    f"({system}|{value})",
+                    code="business-rule",
+                )
+            ]
+        if patient_ref != event.patient.id:
+            return [
+                error(
+                    "patient-identity-mismatch",
+                    "patient.identifier",
+                    f"identifier {ident.system}|{ident.value} belongs to patient {patient_ref} at "
+                    f"{tenant.slug}, not {event.patient.id}",
+                    code="business-rule",
+                )
+            ]
+    return []
+
+
+def _resolve_amends(tenant: Tenant, event: CanonicalEvent) -> str | None:
+    amends = getattr(event.data, "amends", None)
+    if not amends:
+        return None
+    lookup = BusinessEvent.objects.filter(tenant=tenant, type="note.signed", patient_ref=event.patient.id)
+    try:
+        original = lookup.filter(uid=uuid.UUID(str(amends))).first()
+    except ValueError:
+        original = None
+    original = original or lookup.filter(idempotency_key=str(amends)).first()
+    write = original.writes.filter(resource_type="DocumentReference").first() if original else None
+    if write is None:
+        raise ValidationFailed(
+            [
+                error(
+                    "amended-note-unknown",
+                    "data.amends",
+                    f"no signed note {amends!r} for patient {event.patient.id} to amend",
+                    code="not-found",
+                )
+            ]
+        )
+    return str(write.uid)
+
+
+def _contract_issues(
+    tenant: Tenant, contract: TenantContract, planned: list[PlannedWrite], event: CanonicalEvent
+) -> list[Issue]:
+    issues: list[Issue] = []
+    adapter = adapter_class(tenant.vendor)(_target_stub(tenant))
+    try:
+        for p in planned:
+            issue = _contract_issue(contract, adapter, p, event)
+            if issue is not None:
+                issues.append(issue)
+    finally:
+        adapter.close()
+    return issues
+
+
+def _contract_issue(
+    contract: TenantContract, adapter, p: PlannedWrite, event: CanonicalEvent
+) -> Issue | None:
+    decision = contract.decide(p.resource_type, p.operation, p.fields)
+    if not decision:
+        path = p.path
+        if decision.fields:
+            path = f"{p.path}.{event_field_name(decision.fields[0])}"
+        return error(decision.rule, path, decision.reason, code="business-rule")
+    missing = adapter.preflight(_write_request(p, event, ""))
+    if missing:
+        return error("missing-context", p.path, missing, code="business-rule")
+    return None
+
+
+def _target_stub(tenant: Tenant):
+    from writeback.services.targets import target_config_for
+
+    return target_config_for(tenant, enabled=frozenset())
+
+
+def _write_request(p: PlannedWrite, event: CanonicalEvent, correlation_id: str) -> WriteRequest:
+    return WriteRequest(
+        write_uid=str(p.uid),
+        resource_type=p.resource_type,
+        operation=p.operation,
+        resource=p.resource,
+        correlation_id=correlation_id,
+        patient_ref=event.patient.id,
+        encounter_ref=event.encounter.id if event.encounter else "",
+        target_id=p.target_id,
+        base_version=p.base_version,
+        context=p.context,
+    )
+
+
+def _dry_run_answer(tenant, event, planned, contract, issues, chash, key) -> IntakeResult:
+    writes = []
+    for p in planned:
+        rule = contract.rule_for(p.resource_type)
+        writes.append(
+            {
+                "resource_type": p.resource_type,
+                "operation": p.operation,
+                "target_id": p.target_id,
+                "base_version": p.base_version,
+                "risk": rule.risk,
+                "approval_required": rule.approval_required,
+                "would_be_state": WriteState.AWAITING_APPROVAL
+                if rule.approval_required
+                else WriteState.PENDING,
+                "contract": {"allowed": True, "pattern": rule.pattern},
+                "resource": p.resource,
+            }
+        )
+    body = {
+        "dry_run": True,
+        "tenant": tenant.slug,
+        "type": event.type,
+        "tenant_mode": tenant.mode,
+        "idempotency_key": key,
+        "content_hash": chash,
+        "canonical": event.to_json(),
+        "writes": writes,
+        "issues": [i.as_dict() for i in issues],
+    }
+    return IntakeResult(200, body)
+
+
+def _store(tenant, event, planned, contract, req, key, chash, initiator, consent, amends_uid):
+    now = timezone.now()
+    drafts: list[audit.AuditDraft] = []
+    with transaction.atomic():
+        stored = BusinessEvent(
+            tenant=tenant,
+            type=event.type,
+            idempotency_key=key,
+            source_system=(event.source.system if event.source else "") or "",
+            source_message_id=event.source.message_id if event.source else None,
+            content_hash=chash,
+            raw_payload=req.body,
+            canonical_payload=event.to_json(),
+            patient_ref=event.patient.id,
+            patient_identifier=(
+                {"system": event.patient.identifier.system, "value": event.patient.identifier.value}
+                if event.patient.identifier
+                else None
+            ),
+            encounter_ref=event.encounter.id if event.encounter else "",
+            encounter_status=(event.encounter.status or "") if event.encounter else "",
+            initiator=initiator,
+            initiator_name=initiator.get_username(),
+            acting_system=req.user.get_username(),
+            origin_device=event.device.id if event.device else "",
+            consent=consent.consent,
+            consent_snapshot=consent.snapshot(),
+            correlation_id=req.correlation_id,
+            occurred_at=event.occurred_at,
+        )
+        stored.save()
+        if event.patient.identifier:
+            PatientIdentity.objects.bulk_create(
+                [
+                    PatientIdentity(
+                        tenant=tenant,
+                        patient_ref=event.patient.id,
+                        identifier_system=event.patient.identifier.system,
+                        identifier_value=event.patient.identifier.value,
+                    )
+                ],
+                ignore_conflicts=True,
+            )
+        amended = Write.objects.filter(uid=amends_uid).first() if amends_uid else None
+        writes = Write.objects.bulk_create(
+            [_new_write(p, i, stored, tenant, contract, now, amended) for i, p in enumerate(planned)]
+        )
+        drafts.append(
+            audit.draft(
+                "event.received",
+                actor=req.user,
+                tenant=tenant.slug,
+                object_type="event",
+                object_id=str(stored.uid),
+                event_uid=str(stored.uid),
+                correlation_id=req.correlation_id,
+                request_id=req.request_id,
+                data={
+                    "type": event.type,
+                    "idempotency_key": key,
+                    "content_hash": chash,
+                    "initiator": initiator.get_username(),
+                    "consent": consent.snapshot(),
+                    "writes": len(writes),
+                },
+            )
+        )
+        for w in writes:
+            drafts.append(
+                audit.draft(
+                    "write.created",
+                    actor=req.user,
+                    tenant=tenant.slug,
+                    object_type="write",
+                    object_id=str(w.uid),
+                    write_uid=str(w.uid),
+                    event_uid=str(stored.uid),
+                    correlation_id=req.correlation_id,
+                    request_id=req.request_id,
+                    data={
+                        "state": w.state,
+                        "resource_type": w.resource_type,
+                        "operation": w.operation,
+                        "payload_hash": w.payload_hash,
+                        "risk": w.risk,
+                    },
+                )
+            )
+        for needs_approval in (True, False):
+            group = [w for w in writes if w.approval_required == needs_approval]
+            target = WriteState.AWAITING_APPROVAL if needs_approval else WriteState.PENDING
+            transition_many(
+                group,
+                target,
+                actor=req.user,
+                tenant_slug=tenant.slug,
+                event_uid=str(stored.uid),
+                reason="validated at intake",
+                request_id=req.request_id,
+                defer_audit=drafts,
+            )
+        audit.record_many(drafts)
+    return stored, writes
+
+
+def payload_hash(resource: dict) -> str:
+    return audit.sha256_text(resource)
+
+
+def _new_write(
+    p: PlannedWrite, position: int, event: BusinessEvent, tenant: Tenant, contract, now, amended: Write | None
+) -> Write:
+    rule = contract.rule_for(p.resource_type)
+    context = dict(p.context or {})
+    amends = amended if amended is not None and p.resource_type == "DocumentReference" else None
+    if amends is not None:
+        context["amends_write_uid"] = str(amends.uid)
+    return Write(
+        uid=p.uid,
+        event=event,
+        tenant=tenant,
+        position=position,
+        resource_type=p.resource_type,
+        operation=p.operation,
+        payload=p.resource,
+        payload_hash=payload_hash(p.resource),
+        base_version=p.base_version or "",
+        target_resource_id=p.target_id or "",
+        state=WriteState.VALIDATED,
+        state_changed_at=now,
+        risk=rule.risk,
+        approval_required=rule.approval_required,
+        max_attempts=settings.WRITEBACK_MAX_ATTEMPTS.get(rule.risk, 8),
+        next_attempt_at=now,
+        patient_ref=event.patient_ref,
+        stream_key=Write.make_stream_key(tenant.pk, event.patient_ref, p.resource_type),
+        correlation_id=event.correlation_id,
+        context=context,
+        supersedes=amends,
+        created_at=now,
+    )
+
+
+def _event_body(event: BusinessEvent, writes: list[Write], *, duplicate: bool, issues: list[Issue]) -> dict:
+    return {
+        "id": str(event.uid),
+        "tenant": event.tenant.slug,
+        "type": event.type,
+        "duplicate": duplicate,
+        "correlation_id": event.correlation_id,
+        "writes": [
+            {
+                "id": str(w.uid),
+                "resource_type": w.resource_type,
+                "operation": w.operation,
+                "state": w.state,
+                "risk": w.risk,
+            }
+            for w in writes
+        ],
+        "issues": [i.as_dict() for i in issues if not i.is_error],
+    }

@@ -1,0 +1,442 @@
+"""Dashboard numbers for the console, GET /api/v1/metrics and the Prometheus endpoint.
+
+Each figure comes from one aggregate query (eight in all, whatever the size of the ledger), scoped to
+the tenants the caller may see. Rates cover a trailing window (24 hours by default):
+
+- retry rate: share of send attempts that ended retryable, ambiguous or lost;
+- conflict rate: share of send attempts that ended in a version conflict;
+- duplicate suppression rate: suppressed duplicates (audit action `event.duplicate_suppressed`) over
+  all events received (stored events plus suppressed duplicates);
+- accepted vs rejected: send attempts the target acknowledged (or that were found already landed) vs
+  those it refused, by resource type;
+- vendor latency p50 / p95: from WriteAttempt.latency_ms. PostgreSQL computes exact percentiles; on
+  SQLite (no percentile function) they are computed from the most recent LATENCY_SAMPLE attempts.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import connection
+from django.db.models import Aggregate, Count, FloatField, Q, QuerySet
+from django.db.models.functions import TruncHour
+from django.utils import timezone
+
+from writeback.models import Alert, AuditEntry, BusinessEvent, Severity, Tenant, Write, WriteAttempt
+from writeback.states import CLAIMABLE, NEEDS_OPERATOR, WriteState
+
+LATENCY_SAMPLE = 5000
+Outcome = WriteAttempt.Outcome
+SEND_OUTCOMES = (
+    Outcome.COMMITTED,
+    Outcome.FOUND,
+    Outcome.CONFLICT,
+    Outcome.RETRYABLE,
+    Outcome.AMBIGUOUS,
+    Outcome.LOST,
+    Outcome.TERMINAL,
+)
+RETRY_OUTCOMES = (Outcome.RETRYABLE, Outcome.AMBIGUOUS, Outcome.LOST)
+ACCEPTED_OUTCOMES = (Outcome.COMMITTED, Outcome.FOUND)
+SEVERITY_ORDER = (Severity.PAGE, Severity.CRITICAL, Severity.WARNING, Severity.INFO)
+
+
+class Percentile(Aggregate):
+    """PERCENTILE_CONT(p) WITHIN GROUP (ORDER BY expr): PostgreSQL only."""
+
+    function = "PERCENTILE_CONT"
+    template = "%(function)s(%(percentile)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression, percentile: float, **extra) -> None:
+        super().__init__(expression, percentile=float(percentile), **extra)
+
+
+@dataclass
+class TenantRow:
+    id: int
+    slug: str
+    name: str
+    vendor: str
+    vendor_label: str
+    mode: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def queue_depth(self) -> int:
+        return sum(self.counts.get(s, 0) for s in CLAIMABLE)
+
+    @property
+    def needs_operator(self) -> int:
+        return sum(self.counts.get(s, 0) for s in NEEDS_OPERATOR)
+
+
+@dataclass
+class HourPoint:
+    hour: datetime
+    committed: int = 0
+    retried: int = 0
+    failed: int = 0
+    conflicts: int = 0
+    events: int = 0
+
+    @property
+    def sends(self) -> int:
+        return self.committed + self.retried + self.failed + self.conflicts
+
+
+@dataclass
+class Dashboard:
+    generated_at: datetime
+    since: datetime
+    window_hours: int
+    tenants: list[TenantRow]
+    by_vendor: dict[str, dict[str, int]]
+    state_totals: dict[str, int]
+    sends: int
+    retries: int
+    conflicts: int
+    events_stored: int
+    duplicates_suppressed: int
+    by_resource_type: list[dict]
+    latency: list[dict]
+    latency_exact: bool
+    series: list[HourPoint]
+    open_alerts: dict[str, int]
+
+    @property
+    def queue_depth(self) -> int:
+        return sum(self.state_totals.get(s, 0) for s in CLAIMABLE)
+
+    @property
+    def awaiting_approval(self) -> int:
+        return self.state_totals.get(WriteState.AWAITING_APPROVAL, 0)
+
+    @property
+    def needs_operator(self) -> int:
+        return sum(self.state_totals.get(s, 0) for s in NEEDS_OPERATOR)
+
+    @property
+    def total_writes(self) -> int:
+        return sum(self.state_totals.values())
+
+    @property
+    def retry_rate(self) -> float | None:
+        return _rate(self.retries, self.sends)
+
+    @property
+    def conflict_rate(self) -> float | None:
+        return _rate(self.conflicts, self.sends)
+
+    @property
+    def events_received(self) -> int:
+        return self.events_stored + self.duplicates_suppressed
+
+    @property
+    def duplicate_rate(self) -> float | None:
+        return _rate(self.duplicates_suppressed, self.events_received)
+
+    @property
+    def open_alert_total(self) -> int:
+        return sum(self.open_alerts.values())
+
+    def as_json(self) -> dict:
+        return {
+            "generated_at": self.generated_at.isoformat(),
+            "window": {"since": self.since.isoformat(), "hours": self.window_hours},
+            "writes": {
+                "total": self.total_writes,
+                "by_state": self.state_totals,
+                "queue_depth": self.queue_depth,
+                "awaiting_approval": self.awaiting_approval,
+                "needs_operator": self.needs_operator,
+                "by_tenant": [
+                    {
+                        "tenant": t.slug,
+                        "vendor": t.vendor,
+                        "mode": t.mode,
+                        "by_state": t.counts,
+                        "queue_depth": t.queue_depth,
+                    }
+                    for t in self.tenants
+                ],
+                "by_vendor": self.by_vendor,
+            },
+            "rates": {
+                "send_attempts": self.sends,
+                "retry_rate": self.retry_rate,
+                "conflict_rate": self.conflict_rate,
+                "events_received": self.events_received,
+                "duplicates_suppressed": self.duplicates_suppressed,
+                "duplicate_suppression_rate": self.duplicate_rate,
+            },
+            "by_resource_type": self.by_resource_type,
+            "vendor_latency_ms": self.latency,
+            "latency_exact": self.latency_exact,
+            "series": [
+                {
+                    "hour": p.hour.isoformat(),
+                    "committed": p.committed,
+                    "retried": p.retried,
+                    "failed": p.failed,
+                    "conflicts": p.conflicts,
+                    "events": p.events,
+                }
+                for p in self.series
+            ],
+            "open_alerts": self.open_alerts,
+        }
+
+
+def dashboard(tenants: QuerySet[Tenant], *, hours: int = 24, now: datetime | None = None) -> Dashboard:
+    now = now or timezone.now()
+    since = now - timedelta(hours=hours)
+    rows = [
+        TenantRow(t.pk, t.slug, t.name or t.slug, t.vendor, t.get_vendor_display(), t.mode)
+        for t in tenants.order_by("slug")
+    ]
+    ids = [t.id for t in rows]
+    by_id = {t.id: t for t in rows}
+
+    # 1. Writes by tenant and state.
+    state_totals: dict[str, int] = defaultdict(int)
+    by_vendor: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in Write.objects.filter(tenant_id__in=ids).values("tenant_id", "state").annotate(n=Count("id")):
+        tenant = by_id[r["tenant_id"]]
+        tenant.counts[r["state"]] = r["n"]
+        state_totals[r["state"]] += r["n"]
+        by_vendor[tenant.vendor][r["state"]] += r["n"]
+
+    # 2. Send attempts in the window, by resource type and outcome.
+    attempts = WriteAttempt.objects.filter(
+        write__tenant_id__in=ids, started_at__gte=since, outcome__in=SEND_OUTCOMES
+    )
+    by_type = []
+    sends = retries = conflicts = 0
+    for r in (
+        attempts.values("write__resource_type")
+        .annotate(
+            sends=Count("id"),
+            accepted=Count("id", filter=Q(outcome__in=ACCEPTED_OUTCOMES)),
+            rejected=Count("id", filter=Q(outcome=Outcome.TERMINAL)),
+            retries=Count("id", filter=Q(outcome__in=RETRY_OUTCOMES)),
+            conflicts=Count("id", filter=Q(outcome=Outcome.CONFLICT)),
+        )
+        .order_by("write__resource_type")
+    ):
+        sends, retries, conflicts = sends + r["sends"], retries + r["retries"], conflicts + r["conflicts"]
+        by_type.append(
+            {
+                "resource_type": r["write__resource_type"],
+                "accepted": r["accepted"],
+                "rejected": r["rejected"],
+                "sends": r["sends"],
+            }
+        )
+
+    # 3. Vendor latency.
+    latency, exact = _latency(attempts)
+
+    # 4. Hourly series of outcomes; 5. events per hour.
+    tz = timezone.get_current_timezone()
+    series = {p.hour: p for p in _empty_series(now, hours, tz)}
+    for r in (
+        attempts.annotate(hour=TruncHour("started_at", tzinfo=tz))
+        .values("hour")
+        .annotate(
+            committed=Count("id", filter=Q(outcome__in=ACCEPTED_OUTCOMES)),
+            retried=Count("id", filter=Q(outcome__in=RETRY_OUTCOMES)),
+            failed=Count("id", filter=Q(outcome=Outcome.TERMINAL)),
+            conflicts=Count("id", filter=Q(outcome=Outcome.CONFLICT)),
+        )
+    ):
+        point = series.get(_hour_key(r["hour"], tz))
+        if point is not None:
+            point.committed, point.retried = r["committed"], r["retried"]
+            point.failed, point.conflicts = r["failed"], r["conflicts"]
+    events_stored = 0
+    for r in (
+        BusinessEvent.objects.filter(tenant_id__in=ids, received_at__gte=since)
+        .annotate(hour=TruncHour("received_at", tzinfo=tz))
+        .values("hour")
+        .annotate(n=Count("id"))
+    ):
+        events_stored += r["n"]
+        point = series.get(_hour_key(r["hour"], tz))
+        if point is not None:
+            point.events = r["n"]
+
+    # 6. Suppressed duplicates (counted by intake in the audit trail).
+    duplicates = AuditEntry.objects.filter(
+        action="event.duplicate_suppressed", at__gte=since, tenant__in=[t.slug for t in rows]
+    ).count()
+
+    # 7. Open alerts by severity.
+    open_alerts = {s.value: 0 for s in SEVERITY_ORDER}
+    for r in (
+        Alert.objects.filter(tenant_id__in=ids, acknowledged_at__isnull=True)
+        .values("severity")
+        .annotate(n=Count("id"))
+    ):
+        open_alerts[r["severity"]] = r["n"]
+
+    return Dashboard(
+        generated_at=now,
+        since=since,
+        window_hours=hours,
+        tenants=rows,
+        by_vendor={v: dict(c) for v, c in by_vendor.items()},
+        state_totals=dict(state_totals),
+        sends=sends,
+        retries=retries,
+        conflicts=conflicts,
+        events_stored=events_stored,
+        duplicates_suppressed=duplicates,
+        by_resource_type=by_type,
+        latency=latency,
+        latency_exact=exact,
+        series=[series[k] for k in sorted(series)],
+        open_alerts=open_alerts,
+    )
+
+
+def _latency(attempts: QuerySet[WriteAttempt]) -> tuple[list[dict], bool]:
+    timed = attempts.filter(latency_ms__isnull=False)
+    if connection.vendor == "postgresql":
+        rows = (
+            timed.values("write__tenant__vendor")
+            .annotate(
+                p50=Percentile("latency_ms", 0.5), p95=Percentile("latency_ms", 0.95), samples=Count("id")
+            )
+            .order_by("write__tenant__vendor")
+        )
+        return [
+            {"vendor": r["write__tenant__vendor"], "p50": r["p50"], "p95": r["p95"], "samples": r["samples"]}
+            for r in rows
+        ], True
+    values: dict[str, list[float]] = defaultdict(list)
+    for vendor, ms in timed.order_by("-started_at").values_list("write__tenant__vendor", "latency_ms")[
+        :LATENCY_SAMPLE
+    ]:
+        values[vendor].append(ms)
+    return [
+        {"vendor": v, "p50": percentile(ms, 0.5), "p95": percentile(ms, 0.95), "samples": len(ms)}
+        for v, ms in sorted(values.items())
+    ], False
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """Linear interpolation between closest ranks (what PERCENTILE_CONT computes)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * p
+    lower = int(pos)
+    upper = min(lower + 1, len(ordered) - 1)
+    return ordered[lower] + (ordered[upper] - ordered[lower]) * (pos - lower)
+
+
+def _empty_series(now: datetime, hours: int, tz) -> list[HourPoint]:
+    last = timezone.localtime(now, tz).replace(minute=0, second=0, microsecond=0)
+    return [HourPoint(hour=last - timedelta(hours=i)) for i in range(hours - 1, -1, -1)]
+
+
+def _hour_key(value: datetime, tz) -> datetime:
+    # Databases hand back the truncated hour as aware or naive depending on the backend.
+    if timezone.is_naive(value):
+        value = timezone.make_aware(value, tz)
+    return timezone.localtime(value, tz).replace(minute=0, second=0, microsecond=0)
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def prometheus_text(board: Dashboard) -> str:
+    """The dashboard in Prometheus' text exposition format (version 0.0.4)."""
+    out: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], float | None]]):
+        out.append(f"# HELP {name} {help_text}")
+        out.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            if value is None:
+                continue
+            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+            out.append(f"{name}{{{label_text}}} {value:g}" if label_text else f"{name} {value:g}")
+
+    metric(
+        "writeback_writes",
+        "gauge",
+        "Writes in the ledger by tenant, vendor and state.",
+        [
+            ({"tenant": t.slug, "vendor": t.vendor, "state": s}, n)
+            for t in board.tenants
+            for s, n in sorted(t.counts.items())
+        ],
+    )
+    metric(
+        "writeback_queue_depth",
+        "gauge",
+        "Writes waiting to be sent (pending, retrying or with an unknown outcome).",
+        [({"tenant": t.slug}, t.queue_depth) for t in board.tenants],
+    )
+    metric(
+        "writeback_send_attempts",
+        "gauge",
+        f"Send attempts in the last {board.window_hours} hours.",
+        [({}, board.sends)],
+    )
+    metric(
+        "writeback_retry_rate",
+        "gauge",
+        "Share of send attempts that must be retried.",
+        [({}, board.retry_rate)],
+    )
+    metric(
+        "writeback_conflict_rate",
+        "gauge",
+        "Share of send attempts that met a version conflict.",
+        [({}, board.conflict_rate)],
+    )
+    metric(
+        "writeback_duplicate_suppression_rate",
+        "gauge",
+        "Share of received events suppressed as duplicates.",
+        [({}, board.duplicate_rate)],
+    )
+    metric(
+        "writeback_target_outcomes",
+        "gauge",
+        "Send attempts accepted or rejected by the target, by resource type.",
+        [
+            ({"resource_type": r["resource_type"], "outcome": outcome}, r[outcome])
+            for r in board.by_resource_type
+            for outcome in ("accepted", "rejected")
+        ],
+    )
+    metric(
+        "writeback_vendor_latency_ms",
+        "gauge",
+        "Vendor response time percentiles in milliseconds.",
+        [
+            ({"vendor": r["vendor"], "quantile": q}, r[key])
+            for r in board.latency
+            for q, key in (("0.5", "p50"), ("0.95", "p95"))
+        ],
+    )
+    metric(
+        "writeback_open_alerts",
+        "gauge",
+        "Unacknowledged alerts by severity.",
+        [({"severity": s}, n) for s, n in board.open_alerts.items()],
+    )
+    return "\n".join(out) + "\n"
+
+
+def _escape(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

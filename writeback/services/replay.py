@@ -1,0 +1,248 @@
+"""Replay, in three labelled modes. Every replay links to its original (lineage) and never rewrites
+its history; none makes a second chart entry, because a replayed resource keeps the original's
+identifier and the worker looks it up before sending whenever an earlier try may have landed.
+
+- resend: the same write, same request, same key, queued again (after a terminal failure).
+- rederive: the stored event through today's canonicalization and mapping; a new write.
+- edit: an operator-edited payload; a new write, approval required for high risk.
+Any mode with shadow=True makes a new write that is compared with the EHR and never written.
+"""
+
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from writeback.canonical import canonicalize
+from writeback.errors import DomainError
+from writeback.fhir_mapping import SINGLE_IDENTIFIER, plan_writes
+from writeback.models import RISK_ORDER, Risk, Write
+from writeback.services import audit
+from writeback.services.contract import TenantContract, touched_fields
+from writeback.services.permissions import require
+from writeback.services.transitions import transition
+from writeback.states import ALLOWED_TRANSITIONS, WriteState
+from writeback.sync.requests import fresh_context, identity_uid
+
+MODES = ("resend", "rederive", "edit")
+RESENDABLE = (WriteState.FAILED_TERMINAL, WriteState.FAILED_RETRYABLE, WriteState.OUTCOME_UNKNOWN)
+
+
+def write_replay(
+    *,
+    write: Write,
+    user: Any,
+    mode: str,
+    payload: dict | None = None,
+    reason: str = "",
+    shadow: bool = False,
+    request_id: str = "",
+    channel: str = "api",
+) -> Write:
+    require(
+        user,
+        "replay",
+        write.tenant,
+        object_type="write",
+        object_id=str(write.uid),
+        request_id=request_id,
+        channel=channel,
+    )
+    if mode not in MODES:
+        raise DomainError(400, "invalid-value", f"mode must be one of {', '.join(MODES)}", "mode")
+    write = Write.objects.select_related("tenant", "event").get(pk=write.pk)  # decide on the current state
+    if mode == "resend" and not shadow:
+        return _resend(write, user, reason, request_id)
+    if write.state == WriteState.COMMITTED and not shadow:
+        raise DomainError(
+            409,
+            "already-committed",
+            "this write is in the chart; replay it into shadow to compare, or compensate it",
+            "state",
+        )
+    if mode == "edit":
+        new_payload = _edited(write, payload)
+    elif mode == "rederive":
+        new_payload = _rederived(write)
+    else:
+        new_payload = write.payload
+    return _new_write(write, user, mode, new_payload, reason, shadow, request_id)
+
+
+def _resend(write: Write, user: Any, reason: str, request_id: str) -> Write:
+    with transaction.atomic():
+        write = Write.objects.select_for_update().select_related("tenant", "event").get(pk=write.pk)
+        if write.state not in RESENDABLE:
+            raise DomainError(409, "invalid-transition", f"a {write.state} write cannot be resent", "state")
+        target = (
+            WriteState.PENDING if write.state != WriteState.OUTCOME_UNKNOWN else WriteState.OUTCOME_UNKNOWN
+        )
+        drafts: list[audit.AuditDraft] = []
+        fields = {
+            "attempts": 0,
+            "next_attempt_at": timezone.now(),
+            "lease_owner": "",
+            "lease_expires_at": None,
+        }
+        if target == write.state:
+            Write.objects.filter(pk=write.pk).update(**fields)
+        else:
+            transition(
+                write,
+                target,
+                actor=user,
+                reason="replay: resend as is",
+                request_id=request_id,
+                fields=fields,
+                defer_audit=drafts,
+            )
+        drafts.append(_replay_entry(write, write, user, "resend", reason, False, request_id))
+        audit.record_many(drafts)
+    return write
+
+
+def _rederived(write: Write) -> dict:
+    event = write.event
+    result = canonicalize(event.raw_payload, now=event.received_at)
+    if result.event is None:
+        raise DomainError(
+            422,
+            "rederive-failed",
+            "today's canonicalization no longer accepts the stored event: "
+            + "; ".join(f"{i.rule} at {i.path}" for i in result.issues if i.is_error),
+        )
+    planned, issues = plan_writes(result.event, identifier_system=settings.WRITEBACK_IDENTIFIER_SYSTEM)
+    if any(i.is_error for i in issues):
+        raise DomainError(422, "rederive-failed", "; ".join(i.message for i in issues if i.is_error))
+    same = [p for p in planned if p.resource_type == write.resource_type]
+    candidates = [
+        p for i, p in enumerate(planned) if i == write.position and p.resource_type == write.resource_type
+    ]
+    chosen = (candidates or same or [None])[0]
+    if chosen is None:
+        raise DomainError(
+            422, "rederive-failed", f"today's mapping produces no {write.resource_type} for this event"
+        )
+    return _with_identity(chosen.resource, identity_uid(write))
+
+
+def _edited(write: Write, payload: dict | None) -> dict:
+    if not isinstance(payload, dict) or payload.get("resourceType") != write.resource_type:
+        raise DomainError(
+            400, "invalid-value", f"an edited payload must be a {write.resource_type} resource", "payload"
+        )
+    from fhir.resources.R4B import get_fhir_model_class
+
+    try:
+        get_fhir_model_class(write.resource_type).model_validate(payload)
+    except Exception as exc:  # pydantic's ValidationError and friends: report, never 500
+        raise DomainError(
+            422,
+            "invalid-fhir",
+            f"the edited {write.resource_type} is not valid FHIR R4: {exc}"[:2000],
+            "payload",
+        )
+    fields = touched_fields(write.resource_type, payload)
+    decision = TenantContract.load(write.tenant).decide(write.resource_type, write.operation, fields)
+    if not decision:
+        raise DomainError(422, decision.rule, decision.reason, "payload")
+    if write.operation == "create":
+        payload = _with_identity(payload, identity_uid(write))
+    return payload
+
+
+def _with_identity(resource: dict, identity: str) -> dict:
+    """The resource carrying the original's identifier (replays must be found where the original landed)."""
+    if resource.get("resourceType") in ("Patient", "Task"):
+        return resource
+    system = settings.WRITEBACK_IDENTIFIER_SYSTEM
+    ours = {"system": system, "value": identity}
+    if resource.get("resourceType") in SINGLE_IDENTIFIER:
+        return {**resource, "identifier": ours}
+    existing = resource.get("identifier") or []
+    others = [i for i in existing if isinstance(i, dict) and i.get("system") != system]
+    return {**resource, "identifier": [ours, *others]}
+
+
+def _new_write(
+    original: Write, user, mode: str, payload: dict, reason: str, shadow: bool, request_id: str
+) -> Write:
+    needs_approval = not shadow and (
+        original.approval_required or (mode == "edit" and RISK_ORDER[original.risk] >= RISK_ORDER[Risk.HIGH])
+    )
+    with transaction.atomic():
+        original = Write.objects.select_for_update().select_related("tenant", "event").get(pk=original.pk)
+        new = Write.objects.create(
+            event=original.event,
+            tenant=original.tenant,
+            position=original.position,
+            resource_type=original.resource_type,
+            operation=original.operation,
+            payload=payload,
+            payload_hash=audit.sha256_text(payload),
+            base_version=original.base_version,
+            target_resource_id=original.target_resource_id if original.operation != "create" else "",
+            state=WriteState.VALIDATED,
+            risk=original.risk,
+            approval_required=needs_approval,
+            max_attempts=original.max_attempts,
+            patient_ref=original.patient_ref,
+            stream_key=original.stream_key if not shadow else f"shadow:{original.stream_key}",
+            correlation_id=original.correlation_id,
+            context={
+                **fresh_context(original.context),
+                "identity": identity_uid(original),
+                "replay_mode": mode,
+                **({"shadow_only": True} if shadow else {}),
+            },
+            replay_of=original,
+            supersedes=None if shadow else original,
+            compensates=original.compensates,
+            compensation=original.compensation,
+        )
+        drafts: list[audit.AuditDraft] = []
+        if not shadow and WriteState.SUPERSEDED in ALLOWED_TRANSITIONS[original.state]:
+            # The original stops here (and stops blocking its stream); the replay carries on for it.
+            transition(
+                original,
+                WriteState.SUPERSEDED,
+                actor=user,
+                reason=f"replayed ({mode}) as write {new.uid}",
+                request_id=request_id,
+                data={"replay": str(new.uid)},
+                defer_audit=drafts,
+            )
+        new.tenant, new.event = original.tenant, original.event
+        transition(
+            new,
+            WriteState.AWAITING_APPROVAL if needs_approval else WriteState.PENDING,
+            actor=user,
+            reason=f"replay ({mode}{', shadow' if shadow else ''}) of write {original.uid}",
+            request_id=request_id,
+            defer_audit=drafts,
+        )
+        drafts.append(_replay_entry(original, new, user, mode, reason, shadow, request_id))
+        audit.record_many(drafts)
+    return new
+
+
+def _replay_entry(original: Write, new: Write, user, mode: str, reason: str, shadow: bool, request_id: str):
+    return audit.draft(
+        "write.replayed",
+        actor=user,
+        tenant=original.tenant.slug,
+        object_type="write",
+        object_id=str(original.uid),
+        write_uid=str(original.uid),
+        event_uid=str(original.event.uid),
+        correlation_id=original.correlation_id,
+        request_id=request_id,
+        data={
+            "mode": mode,
+            "shadow": shadow,
+            "replay_write": str(new.uid),
+            "reason": reason,
+            "payload_hash": new.payload_hash,
+        },
+    )
