@@ -1,0 +1,307 @@
+"""The one response classifier: every answer (or missing answer) becomes one of the five outcome classes.
+
+    committed  2xx (with the id and version from Location / ETag / meta where the vendor gives them)
+    conflict   412; 409 on a versioned request (someone changed the resource since our base version)
+    retryable  408, 423, 425, 429, 503 (with Retry-After), other 5xx, connect errors: nothing landed
+    ambiguous  timeout or connection lost after the request was sent: it may have landed
+    terminal   400/422 (OperationOutcome kept), 401 after one token refresh, 403, 404/405, other 4xx
+
+One refinement of the 5xx rule: 500/502/504 to a plain POST (no If-None-Exist) is *ambiguous*, not
+retryable. A gateway or server error after the body was received may follow a commit, and sending a
+create again without conditional create could make a second chart entry; the worker checks by read
+first. 503 stays retryable everywhere: it is the documented "not processed, come back later" answer.
+
+Vendor dialects map their quirks into the same classes:
+  athena v1  `{"success": false, "errormessage": ...}` in a 2xx -> terminal with that message;
+             403 with the rate-limit headers (or Retry-After) -> retryable, retry_after from the headers;
+             `{"error", "detailedmessage"}` bodies become the message.
+  Unity      `[{"Error": ...}]` (or a string containing "error:") in an HTTP 200 -> terminal, except
+             texts that say the call was not processed (deadlock, busy, try again) -> retryable, and
+             texts that say it timed out -> ambiguous.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import Any
+
+import httpx
+
+from adapters.base import Outcome
+from adapters.http import HttpReply, operation_outcome_summary
+
+
+class Dialect(StrEnum):
+    FHIR = "fhir"
+    ATHENA_V1 = "athena_v1"
+    UNITY = "unity"
+
+
+@dataclass
+class Classification:
+    outcome: Outcome
+    message: str = ""
+    retry_after: float | None = None
+    resource_id: str = ""
+    version: str = ""
+    resource: dict[str, Any] | None = None
+
+    @property
+    def committed(self) -> bool:
+        return self.outcome is Outcome.COMMITTED
+
+
+# --- network failures -------------------------------------------------------------------------------
+
+
+def classify_exception(exc: BaseException) -> tuple[Outcome, str]:
+    """Whether a request that raised `exc` may have reached the server."""
+    name = type(exc).__name__
+    detail = str(exc) or name
+    # Nothing was sent: no connection was made, or none was free in the pool.
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+        return Outcome.RETRYABLE, f"connect timeout, nothing sent ({name}: {detail})"
+    if isinstance(exc, httpx.ConnectError | httpx.ProxyError):
+        return Outcome.RETRYABLE, f"could not connect, nothing sent ({name}: {detail})"
+    # Sent (or partly sent), then no complete answer: the server may have acted on it.
+    if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout):
+        return Outcome.AMBIGUOUS, f"timed out waiting for the answer, the request may have landed ({name})"
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError | httpx.CloseError):
+        return (
+            Outcome.AMBIGUOUS,
+            f"connection lost after sending, the request may have landed ({name}: {detail})",
+        )
+    if isinstance(exc, httpx.TimeoutException | httpx.NetworkError):
+        return Outcome.AMBIGUOUS, f"network failure, the request may have landed ({name}: {detail})"
+    # Our own request was malformed, or the target is misconfigured: a person must look.
+    if isinstance(exc, httpx.LocalProtocolError | httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return Outcome.TERMINAL, f"invalid request or target URL ({name}: {detail})"
+    return Outcome.AMBIGUOUS, f"unexpected transport error, the request may have landed ({name}: {detail})"
+
+
+# --- header parsing ----------------------------------------------------------------------------------
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds from now: either delta-seconds or an HTTP date (RFC 9110 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def etag_version(etag: str | None) -> str:
+    """'W/"3"' -> '3'."""
+    if not etag:
+        return ""
+    etag = etag.strip()
+    if etag.startswith(("W/", "w/")):
+        etag = etag[2:]
+    return etag.strip('"')
+
+
+_LOCATION = re.compile(
+    r"(?:^|/)(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/(?P<vid>[^/?#]+))?/?$"
+)
+
+
+def parse_location(location: str | None) -> tuple[str, str, str]:
+    """'.../Observation/123/_history/2' -> ('Observation', '123', '2'); relative 'Type/id' too."""
+    if not location:
+        return "", "", ""
+    path = location.split("?", 1)[0]
+    match = _LOCATION.search(path)
+    if not match:
+        return "", "", ""
+    return match["type"], match["id"], match["vid"] or ""
+
+
+def resource_version(resource: dict[str, Any] | None) -> str:
+    if not isinstance(resource, dict):
+        return ""
+    return str((resource.get("meta") or {}).get("versionId") or "")
+
+
+def _athena_quota_retry_after(headers: httpx.Headers, *, now: datetime | None = None) -> float | None:
+    """athena's quota headers: a per-minute (OAuth) and a per-day (API) remaining count. The day resets at
+    midnight GMT, the minute on the minute."""
+    now = now or datetime.now(UTC)
+    exhausted_day = exhausted_minute = False
+    for name, value in headers.items():
+        lowered = name.lower()
+        if "ratelimit" not in lowered and "quota" not in lowered:
+            continue
+        if "remaining" not in lowered or value.strip() not in {"0", "0.0"}:
+            continue
+        if "day" in lowered:
+            exhausted_day = True
+        else:
+            exhausted_minute = True
+    if exhausted_day:
+        midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        return (midnight - now).total_seconds()
+    if exhausted_minute:
+        return 60.0 - now.second
+    return None
+
+
+def _has_quota_headers(headers: httpx.Headers) -> bool:
+    return any("ratelimit" in name.lower() or "quota" in name.lower() for name in headers)
+
+
+# --- messages ----------------------------------------------------------------------------------------
+
+
+def error_text(reply: HttpReply, dialect: Dialect = Dialect.FHIR) -> str:
+    """The most useful human text in an error answer: OperationOutcome issues, vendor error fields, or a
+    short piece of the body."""
+    body = reply.body
+    summary = operation_outcome_summary(body)
+    if summary:
+        return summary
+    if isinstance(body, dict):
+        parts = [
+            str(body[k])
+            for k in ("errormessage", "error", "detailedmessage", "error_description", "message", "Error")
+            if body.get(k) not in (None, "")
+        ]
+        if parts:
+            return ": ".join(dict.fromkeys(parts))
+    if isinstance(body, list) and body and isinstance(body[0], dict) and body[0].get("Error"):
+        return str(body[0]["Error"])
+    text = (reply.text or "").strip()
+    if not text:
+        return "no body"
+    return text[:300]
+
+
+def _http_message(reply: HttpReply, dialect: Dialect, prefix: str = "") -> str:
+    head = f"HTTP {reply.status}"
+    if prefix:
+        head = f"{head} {prefix}"
+    return f"{head}: {error_text(reply, dialect)}"
+
+
+# --- the classifier ----------------------------------------------------------------------------------
+
+_UNITY_RETRYABLE = ("deadlock", "server busy", "too busy", "try again", "temporarily unavailable")
+_UNITY_AMBIGUOUS = ("timeout", "timed out")
+
+
+def _is_plain_post(reply: HttpReply) -> bool:
+    if reply.method.upper() != "POST":
+        return False
+    return not any(k.lower() == "if-none-exist" for k in reply.request_headers)
+
+
+def _sent_if_match(reply: HttpReply) -> bool:
+    return any(k.lower() == "if-match" for k in reply.request_headers)
+
+
+def classify(reply: HttpReply, dialect: Dialect = Dialect.FHIR) -> Classification:
+    if reply.failure is not None:
+        return Classification(reply.failure.outcome, reply.failure.message)
+    status = reply.status or 0
+    if 200 <= status < 300:
+        return _classify_success(reply, dialect)
+    retry_after = parse_retry_after(reply.headers.get("Retry-After"))
+    if (
+        dialect is Dialect.ATHENA_V1
+        and status in (403, 429)
+        and (_has_quota_headers(reply.headers) or retry_after is not None)
+    ):
+        wait = retry_after if retry_after is not None else _athena_quota_retry_after(reply.headers)
+        return Classification(Outcome.RETRYABLE, _http_message(reply, dialect, "throttled"), wait)
+    if status == 412:
+        return Classification(Outcome.CONFLICT, _http_message(reply, dialect, "version conflict"))
+    if status == 409:
+        text = error_text(reply, dialect).lower()
+        if _sent_if_match(reply) or any(w in text for w in ("version", "conflict", "stale", "modified")):
+            return Classification(Outcome.CONFLICT, _http_message(reply, dialect, "version conflict"))
+        return Classification(Outcome.TERMINAL, _http_message(reply, dialect))
+    if status in (408, 423, 425, 429, 503):
+        return Classification(Outcome.RETRYABLE, _http_message(reply, dialect), retry_after)
+    if status == 401:
+        return Classification(
+            Outcome.TERMINAL, _http_message(reply, dialect, "unauthorized after one token refresh")
+        )
+    if status in (404, 405):
+        prefix = "not found" if status == 404 else "method not supported"
+        return Classification(Outcome.TERMINAL, _http_message(reply, dialect, prefix))
+    if 400 <= status < 500 or status == 501:
+        return Classification(Outcome.TERMINAL, _http_message(reply, dialect))
+    if status >= 500:
+        if _is_plain_post(reply):
+            return Classification(
+                Outcome.AMBIGUOUS,
+                _http_message(reply, dialect, "after a non-repeatable POST, it may have landed"),
+                retry_after,
+            )
+        return Classification(Outcome.RETRYABLE, _http_message(reply, dialect), retry_after)
+    return Classification(Outcome.TERMINAL, _http_message(reply, dialect, "unexpected answer"))
+
+
+def _classify_success(reply: HttpReply, dialect: Dialect) -> Classification:
+    body = reply.body
+    if (
+        dialect is Dialect.ATHENA_V1
+        and isinstance(body, dict)
+        and str(body.get("success")).lower() == "false"
+    ):
+        return Classification(Outcome.TERMINAL, f"athena refused: {error_text(reply, dialect)}")
+    if dialect is Dialect.UNITY:
+        unity_error = _unity_error(body, reply.text)
+        if unity_error:
+            lowered = unity_error.lower()
+            if any(w in lowered for w in _UNITY_RETRYABLE):
+                return Classification(Outcome.RETRYABLE, f"Unity: {unity_error}")
+            if any(w in lowered for w in _UNITY_AMBIGUOUS):
+                return Classification(
+                    Outcome.AMBIGUOUS, f"Unity timed out, it may have landed: {unity_error}"
+                )
+            return Classification(Outcome.TERMINAL, f"Unity refused: {unity_error}")
+    if dialect is not Dialect.FHIR:
+        return Classification(Outcome.COMMITTED, resource=body if isinstance(body, dict) else None)
+    resource = reply.resource
+    _, loc_id, loc_version = parse_location(
+        reply.headers.get("Location") or reply.headers.get("Content-Location")
+    )
+    rid = (resource or {}).get("id") or loc_id
+    version = etag_version(reply.headers.get("ETag")) or loc_version or resource_version(resource)
+    message = ""
+    if reply.status == 200 and reply.method.upper() == "POST" and not _is_plain_post(reply):
+        message = "already on the target (conditional create matched an existing resource)"
+    return Classification(
+        Outcome.COMMITTED, message, resource_id=str(rid or ""), version=version, resource=resource
+    )
+
+
+def unity_error_text(reply: HttpReply) -> str:
+    return _unity_error(reply.body, reply.text)
+
+
+def _unity_error(body: Any, text: str) -> str:
+    if isinstance(body, list):
+        for item in body:
+            if isinstance(item, dict) and item.get("Error"):
+                return str(item["Error"])
+        return ""
+    if isinstance(body, dict) and body.get("Error"):
+        return str(body["Error"])
+    if isinstance(body, str) and "error:" in body.lower():
+        return body
+    if body is None and "error:" in (text or "").lower():
+        return text.strip()[:300]
+    return ""

@@ -1,0 +1,233 @@
+"""Generic FHIR R4: the standard REST API only, so it works against any conformant server (HAPI, ...).
+
+- create: POST with `If-None-Exist: identifier=<system>|<write uid>` (conditional create: repeating a
+  create never makes a second resource);
+- update/patch: JSON Patch with If-Match where the tenant allows PATCH, otherwise read-merge-PUT with
+  If-Match (only the elements the write owns change; a partial resource is never PUT);
+- check-by-read: search by our identifier;
+- compensation: entered-in-error statuses, superseding DocumentReference, restoring the previous
+  values with If-Match (see `adapters.generic.compensation`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters.base import (
+    AdapterCapabilities,
+    CompensationPlan,
+    Guarantee,
+    LookupResult,
+    Outcome,
+    PlannedRequest,
+    WriteRequest,
+    WriteResult,
+)
+from adapters.classify import Classification, classify
+from adapters.compensation import compensation_method, expected_values, explained
+from adapters.fhir_changes import change_set, differing, json_patch, merge
+from adapters.fhir_rest import FhirRestAdapter, adapter_call, version_of
+from adapters.generic import compensation
+from adapters.http import RequestSpec
+
+CREATED = (
+    "Observation",
+    "QuestionnaireResponse",
+    "DocumentReference",
+    "Condition",
+    "AllergyIntolerance",
+    "MedicationStatement",
+)
+UPDATED = ("Patient", "Task")
+
+
+class GenericFhirAdapter(FhirRestAdapter):
+    vendor = "generic"
+
+    @classmethod
+    def capabilities(cls) -> AdapterCapabilities:
+        writes = {(t, "create") for t in CREATED} | {(t, op) for t in UPDATED for op in ("update", "patch")}
+        return AdapterCapabilities(
+            writes=frozenset(writes),
+            fhir_written_types=frozenset([*CREATED, *UPDATED]),
+            conditional_create=True,
+            if_match=True,
+            patch=True,
+            read_back=True,
+            search_by_identifier=True,
+        )
+
+    def scope_needs(self) -> set[tuple[str, str]]:
+        # Compensations mark our own creates entered-in-error: that is an update on the created type.
+        needs = super().scope_needs()
+        return needs | {(t, "u") for t, access in needs if access == "c"}
+
+    # -- checks and plans ------------------------------------------------------------------------------
+
+    def vendor_preflight(self, req: WriteRequest) -> str | None:
+        if compensation_method(req) in ("update", "patch"):
+            if not req.target_id:
+                return f"an {req.operation} of {req.resource_type} needs the target resource id"
+            if not (req.base_version or expected_values(req) or req.context.get("restore_from_version")):
+                return (
+                    f"an {req.operation} of {req.resource_type} needs the version it is based on "
+                    "(sent as If-Match) or the values it expects to replace; without either a newer "
+                    "edit could be overwritten"
+                )
+        return None
+
+    def plan(self, req: WriteRequest) -> list[PlannedRequest]:
+        if compensation_method(req) == "create":
+            return [self.planned(req, self.create_spec(req, req.resource, conditional=True))]
+        specs: list[RequestSpec] = []
+        restore_from = req.context.get("restore_from_version")
+        if restore_from:
+            path = f"{req.resource_type}/{req.target_id}/_history/{restore_from}"
+            specs.append(RequestSpec("GET", self.client.url(path), note="reads the version to restore"))
+        changes = change_set(req)
+        if req.base_version and self._use_patch(req):
+            ops = json_patch(changes, req.context.get("present"))
+            specs.append(
+                self.client.patch_spec(req.resource_type, req.target_id, ops, version=req.base_version)
+            )
+        else:
+            read = self.client.read_spec(req.resource_type, req.target_id)
+            read.note = (
+                f"reads the current resource; a version other than {req.base_version!r} is a conflict"
+                if req.base_version
+                else "reads the current resource and compares what this write expects to replace"
+            )
+            shown = {k: v for k, v in changes.items() if v is not None}
+            put = self.client.update_spec(
+                {"resourceType": req.resource_type, "id": req.target_id, **shown},
+                version=req.base_version or "<version read>",
+            )
+            put.note = f"PUTs the current resource with only {', '.join(changes) or 'nothing'} changed"
+            specs += [read, put]
+        return [self.planned(req, spec) for spec in specs]
+
+    # -- writing ---------------------------------------------------------------------------------------
+
+    @adapter_call
+    def write(self, req: WriteRequest) -> WriteResult:
+        refusal = self.preflight(req)
+        if refusal:
+            return WriteResult(outcome=Outcome.TERMINAL, message=f"refused before sending: {refusal}")
+        if compensation_method(req) == "create":
+            return self._create(req)
+        return self._update(req)
+
+    def _create(self, req: WriteRequest) -> WriteResult:
+        return self.fhir_create(req, req.resource, conditional=True)
+
+    def _use_patch(self, req: WriteRequest) -> bool:
+        setting = str(self.target.settings.get("patch", "auto")).lower()
+        if setting in ("never", "false", "off"):
+            return False
+        if setting in ("always", "true", "on"):
+            return True
+        return (req.resource_type, "patch") in self.target.enabled
+
+    def _update(self, req: WriteRequest) -> WriteResult:
+        changes = change_set(req)
+        restore_from = req.context.get("restore_from_version")
+        if restore_from:
+            changes, failure = self._values_at(
+                req, str(restore_from), list(changes) or ["telecom", "address"]
+            )
+            if failure is not None:
+                return failure
+        if req.base_version and self._use_patch(req):
+            ops = json_patch(changes, req.context.get("present"))
+            reply = self.client.patch(
+                req.resource_type,
+                req.target_id,
+                ops,
+                version=req.base_version,
+                correlation_id=req.correlation_id,
+            )
+            sent = {"resourceType": req.resource_type, "id": req.target_id, **changes}
+            return self._finish_update(req, classify(reply), sent, Guarantee.IF_MATCH)
+        return self._read_merge_put(req, changes)
+
+    def _read_merge_put(self, req: WriteRequest, changes: dict[str, Any]) -> WriteResult:
+        current_reply = self.client.read(req.resource_type, req.target_id, correlation_id=req.correlation_id)
+        read_cls = classify(current_reply)
+        if not read_cls.committed or not current_reply.resource:
+            return WriteResult(
+                outcome=read_cls.outcome if not read_cls.committed else Outcome.TERMINAL,
+                message=f"could not read {req.resource_type}/{req.target_id} before updating: "
+                f"{read_cls.message}",
+                retry_after=read_cls.retry_after,
+            )
+        current, current_version = current_reply.resource, version_of(current_reply)
+        guarantee = Guarantee.IF_MATCH
+        if req.base_version and current_version and current_version != req.base_version:
+            return WriteResult(
+                outcome=Outcome.CONFLICT,
+                message=f"{req.resource_type}/{req.target_id} is at version {current_version}, "
+                f"the write was based on {req.base_version}",
+                current=current,
+                current_version=current_version,
+                guarantee=guarantee,
+            )
+        expected = expected_values(req)
+        if not req.base_version:
+            # No base version: compare what the ledger expects the EHR to hold, then PUT with If-Match
+            # on the version just read, so nothing can slip in between the read and the write.
+            guarantee = Guarantee.READ_COMPARE_WRITE if not current_version else Guarantee.IF_MATCH
+            if expected and differing(current, expected):
+                return WriteResult(
+                    outcome=Outcome.CONFLICT,
+                    message=f"changed since our write: {', '.join(differing(current, expected))}",
+                    current=current,
+                    current_version=current_version,
+                    guarantee=guarantee,
+                )
+        merged = merge(current, changes)
+        reply = self.client.update(
+            merged, version=req.base_version or current_version, correlation_id=req.correlation_id
+        )
+        return self._finish_update(req, classify(reply), merged, guarantee)
+
+    def _finish_update(
+        self, req: WriteRequest, cls: Classification, sent: dict[str, Any], guarantee: Guarantee
+    ) -> WriteResult:
+        result = self.write_result(cls, sent=sent, guarantee=guarantee)
+        if result.outcome is Outcome.COMMITTED and not result.resource_id:
+            result.resource_id = req.target_id
+        if result.outcome is Outcome.CONFLICT:
+            self.with_current(result, req.resource_type, req.target_id, req.correlation_id)
+        return result
+
+    def _values_at(
+        self, req: WriteRequest, version: str, fields: list[str]
+    ) -> tuple[dict[str, Any], WriteResult | None]:
+        """The values `fields` had at `version` (restoring a pre-image the ledger did not record)."""
+        reply = self.client.vread(
+            req.resource_type, req.target_id, version, correlation_id=req.correlation_id
+        )
+        cls = classify(reply)
+        if not cls.committed or not reply.resource:
+            failure = WriteResult(
+                outcome=cls.outcome if not cls.committed else Outcome.TERMINAL,
+                message=f"could not read version {version} to restore: {cls.message}",
+            )
+            return {}, failure
+        return {f: reply.resource.get(f) for f in fields}, None
+
+    # -- check-by-read ---------------------------------------------------------------------------------
+
+    @adapter_call
+    def find_by_identifier(self, req: WriteRequest) -> LookupResult:
+        if compensation_method(req) == "create":
+            return self.lookup_by_identifier_search(req)
+        return self.lookup_applied(req)
+
+    # -- compensation ----------------------------------------------------------------------------------
+
+    @explained
+    def compensation(
+        self, req: WriteRequest, *, kind: str, resource_id: str, version: str, data: dict[str, Any] | None
+    ) -> CompensationPlan:
+        return compensation.plan(req, kind=kind, resource_id=resource_id, version=version, data=data)

@@ -1,0 +1,329 @@
+"""What every profile shares: the FHIR REST routing, reads, searches, history, and how answers look.
+
+A profile subclass says what its vendor accepts (by overriding the write interactions) and how its
+errors look on each API surface it serves (`fhir`, and `v1` / `unity` for the proprietary APIs).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from email.utils import format_datetime
+from typing import TYPE_CHECKING, Any
+
+from ..capability_statements import generic as generic_statement
+from ..messages import BadRequest, Request, Response, fhir_response
+from ..outcomes import FhirError, operation_outcome
+from ..resource_types import R4_RESOURCE_TYPES
+from ..search import compile_search, searchset
+from ..store import Resource, version_of
+
+if TYPE_CHECKING:
+    from ..app import Simulator
+
+FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+JSON_TYPES = ("", "application/fhir+json", "application/json")
+
+
+# R4 types whose `identifier` is 0..1 (a single Identifier); on every other type it is a list.
+SINGLE_IDENTIFIER = frozenset(
+    {
+        "AdverseEvent",
+        "Bundle",
+        "Composition",
+        "ConceptMap",
+        "QuestionnaireResponse",
+        "SpecimenDefinition",
+        "TestReport",
+        "TestScript",
+    }
+)
+
+
+def _identifier_shape_ok(resource_type: str, identifier: Any) -> bool:
+    if resource_type in SINGLE_IDENTIFIER:
+        return isinstance(identifier, dict)
+    return isinstance(identifier, list) and all(isinstance(i, dict) for i in identifier)
+
+
+def http_date(instant: str) -> str:
+    return format_datetime(datetime.fromisoformat(instant), usegmt=True)
+
+
+def if_match_version(req: Request) -> str | None:
+    """`W/"3"`, `"3"` or `3` -> "3"; None without an If-Match header."""
+    raw = req.header("if-match").strip()
+    if not raw:
+        return None
+    version = raw.removeprefix("W/").strip('"')
+    if not version:
+        raise FhirError(400, f"If-Match {raw!r} names no version", issue="value")
+    return version
+
+
+def prefer_return(req: Request) -> str:
+    for part in req.header("prefer").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == "return":
+            return value.strip('"')
+    return ""
+
+
+class Profile:
+    name = ""
+    fhir_base_path = "/fhir"
+    token_path = "/oauth2/token"
+    error_code_system = ""  # a vendor's system for `issue.details.coding` codes (Epic)
+    etag_on_create = True
+    absolute_location = True
+    default_return = "representation"  # the body of a write answer without `Prefer: return=...`
+    versioned = True  # ETag and Last-Modified on reads
+    keeps_history = True  # vread and _history
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.store = sim.store
+
+    @property
+    def fhir_base(self) -> str:
+        return self.sim.origin + self.fhir_base_path
+
+    def surface(self, path: str) -> str | None:
+        """Which API surface of this profile `path` belongs to, or None."""
+        if path == self.fhir_base_path or path.startswith(self.fhir_base_path + "/"):
+            return "fhir"
+        return None
+
+    def handle(self, req: Request, surface: str) -> Response:
+        return self.fhir(req)
+
+    def faultable(self, req: Request) -> bool:
+        """False for the vendor's own token calls: like the OAuth token endpoint, never faulted."""
+        return True
+
+    def capability_statement(self) -> dict[str, Any]:
+        return generic_statement(self.fhir_base)
+
+    # -- answers shaped per surface ----------------------------------------------------------------
+    def error(
+        self,
+        surface: str,
+        status: int,
+        message: str,
+        *,
+        issue: str = "processing",
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        return self.outcome(FhirError(status, message, issue=issue, headers=headers))
+
+    def throttled(self, surface: str) -> Response:
+        return self.error(surface, 429, "too many requests", issue="throttled", headers={"Retry-After": "1"})
+
+    def outcome(self, err: FhirError) -> Response:
+        body = operation_outcome(
+            err.message,
+            issue=err.issue,
+            code=err.code,
+            code_system=self.error_code_system,
+            expression=err.expression,
+        )
+        return fhir_response(err.status, body, headers=err.headers)
+
+    # -- FHIR REST routing -------------------------------------------------------------------------
+    def fhir(self, req: Request) -> Response:
+        try:
+            return self._route(req)
+        except FhirError as err:
+            return self.outcome(err)
+        except BadRequest as exc:
+            return self.outcome(FhirError(400, str(exc), issue="structure"))
+
+    def _route(self, req: Request) -> Response:
+        rel = req.path[len(self.fhir_base_path) :].strip("/")
+        parts = rel.split("/") if rel else []
+        if not parts:
+            raise FhirError(
+                404 if req.method == "GET" else 405,
+                "batch and transaction are not supported",
+                issue="not-supported",
+            )
+        if parts == ["metadata"]:
+            self._allow(req, "GET")
+            return fhir_response(200, self.capability_statement())
+        resource_type = parts[0]
+        if resource_type not in R4_RESOURCE_TYPES:
+            raise FhirError(404, f"unknown resource type {resource_type!r}", issue="not-supported")
+        if len(parts) == 1:
+            if self._allow(req, "GET", "POST") == "GET":
+                return self.search(req, resource_type)
+            return self.create(req, resource_type)
+        resource_id = parts[1]
+        if len(parts) == 2:
+            method = self._allow(req, "GET", "PUT", "PATCH", "DELETE")
+            if method == "GET":
+                return self.read(req, resource_type, resource_id)
+            if method == "PUT":
+                return self.update(req, resource_type, resource_id)
+            if method == "PATCH":
+                return self.patch(req, resource_type, resource_id)
+            return self.refuse(f"delete is not supported on {resource_type}")
+        if parts[2] == "_history" and len(parts) in (3, 4):
+            self._allow(req, "GET")
+            if len(parts) == 3:
+                return self.history(req, resource_type, resource_id)
+            return self.vread(req, resource_type, resource_id, parts[3])
+        raise FhirError(404, f"no FHIR interaction at {req.path}", issue="not-found")
+
+    @staticmethod
+    def _allow(req: Request, *methods: str) -> str:
+        if req.method not in methods:
+            raise FhirError(
+                405,
+                f"{req.method} is not allowed here",
+                issue="not-supported",
+                headers={"Allow": ", ".join(methods)},
+            )
+        return req.method
+
+    def refuse(self, message: str) -> Response:
+        raise FhirError(405, message, issue="not-supported")
+
+    # -- interactions: reads for everyone, writes refused unless a profile accepts them -------------
+    def check_search(self, resource_type: str, query: dict[str, list[str]]) -> None:
+        """Raises FhirError for searches the vendor refuses."""
+
+    def search(self, req: Request, resource_type: str) -> Response:
+        self.check_search(resource_type, req.query)
+        spec = compile_search(req.query)
+        matches = self.store.search(resource_type, spec.where)
+        bundle = searchset(matches, spec, type_url=f"{self.fhir_base}/{resource_type}", query=req.query)
+        return fhir_response(200, bundle)
+
+    def read(self, req: Request, resource_type: str, resource_id: str) -> Response:
+        resource = self.store.read(resource_type, resource_id)
+        if resource is None:
+            raise self.not_found(resource_type, resource_id)
+        return self.resource_response(resource)
+
+    def vread(self, req: Request, resource_type: str, resource_id: str, version: str) -> Response:
+        if not self.keeps_history:
+            raise FhirError(405, "vread is not supported", issue="not-supported")
+        resource = self.store.vread(resource_type, resource_id, version)
+        if resource is None:
+            raise FhirError(404, f"{resource_type}/{resource_id} has no version {version}", issue="not-found")
+        return self.resource_response(resource)
+
+    def history(self, req: Request, resource_type: str, resource_id: str) -> Response:
+        if not self.keeps_history:
+            raise FhirError(405, "_history is not supported", issue="not-supported")
+        versions = self.store.history(resource_type, resource_id)
+        if not versions:
+            raise self.not_found(resource_type, resource_id)
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "history",
+            "total": len(versions),
+            "entry": [
+                {
+                    "fullUrl": f"{self.fhir_base}/{resource_type}/{resource_id}",
+                    "resource": r,
+                    "request": {
+                        "method": "POST" if version_of(r) == "1" else "PUT",
+                        "url": f"{resource_type}/{resource_id}",
+                    },
+                    "response": {
+                        "status": "201 Created" if version_of(r) == "1" else "200 OK",
+                        "etag": f'W/"{version_of(r)}"',
+                        "lastModified": r["meta"]["lastUpdated"],
+                    },
+                }
+                for r in versions
+            ],
+        }
+        return fhir_response(200, bundle)
+
+    def create(self, req: Request, resource_type: str) -> Response:
+        return self.refuse(f"create is not supported on {resource_type}")
+
+    def update(self, req: Request, resource_type: str, resource_id: str) -> Response:
+        return self.refuse(f"update is not supported on {resource_type}")
+
+    def patch(self, req: Request, resource_type: str, resource_id: str) -> Response:
+        return self.refuse(f"patch is not supported on {resource_type}")
+
+    # -- helpers for the profiles' handlers --------------------------------------------------------
+    def not_found(self, resource_type: str, resource_id: str) -> FhirError:
+        return FhirError(404, f"{resource_type}/{resource_id} is not known", issue="not-found")
+
+    def resource_body(self, req: Request, resource_type: str, *, resource_id: str = "") -> Resource:
+        """The resource in a create/update body, after the checks every FHIR server makes."""
+        if req.content_type not in JSON_TYPES:
+            raise FhirError(415, f"Content-Type {req.content_type!r} is not FHIR JSON", issue="not-supported")
+        resource = req.json()
+        if not isinstance(resource, dict):
+            raise FhirError(400, "the body must be a JSON object (a FHIR resource)", issue="structure")
+        if resource.get("resourceType") != resource_type:
+            raise FhirError(
+                400,
+                f"resourceType must be {resource_type!r}, got {resource.get('resourceType')!r}",
+                issue="structure",
+                expression=["resourceType"],
+            )
+        if resource_id and resource.get("id") != resource_id:
+            raise FhirError(
+                400,
+                f"the body's id {resource.get('id')!r} does not match the URL id {resource_id!r}",
+                issue="structure",
+                expression=["id"],
+            )
+        if resource_id and not FHIR_ID.match(resource_id):
+            raise FhirError(400, f"{resource_id!r} is not a valid FHIR id", issue="value", expression=["id"])
+        if not isinstance(resource.get("meta", {}), dict):
+            raise FhirError(422, "meta must be an object", issue="structure", expression=["meta"])
+        if "identifier" in resource and not _identifier_shape_ok(resource_type, resource["identifier"]):
+            shape = (
+                "one Identifier object"
+                if resource_type in SINGLE_IDENTIFIER
+                else "a list of Identifier objects"
+            )
+            raise FhirError(422, f"identifier must be {shape}", issue="structure", expression=["identifier"])
+        for field in ("subject", "patient", "encounter"):
+            if field in resource and not isinstance(resource[field], dict):
+                raise FhirError(
+                    422, f"{field} must be a Reference object", issue="structure", expression=[field]
+                )
+        return resource
+
+    def resource_response(self, resource: Resource, status: int = 200) -> Response:
+        return fhir_response(status, resource, headers=self.version_headers(resource))
+
+    def version_headers(self, resource: Resource) -> dict[str, str]:
+        if not self.versioned:
+            return {}
+        return {
+            "ETag": f'W/"{version_of(resource)}"',
+            "Last-Modified": http_date(resource["meta"]["lastUpdated"]),
+        }
+
+    def write_response(self, req: Request, resource: Resource, status: int, *, location: bool) -> Response:
+        """A write's answer: Location (creates) and ETag per the profile, body per `Prefer: return=`."""
+        headers = self.version_headers(resource)
+        if location:
+            if not self.etag_on_create:
+                headers.pop("ETag", None)
+            path = f"{resource['resourceType']}/{resource['id']}"
+            headers["Location"] = (
+                f"{self.fhir_base}/{path}/_history/{version_of(resource)}" if self.absolute_location else path
+            )
+        wanted = prefer_return(req) or self.default_return
+        if wanted == "representation":
+            return fhir_response(status, resource, headers=headers)
+        if wanted == "OperationOutcome":
+            done = "created" if status == 201 else "stored"
+            message = f"{done} {resource['resourceType']}/{resource['id']}"
+            return fhir_response(
+                status,
+                operation_outcome(message, issue="informational", severity="information"),
+                headers=headers,
+            )
+        return Response(status, b"", headers)
