@@ -1,0 +1,370 @@
+"""One write, from claim to recorded outcome.
+
+1. Holds: a paused tenant or a kill switch gives the write back untouched.
+2. If the last try may have landed (outcome unknown, or the previous worker died mid-call), look the
+   write up on the target first; it is committed if it is there, and sent only if it is not.
+3. Approval; dry-run tenants preview and shadow tenants compare (neither sends); the second check
+   (consent, capability, the vendor's context).
+4. Send (two-phase surrogate: read and record the version first, then commit against it).
+5. Record the outcome in one transaction; after a commit, read the resource back and record any
+   difference between what we sent and what the EHR stored.
+The HTTP calls happen outside any database transaction.
+"""
+
+import logging
+from dataclasses import dataclass
+
+from adapters.base import LookupResult, Outcome, VendorAdapter, WriteResult
+from writeback import diffs
+from writeback.models import Tenant, TenantMode, Write, WriteAttempt
+from writeback.services.approvals import valid_approval
+from writeback.services.consents import consent_check
+from writeback.services.contract import touched_fields
+from writeback.states import WriteState
+from writeback.sync.claim import release, renew_leases
+from writeback.sync.recent import RecentContracts, RecentHolds
+from writeback.sync.record import Readback, Recorder
+from writeback.sync.requests import build_request
+
+log = logging.getLogger(__name__)
+
+NOT_FIELDS = ("resourceType", "id", "meta")
+
+
+@dataclass
+class Result:
+    # committed, retry, ambiguous, terminal, conflict, held, previewed, shadowed, approval, lease-lost
+    label: str
+    write: Write
+
+
+class WriteProcessor:
+    def __init__(self, worker_id: str, adapters) -> None:
+        self.worker_id = worker_id
+        self.adapters = adapters  # callable: Tenant -> VendorAdapter (per thread, cached)
+        self.record = Recorder(worker_id)
+        self.holds = RecentHolds()
+        self.contracts = RecentContracts()
+
+    def process(self, write: Write) -> Result:
+        died_mid_call = write.last_outcome == "in_flight"
+        tenant = Tenant.objects.get(pk=write.tenant_id)  # fresh: mode may have changed since the claim
+        write.tenant = tenant
+
+        hold = self._hold(write, tenant)
+        if hold:
+            release(write)
+            return Result("held", write)
+
+        adapter: VendorAdapter = self.adapters(tenant)
+        req = build_request(write)
+        # The truth first: a write that may already have landed is looked up before anything else is
+        # decided about it (a lapsed approval, a revoked consent or a mode change cannot unsend it).
+        if died_mid_call or write.state == WriteState.OUTCOME_UNKNOWN:
+            settled = self._check_by_read(write, adapter, req, died_mid_call)
+            if settled is not None:
+                return settled
+
+        if write.approval_required and valid_approval(write) is None:
+            self.record.needs_approval(write, "no valid approval for this exact payload (lapsed or changed)")
+            return Result("approval", write)
+        if tenant.mode == TenantMode.DRY_RUN:
+            plan = [vars(p) for p in adapter.plan(req)]
+            self.record.previewed(write, {"requests": plan, "tenant_mode": tenant.mode})
+            return Result("previewed", write)
+        if tenant.mode == TenantMode.SHADOW or write.context.get("shadow_only"):
+            return self._shadow(write, adapter, req)
+
+        refusal = self._second_check(write, tenant, adapter, req)
+        if refusal:
+            code, message = refusal
+            self.record.terminal(write, exchanges=[], message=message, code=code, counted=False)
+            return Result("terminal", write)
+
+        if write.operation in ("update", "patch") and "prepared_version" not in write.context:
+            prepared = self._prepare(write, adapter, req)
+            if prepared is not None:
+                return prepared
+            req = build_request(write)
+
+        # The fence: extend our lease just before the request leaves. If this worker stalled past its
+        # lease (a paused VM, a long GC) and another worker took the write over, the new holder decides;
+        # sending now could make a second chart entry behind its check by read.
+        if renew_leases(self.worker_id, [write.pk]) != 1:
+            log.warning("%s: lease on write %s was taken over; not sending", self.worker_id, write.uid)
+            return Result("lease-lost", write)
+        result = adapter.write(req)
+        return self._record_send(write, adapter, result)
+
+    # -- the second check --------------------------------------------------------------------------
+
+    def _hold(self, write: Write, tenant: Tenant) -> bool:
+        if tenant.mode == TenantMode.PAUSED:
+            return True
+        behaviour = self.holds.get().behaviour_for(write)
+        # "drain" lets writes already claimed go out; "hold" stops them at the door.
+        return behaviour == "hold"
+
+    def _second_check(self, write, tenant, adapter, req) -> tuple[str, str] | None:
+        consent = consent_check(
+            tenant=tenant, patient_ref=write.patient_ref, resource_types=[write.resource_type]
+        )
+        if not consent.ok:
+            return consent.rule, f"consent check before sending failed: {consent.reason}"
+        fields = touched_fields(write.resource_type, write.payload)
+        decision = self.contracts.get(tenant).decide(write.resource_type, write.operation, fields)
+        if not decision:
+            return decision.rule, f"capability check before sending failed: {decision.reason}"
+        missing = adapter.preflight(req)
+        if missing:
+            return "missing-context", missing
+        return None
+
+    # -- modes that never write --------------------------------------------------------------------
+
+    def _shadow(self, write, adapter, req) -> Result:
+        current = adapter.current_for(req)
+        rule = self.contracts.get(write.tenant).rule_for(write.resource_type)
+        fields = [
+            f for f in (rule.writable_fields if rule else list(write.payload)) if f not in ("identifier",)
+        ]
+        rows = diffs.divergence(write.payload, current.resource, fields)
+        divergence = {
+            "compared_with": {"id": (current.resource or {}).get("id"), "version": current.version}
+            if current.resource
+            else None,
+            "read_error": current.message if current.outcome else "",
+            "fields": rows,
+            "differing_fields": [r["field"] for r in rows if r["differs"]],
+            "differs": any(r["differs"] for r in rows),
+        }
+        self.record.shadowed(write, divergence, current.exchanges)
+        return Result("shadowed", write)
+
+    # -- ambiguity ---------------------------------------------------------------------------------
+
+    def _check_by_read(self, write, adapter, req, died_mid_call: bool) -> Result | None:
+        """Settles an unknown outcome by reading the target. Returns None when the write must be sent.
+
+        Creates are looked for by our identifier; updates count as landed when the target holds their
+        values (the adapter knows how its vendor stores them)."""
+        found: LookupResult = adapter.find_by_identifier(req)
+        if found.found:
+            readback = None
+            if write.operation == "create":
+                readback = self._readback(write, adapter, found.resource_id, req.resource, found.resource)
+            self.record.committed(
+                write,
+                exchanges=found.exchanges,
+                resource_id=found.resource_id or req.target_id,
+                version=found.version,
+                guarantee=write.guarantee or ("ledger" if write.operation == "create" else "if_match"),
+                counted=False,
+                outcome=WriteAttempt.Outcome.FOUND,
+                note="found on the target after an unknown outcome: not sent again",
+                readback=readback,
+            )
+            return Result("committed", write)
+        if found.found is None:
+            self.record.ambiguous(
+                write,
+                exchanges=found.exchanges,
+                counted=False,
+                message=f"check by read failed: {found.message}",
+            )
+            return Result("ambiguous", write)
+        moved = write.operation != "create" and found.version and write.base_version
+        if moved and found.version != write.base_version:
+            self._conflict(
+                write,
+                adapter,
+                req,
+                found.resource,
+                found.version,
+                found.exchanges,
+                "the target changed since our base version while the outcome was unknown",
+                counted=False,
+            )
+            return Result("conflict", write)
+        self._note_lookup(write, found.exchanges, died_mid_call)
+        return None
+
+    def _note_lookup(self, write, exchanges, died_mid_call: bool) -> None:
+        from writeback.sync.record import attempt_rows
+
+        outcome = WriteAttempt.Outcome.NOT_FOUND
+        rows = attempt_rows(
+            write,
+            write.attempts,
+            exchanges,
+            outcome,
+            self.worker_id,
+            "previous worker lost its lease mid-call" if died_mid_call else "",
+        )
+        WriteAttempt.objects.bulk_create(rows)
+
+    # -- prepare: read before an update -------------------------------------------------------------
+
+    def _prepare(self, write, adapter, req) -> Result | None:
+        """Reads the target before changing it: records the version we commit against and the values we
+        replace (the pre-image a rollback restores), and refuses to go on if the target already moved.
+        For the two-phase surrogate (referral Task status) this is phase 1, visible on the write."""
+        current = adapter.read(write.resource_type, req.target_id)
+        if current.resource is None:
+            what = f"{write.resource_type}/{req.target_id}"
+            if current.outcome == Outcome.TERMINAL:
+                self.record.terminal(
+                    write,
+                    exchanges=current.exchanges,
+                    code="prepare-failed",
+                    message=f"prepare: cannot read {what}: {current.message}",
+                )
+                return Result("terminal", write)
+            self.record.retry(
+                write,
+                exchanges=current.exchanges,
+                retry_after=current.retry_after,
+                message=f"prepare: reading {what} failed: {current.message}",
+            )
+            return Result("retry", write)
+        pre_image = {f: current.resource.get(f) for f in touched_fields(write.resource_type, write.payload)}
+        if write.resource_type == "Task":
+            expected, status = write.context.get("from_status"), current.resource.get("status")
+            if expected and status != expected:
+                if status == write.context.get("to_status"):
+                    self.record.committed(
+                        write,
+                        exchanges=current.exchanges,
+                        resource_id=req.target_id,
+                        version=current.version,
+                        guarantee="if_match",
+                        counted=False,
+                        outcome=WriteAttempt.Outcome.FOUND,
+                        note="the Task already has the new status",
+                    )
+                    return Result("committed", write)
+                self._conflict(
+                    write,
+                    adapter,
+                    req,
+                    current.resource,
+                    current.version,
+                    current.exchanges,
+                    f"Task {req.target_id} is {status}, not {expected} as the event expected",
+                    counted=False,
+                )
+                return Result("conflict", write)
+        if write.base_version and current.version and current.version != write.base_version:
+            self._conflict(
+                write,
+                adapter,
+                req,
+                current.resource,
+                current.version,
+                current.exchanges,
+                f"{write.resource_type}/{req.target_id} is at version {current.version}; the change "
+                f"was based on version {write.base_version}",
+                counted=False,
+            )
+            return Result("conflict", write)
+        self.record.prepared(
+            write,
+            exchanges=current.exchanges,
+            version=current.version or write.base_version,
+            pre_image=pre_image,
+            two_phase=write.resource_type == "Task",
+        )
+        return None
+
+    # -- after sending ----------------------------------------------------------------------------
+
+    def _record_send(self, write: Write, adapter: VendorAdapter, result: WriteResult) -> Result:
+        if result.outcome == Outcome.COMMITTED:
+            readback = self._readback(
+                write,
+                adapter,
+                result.resource_id or write.target_resource_id,
+                result.sent or write.payload,
+                None,
+            )
+            self.record.committed(
+                write,
+                exchanges=result.exchanges,
+                resource_id=result.resource_id,
+                version=result.version,
+                guarantee=str(result.guarantee),
+                counted=True,
+                readback=readback,
+            )
+            return Result("committed", write)
+        if result.outcome == Outcome.RETRYABLE:
+            self.record.retry(
+                write, exchanges=result.exchanges, message=result.message, retry_after=result.retry_after
+            )
+            return Result("retry", write)
+        if result.outcome == Outcome.AMBIGUOUS:
+            self.record.ambiguous(
+                write, exchanges=result.exchanges, message=result.message or "outcome unknown"
+            )
+            return Result("ambiguous", write)
+        if result.outcome == Outcome.CONFLICT:
+            theirs, version, reads = result.current, result.current_version, []
+            if theirs is None and write.target_resource_id:
+                current = adapter.read(write.resource_type, write.target_resource_id)
+                theirs, version, reads = current.resource, current.version, current.exchanges
+            self._conflict(
+                write,
+                adapter,
+                build_request(write),
+                theirs,
+                version,
+                result.exchanges,
+                result.message or "the target holds a newer version",
+                counted=True,
+                reads=reads,
+            )
+            return Result("conflict", write)
+        self.record.terminal(
+            write,
+            exchanges=result.exchanges,
+            message=result.message or "refused by the target",
+            code="rejected-by-target",
+        )
+        return Result("terminal", write)
+
+    def _conflict(
+        self, write, adapter, req, theirs, theirs_version, exchanges, message, counted: bool, reads=()
+    ) -> None:
+        base, reads = None, list(reads)
+        if write.base_version and req.target_id:
+            past = adapter.read(write.resource_type, f"{req.target_id}/_history/{write.base_version}")
+            base = past.resource
+            reads += past.exchanges
+        rows = diffs.three_way(
+            base, write.payload, theirs, touched_fields(write.resource_type, write.payload)
+        )
+        self.record.conflict(
+            write,
+            exchanges=exchanges,
+            message=message,
+            base=base,
+            theirs=theirs,
+            theirs_version=theirs_version or "",
+            diff=rows,
+            counted=counted,
+            reads=reads,
+        )
+
+    def _readback(self, write, adapter, resource_id: str, sent: dict, stored: dict | None) -> Readback | None:
+        """Accepted is not yet in the chart: read it back (where the tenant allows reads) and keep any
+        difference. Only reads here; the caller records it with the commit."""
+        if not resource_id or not adapter.capabilities().read_back:
+            return None
+        if not self.contracts.get(write.tenant).may_read(write.resource_type):
+            return None
+        if stored is not None:
+            return Readback([], diffs.readback_diff(sent, stored))
+        current = adapter.read(write.resource_type, resource_id)
+        if current.resource is None:
+            return Readback(current.exchanges, [], warning=f"read-back failed: {current.message}")
+        return Readback(current.exchanges, diffs.readback_diff(sent, current.resource))

@@ -1,0 +1,504 @@
+"""Recording what happened to a write: attempts, the transition, alerts and audit, in one transaction."""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from adapters.base import HttpExchange
+from writeback.models import RISK_SEVERITY, Alert, Compensation, Conflict, Risk, Write, WriteAttempt
+from writeback.services import audit
+from writeback.services.transitions import transition
+from writeback.states import ALLOWED_TRANSITIONS, WriteState
+from writeback.sync.backoff import next_attempt_at
+
+MAX_BODY = 8000
+
+
+@dataclass
+class Readback:
+    """What the EHR stored, read back after a commit, against what we sent."""
+
+    exchanges: list[HttpExchange]
+    diff: list[dict]
+    warning: str = ""  # the read itself failed
+
+    def warnings(self) -> list[str]:
+        out = []
+        if self.diff:
+            out.append(f"the EHR stored {len(self.diff)} field(s) differently from what we sent")
+        if self.warning:
+            out.append(self.warning)
+        return out
+
+    def audit_draft(self, write: Write, worker_id: str) -> audit.AuditDraft:
+        return audit.draft(
+            "write.readback",
+            actor=worker_id,
+            tenant=write.tenant.slug,
+            object_type="write",
+            object_id=str(write.uid),
+            write_uid=str(write.uid),
+            correlation_id=write.correlation_id,
+            target_ack=not self.warning,
+            data={
+                "differences": len(self.diff),
+                "paths": [d["path"] for d in self.diff][:50],
+                "warning": self.warning,
+            },
+        )
+
+
+def attempt_rows(
+    write: Write,
+    number: int,
+    exchanges: Iterable[HttpExchange],
+    outcome: str,
+    worker_id: str,
+    error: str = "",
+) -> list[WriteAttempt]:
+    rows = []
+    exchanges = list(exchanges)
+    # The outcome belongs to the decisive request: the last one that changes something (lookups and
+    # reads around it are steps), or the last read when the whole attempt was reads.
+    changing = [i for i, ex in enumerate(exchanges) if ex.method not in ("GET", "HEAD")]
+    decisive = changing[-1] if changing else len(exchanges) - 1
+    for i, ex in enumerate(exchanges):
+        last = i == decisive
+        rows.append(
+            WriteAttempt(
+                write=write,
+                number=number,
+                worker_id=worker_id,
+                request_id=ex.request_id,
+                correlation_id=write.correlation_id,
+                method=ex.method,
+                url=ex.url[:1000],
+                request_headers=ex.request_headers,
+                request_body_hash=ex.request_body_hash,
+                response_status=ex.status,
+                response_body=(ex.response_body or "")[:MAX_BODY],
+                latency_ms=ex.latency_ms,
+                outcome=outcome if last else WriteAttempt.Outcome.STEP,
+                error=(ex.error or (error if last else ""))[:4000],
+            )
+        )
+    if not rows:
+        rows.append(
+            WriteAttempt(write=write, number=number, worker_id=worker_id, outcome=outcome, error=error[:4000])
+        )
+    return rows
+
+
+def _release_fields(**more: Any) -> dict[str, Any]:
+    return {"lease_owner": "", "lease_expires_at": None, **more}
+
+
+def _alert(write: Write, code: str, message: str, drafts: list[audit.AuditDraft]) -> Alert:
+    holds = write.risk == Risk.VERY_HIGH
+    alert = Alert.objects.create(
+        tenant=write.tenant,
+        write=write,
+        resource_type=write.resource_type,
+        severity=RISK_SEVERITY[write.risk],
+        code=code,
+        message=message[:4000],
+        holds_queue=holds,
+    )
+    drafts.append(
+        audit.draft(
+            "alert.raised",
+            actor="system",
+            tenant=write.tenant.slug,
+            object_type="alert",
+            object_id=str(alert.uid),
+            write_uid=str(write.uid),
+            correlation_id=write.correlation_id,
+            data={"severity": alert.severity, "code": code, "holds_queue": holds, "reason": message[:500]},
+        )
+    )
+    return alert
+
+
+class Recorder:
+    """Records outcomes for one worker; every method is one transaction."""
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
+
+    def _guard(self, write: Write) -> dict[str, Any]:
+        return {"lease_owner": self.worker_id} if write.lease_owner == self.worker_id else {}
+
+    def committed(
+        self,
+        write: Write,
+        *,
+        exchanges: list[HttpExchange],
+        resource_id: str,
+        version: str,
+        guarantee: str,
+        counted: bool,
+        outcome: str = WriteAttempt.Outcome.COMMITTED,
+        note: str = "",
+        readback: Readback | None = None,
+    ) -> None:
+        """The target holds the write. A read-back done after the send is recorded in the same
+        transaction (one chain lock per write)."""
+        attempts = write.attempts + (1 if counted else 0)
+        extra = {}
+        rows = attempt_rows(write, attempts, exchanges, outcome, self.worker_id)
+        if readback is not None:
+            rows += attempt_rows(
+                write, attempts, readback.exchanges, WriteAttempt.Outcome.STEP, self.worker_id
+            )
+            extra = {
+                "readback_diff": readback.diff,
+                "warnings": [*(write.warnings or []), *readback.warnings()],
+            }
+        with transaction.atomic():
+            WriteAttempt.objects.bulk_create(rows)
+            drafts: list[audit.AuditDraft] = []
+            transition(
+                write,
+                WriteState.COMMITTED,
+                actor=self.worker_id,
+                reason=note or "the target acknowledged the write",
+                target_ack=True,
+                data={"resource_id": resource_id, "version": version, "guarantee": guarantee},
+                fields=_release_fields(
+                    attempts=attempts,
+                    target_resource_id=resource_id or write.target_resource_id,
+                    target_version=version,
+                    guarantee=guarantee,
+                    last_outcome=outcome,
+                    last_error="",
+                    phase=Write.Phase.COMMITTED if write.phase else write.phase,
+                    **extra,
+                ),
+                guard=self._guard(write),
+                defer_audit=drafts,
+            )
+            if readback is not None:
+                drafts.append(readback.audit_draft(write, self.worker_id))
+            self._close_links(write, drafts)
+            audit.record_many(drafts)
+
+    def _close_links(self, write: Write, drafts: list[audit.AuditDraft]) -> None:
+        """A committed compensating or superseding write closes the write it stands in for."""
+        if write.compensates_id:
+            original = Write.objects.select_related("tenant", "event").get(pk=write.compensates_id)
+            comp = write.compensation
+            target = (
+                WriteState.SUPERSEDED
+                if comp is not None and comp.kind == Compensation.Kind.CORRECTION
+                else WriteState.COMPENSATED
+            )
+            if target in ALLOWED_TRANSITIONS[original.state]:
+                transition(
+                    original,
+                    target,
+                    actor=self.worker_id,
+                    reason=f"compensating write {write.uid} committed",
+                    data={"compensating_write": str(write.uid)},
+                    defer_audit=drafts,
+                )
+            if (
+                comp is not None
+                and not comp.writes.exclude(state=WriteState.COMMITTED).exclude(pk=write.pk).exists()
+            ):
+                Compensation.objects.filter(pk=comp.pk).update(status=Compensation.Status.DONE)
+        if write.supersedes_id:
+            original = Write.objects.select_related("tenant", "event").get(pk=write.supersedes_id)
+            if WriteState.SUPERSEDED in ALLOWED_TRANSITIONS[original.state]:
+                transition(
+                    original,
+                    WriteState.SUPERSEDED,
+                    actor=self.worker_id,
+                    reason=f"superseded by write {write.uid}",
+                    data={"superseded_by": str(write.uid)},
+                    defer_audit=drafts,
+                )
+
+    def retry(
+        self,
+        write: Write,
+        *,
+        exchanges: list[HttpExchange],
+        message: str,
+        retry_after: float | None,
+        outcome: str = WriteAttempt.Outcome.RETRYABLE,
+    ) -> None:
+        attempts = write.attempts + 1
+        if attempts >= write.max_attempts:
+            self.terminal(
+                write,
+                exchanges=exchanges,
+                message=f"gave up after {attempts} attempts: {message}",
+                code="retries-exhausted",
+                counted=True,
+                outcome=outcome,
+            )
+            return
+        when = next_attempt_at(attempts, retry_after)
+        self._schedule(
+            write,
+            WriteState.FAILED_RETRYABLE,
+            "write.retry_scheduled",
+            exchanges=exchanges,
+            attempts=attempts,
+            outcome=outcome,
+            message=message,
+            when=when,
+            data={"attempts": attempts, "next_attempt_at": when, "retry_after": retry_after},
+        )
+
+    def ambiguous(
+        self,
+        write: Write,
+        *,
+        exchanges: list[HttpExchange],
+        message: str,
+        counted: bool = True,
+        outcome: str = WriteAttempt.Outcome.AMBIGUOUS,
+    ) -> None:
+        """The write may have landed: park it as outcome unknown; the next claim checks by read first."""
+        attempts = write.attempts + (1 if counted else 0)
+        when = next_attempt_at(max(1, attempts))
+        self._schedule(
+            write,
+            WriteState.OUTCOME_UNKNOWN,
+            "write.check_scheduled",
+            exchanges=exchanges,
+            attempts=attempts,
+            outcome=outcome,
+            message=message,
+            when=when,
+            data={"attempts": attempts, "check_at": when},
+        )
+
+    def _schedule(
+        self,
+        write: Write,
+        to: str,
+        same_state_action: str,
+        *,
+        exchanges: list[HttpExchange],
+        attempts: int,
+        outcome: str,
+        message: str,
+        when,
+        data: dict[str, Any],
+    ) -> None:
+        """Records an attempt and when to try (or check) again: a transition into `to`, or, when the
+        write is already there, the same fields with an audit entry of its own."""
+        fields = _release_fields(
+            attempts=attempts, next_attempt_at=when, last_outcome=outcome, last_error=message[:4000]
+        )
+        with transaction.atomic():
+            WriteAttempt.objects.bulk_create(
+                attempt_rows(write, attempts, exchanges, outcome, self.worker_id, message)
+            )
+            drafts: list[audit.AuditDraft] = []
+            if write.state == to:
+                Write.objects.filter(pk=write.pk, **self._guard(write)).update(
+                    **fields, updated_at=timezone.now()
+                )
+                drafts.append(
+                    audit.draft(
+                        same_state_action,
+                        actor=self.worker_id,
+                        tenant=write.tenant.slug,
+                        object_type="write",
+                        object_id=str(write.uid),
+                        write_uid=str(write.uid),
+                        correlation_id=write.correlation_id,
+                        target_ack=False,
+                        data={**data, "reason": message[:500]},
+                    )
+                )
+            else:
+                transition(
+                    write,
+                    to,
+                    actor=self.worker_id,
+                    reason=message[:500],
+                    target_ack=False,
+                    data=data,
+                    fields=fields,
+                    guard=self._guard(write),
+                    defer_audit=drafts,
+                )
+            audit.record_many(drafts)
+
+    def terminal(
+        self,
+        write: Write,
+        *,
+        exchanges: list[HttpExchange],
+        message: str,
+        code: str,
+        counted: bool = True,
+        outcome: str = WriteAttempt.Outcome.TERMINAL,
+    ) -> None:
+        attempts = write.attempts + (1 if counted else 0)
+        with transaction.atomic():
+            WriteAttempt.objects.bulk_create(
+                attempt_rows(write, attempts, exchanges, outcome, self.worker_id, message)
+            )
+            drafts: list[audit.AuditDraft] = []
+            transition(
+                write,
+                WriteState.FAILED_TERMINAL,
+                actor=self.worker_id,
+                reason=message[:500],
+                target_ack=False if exchanges else None,
+                data={"code": code, "attempts": attempts},
+                fields=_release_fields(
+                    attempts=attempts, last_outcome=outcome, last_error=f"{code}: {message}"[:4000]
+                ),
+                guard=self._guard(write),
+                defer_audit=drafts,
+            )
+            _alert(write, code, message, drafts)
+            audit.record_many(drafts)
+
+    def conflict(
+        self,
+        write: Write,
+        *,
+        exchanges: list[HttpExchange],
+        message: str,
+        base: dict | None,
+        theirs: dict | None,
+        theirs_version: str,
+        diff: list[dict],
+        counted: bool = True,
+        reads: list[HttpExchange] = (),
+    ) -> Conflict:
+        """`exchanges` decided the conflict (the 412, or the read that showed the target moved);
+        `reads` fetched theirs and the base afterwards."""
+        attempts = write.attempts + (1 if counted else 0)
+        with transaction.atomic():
+            WriteAttempt.objects.bulk_create(
+                [
+                    *attempt_rows(
+                        write, attempts, exchanges, WriteAttempt.Outcome.CONFLICT, self.worker_id, message
+                    ),
+                    *(
+                        attempt_rows(write, attempts, reads, WriteAttempt.Outcome.STEP, self.worker_id)
+                        if reads
+                        else []
+                    ),
+                ]
+            )
+            conflict = Conflict.objects.create(
+                write=write,
+                base=base,
+                ours=write.payload,
+                theirs=theirs,
+                base_version=write.base_version,
+                theirs_version=theirs_version,
+                diff=diff,
+            )
+            drafts: list[audit.AuditDraft] = []
+            transition(
+                write,
+                WriteState.CONFLICT,
+                actor=self.worker_id,
+                reason=message[:500],
+                target_ack=False,
+                data={
+                    "conflict": str(conflict.uid),
+                    "base_version": write.base_version,
+                    "theirs_version": theirs_version,
+                    "fields": [d["path"] for d in diff if d["changed"] != "none"],
+                },
+                fields=_release_fields(
+                    attempts=attempts, last_outcome=WriteAttempt.Outcome.CONFLICT, last_error=message[:4000]
+                ),
+                guard=self._guard(write),
+                defer_audit=drafts,
+            )
+            audit.record_many(drafts)
+        return conflict
+
+    def previewed(self, write: Write, preview: dict) -> None:
+        with transaction.atomic():
+            drafts: list[audit.AuditDraft] = []
+            transition(
+                write,
+                WriteState.PREVIEWED,
+                actor=self.worker_id,
+                reason="dry-run tenant: not sent",
+                fields=_release_fields(preview=preview, last_outcome=""),
+                guard=self._guard(write),
+                defer_audit=drafts,
+            )
+            audit.record_many(drafts)
+
+    def shadowed(self, write: Write, divergence: dict, exchanges: list[HttpExchange]) -> None:
+        with transaction.atomic():
+            WriteAttempt.objects.bulk_create(
+                attempt_rows(write, write.attempts, exchanges, WriteAttempt.Outcome.STEP, self.worker_id)
+            )
+            drafts: list[audit.AuditDraft] = []
+            transition(
+                write,
+                WriteState.SHADOWED,
+                actor=self.worker_id,
+                reason="shadow: compared, not written",
+                data={"differs": divergence.get("differs"), "fields": divergence.get("differing_fields")},
+                fields=_release_fields(divergence=divergence, last_outcome=""),
+                guard=self._guard(write),
+                defer_audit=drafts,
+            )
+            audit.record_many(drafts)
+
+    def needs_approval(self, write: Write, reason: str) -> None:
+        from writeback.services.approvals import void_approvals
+
+        with transaction.atomic():
+            drafts: list[audit.AuditDraft] = []
+            void_approvals(write=write, reason=reason, actor=self.worker_id, drafts=drafts)
+            transition(
+                write,
+                WriteState.AWAITING_APPROVAL,
+                actor=self.worker_id,
+                reason=reason,
+                fields=_release_fields(last_outcome=""),
+                guard=self._guard(write),
+                defer_audit=drafts,
+            )
+            audit.record_many(drafts)
+
+    def prepared(
+        self, write: Write, *, exchanges: list[HttpExchange], version: str, pre_image: dict, two_phase: bool
+    ) -> None:
+        """Read before an update: the version we commit against and the values we replace. For the
+        two-phase surrogate this is phase 1 (`prepared`), visible on the write."""
+        with transaction.atomic():
+            WriteAttempt.objects.bulk_create(
+                attempt_rows(write, write.attempts, exchanges, WriteAttempt.Outcome.STEP, self.worker_id)
+            )
+            context = {**write.context, "pre_image": pre_image, "prepared_version": version}
+            if two_phase:
+                context["previous_status"] = pre_image.get("status")
+            phase = Write.Phase.PREPARED if two_phase else write.phase
+            base = version if two_phase or not write.base_version else write.base_version
+            Write.objects.filter(pk=write.pk).update(
+                phase=phase, base_version=base, context=context, updated_at=timezone.now()
+            )
+            write.phase, write.base_version, write.context = phase, base, context
+            audit.record(
+                "write.prepared",
+                actor=self.worker_id,
+                tenant=write.tenant.slug,
+                object_type="write",
+                object_id=str(write.uid),
+                write_uid=str(write.uid),
+                correlation_id=write.correlation_id,
+                target_ack=True,
+                data={"version": version, "two_phase": two_phase, "fields": sorted(pre_image)},
+            )
