@@ -1,0 +1,300 @@
+"""Console forms: parse and check what people type; the services decide what it means."""
+
+import json
+import zoneinfo
+from typing import Any
+
+import django_filters
+from django import forms
+
+from writeback.filters import WriteFilter
+from writeback.models import ContractRule, KillSwitch, Risk, TenantMode
+from writeback.services.bulk import DEFAULT_RATE, MAX_RATE, MIN_RATE
+from writeback.services.capabilities import OPERATIONS
+from writeback.services.replay import MODES
+from writeback.states import WriteState
+
+TEXTAREA = {"rows": 3}
+COMMON_ZONES = [
+    "UTC",
+    "America/New_York",
+    "America/Chicago",
+    "America/Denver",
+    "America/Phoenix",
+    "America/Los_Angeles",
+    "America/Anchorage",
+    "Pacific/Honolulu",
+    "America/Toronto",
+    "America/Puerto_Rico",
+    "Europe/London",
+    "Europe/Berlin",
+    "Europe/Paris",
+    "Asia/Kolkata",
+    "Asia/Singapore",
+    "Australia/Sydney",
+]
+
+
+def resource_type_choices(blank: str = "Any resource type") -> list[tuple[str, str]]:
+    types = ContractRule.objects.order_by("resource_type").values_list("resource_type", flat=True)
+    return [("", blank), *[(t, t) for t in types]]
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise forms.ValidationError(
+            f"{what} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."
+        )
+    if not isinstance(value, dict):
+        raise forms.ValidationError(f"{what} must be a JSON object, {{...}}.")
+    return value
+
+
+class TimezoneForm(forms.Form):
+    tz = forms.ChoiceField(label="Time zone")
+    next = forms.CharField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["tz"].choices = [(z, z.replace("_", " ")) for z in COMMON_ZONES]
+
+    def clean_tz(self) -> str:
+        value = self.cleaned_data["tz"]
+        if value not in zoneinfo.available_timezones():
+            raise forms.ValidationError("Unknown time zone.")
+        return value
+
+
+RANGES = [
+    ("", "Any time"),
+    ("1h", "Last hour"),
+    ("24h", "Last 24 hours"),
+    ("7d", "Last 7 days"),
+    ("30d", "Last 30 days"),
+]
+
+
+class ConsoleWriteFilter(WriteFilter):
+    """The API's WriteFilter with the console's widgets: tenant and type pickers, a time range."""
+
+    tenant = django_filters.ChoiceFilter(field_name="tenant__slug", label="Tenant", empty_label="All tenants")
+    resource_type = django_filters.ChoiceFilter(label="Resource type", empty_label="Any resource type")
+    state = django_filters.MultipleChoiceFilter(
+        choices=WriteState.choices, label="State", widget=forms.CheckboxSelectMultiple
+    )
+    risk = django_filters.MultipleChoiceFilter(
+        choices=Risk.choices, label="Risk", widget=forms.CheckboxSelectMultiple
+    )
+    patient = django_filters.CharFilter(field_name="patient_ref", label="Patient id")
+    range = django_filters.ChoiceFilter(
+        choices=RANGES[1:], method="in_range", label="Time range", empty_label="Any time"
+    )
+    since = django_filters.IsoDateTimeFilter(
+        field_name="created_at",
+        lookup_expr="gte",
+        label="From",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+    until = django_filters.IsoDateTimeFilter(
+        field_name="created_at",
+        lookup_expr="lt",
+        label="Until",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+    q = django_filters.CharFilter(method="search", label="Search")
+
+    class Meta(WriteFilter.Meta):
+        fields = ["q", "tenant", "patient", "resource_type", "state", "risk", "range", "since", "until"]
+
+    def __init__(self, *args, tenants=(), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.filters["tenant"].extra["choices"] = [(t.slug, t.slug) for t in tenants]
+        self.filters["resource_type"].extra["choices"] = resource_type_choices()[1:]
+
+    def in_range(self, queryset, name, value):
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        span = {
+            "1h": timedelta(hours=1),
+            "24h": timedelta(hours=24),
+            "7d": timedelta(days=7),
+            "30d": timedelta(days=30),
+        }
+        return queryset.filter(created_at__gte=timezone.now() - span[value]) if value in span else queryset
+
+
+class RationaleForm(forms.Form):
+    rationale = forms.CharField(
+        label="Rationale",
+        max_length=2000,
+        widget=forms.Textarea(attrs=TEXTAREA),
+        help_text="Required. Kept with the decision in the audit trail.",
+    )
+
+
+class NoteForm(forms.Form):
+    note = forms.CharField(label="Note", max_length=4000, widget=forms.Textarea(attrs=TEXTAREA))
+
+
+class ReasonConfirmForm(forms.Form):
+    reason = forms.CharField(label="Reason", max_length=2000, widget=forms.Textarea(attrs=TEXTAREA))
+    confirm = forms.BooleanField(
+        label="I have checked the compensating action above and want it written to the EHR", required=True
+    )
+
+
+class CorrectionForm(forms.Form):
+    data = forms.CharField(
+        label="Corrected values (JSON object of FHIR elements)",
+        widget=forms.Textarea(attrs={"rows": 10, "spellcheck": "false", "class": "code"}),
+    )
+    reason = forms.CharField(label="Clinical reason", max_length=2000, widget=forms.Textarea(attrs=TEXTAREA))
+
+    def clean_data(self) -> dict[str, Any]:
+        value = _json_object(self.cleaned_data["data"], "The corrected value")
+        if not value:
+            raise forms.ValidationError("Give at least one corrected element.")
+        return value
+
+
+class CorrectionConfirmForm(CorrectionForm):
+    confirm = forms.BooleanField(
+        label="I have checked the corrected entry and the compensating requests above", required=True
+    )
+
+
+class ReplayForm(forms.Form):
+    mode = forms.ChoiceField(
+        label="Mode",
+        choices=[
+            ("resend", "Resend: the same request again"),
+            ("rederive", "Re-derive: the stored event through today's mapping"),
+            ("edit", "Edit: send an edited payload"),
+        ],
+        widget=forms.RadioSelect,
+        initial="resend",
+    )
+    payload = forms.CharField(
+        label="Edited payload (FHIR JSON; edit mode only)",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 14, "spellcheck": "false", "class": "code"}),
+    )
+    shadow = forms.BooleanField(
+        label="Shadow only: compare with the EHR, write nothing", required=False, initial=False
+    )
+    reason = forms.CharField(label="Reason", max_length=2000, widget=forms.Textarea(attrs=TEXTAREA))
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("mode") not in MODES:
+            return data
+        if data.get("mode") == "edit":
+            text = (data.get("payload") or "").strip()
+            if not text:
+                self.add_error("payload", "Edit mode needs the edited payload.")
+            else:
+                try:
+                    data["payload"] = _json_object(text, "The payload")
+                except forms.ValidationError as exc:
+                    self.add_error("payload", exc)
+        else:
+            data["payload"] = None
+        return data
+
+
+class ModeForm(forms.Form):
+    mode = forms.ChoiceField(label="Mode", choices=TenantMode.choices)
+    reason = forms.CharField(label="Reason", max_length=1000)
+
+
+class KillSwitchForm(forms.Form):
+    scope = forms.ChoiceField(label="Level", choices=KillSwitch.Scope.choices)
+    tenant = forms.CharField(required=False, widget=forms.HiddenInput)
+    resource_type = forms.ChoiceField(label="Resource type", required=False)
+    patient_ref = forms.CharField(label="Patient id", required=False, max_length=128)
+    behaviour = forms.ChoiceField(
+        label="Behaviour", choices=KillSwitch.Behaviour.choices, widget=forms.RadioSelect, initial="hold"
+    )
+    reason = forms.CharField(label="Reason", max_length=1000)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["resource_type"].choices = resource_type_choices("Choose…")
+
+
+class CapabilityRequestForm(forms.Form):
+    resource_type = forms.ChoiceField(label="Resource type")
+    operation = forms.ChoiceField(label="Operation", choices=[(o, o) for o in OPERATIONS])
+    allowed = forms.TypedChoiceField(
+        label="Change to",
+        choices=[
+            ("1", "Allow (widens: needs a second engineer)"),
+            ("0", "Refuse (narrows: applies at once)"),
+        ],
+        coerce=lambda v: v == "1",
+        widget=forms.RadioSelect,
+    )
+    note = forms.CharField(label="Reason", max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["resource_type"].choices = resource_type_choices("Choose…")[1:]
+
+
+class BulkStartForm(forms.Form):
+    reason = forms.CharField(label="Reason", max_length=2000, widget=forms.Textarea(attrs=TEXTAREA))
+    rate = forms.FloatField(
+        label="Rate (writes per second)",
+        min_value=MIN_RATE,
+        max_value=MAX_RATE,
+        initial=DEFAULT_RATE,
+        widget=forms.NumberInput(attrs={"step": "0.1"}),
+    )
+
+
+class AuditSearchForm(forms.Form):
+    action = forms.CharField(label="Action", required=False, max_length=64)
+    tenant = forms.ChoiceField(label="Tenant", required=False)
+    object_id = forms.CharField(label="Write or event id", required=False, max_length=64)
+    correlation_id = forms.CharField(label="Correlation id", required=False, max_length=64)
+    actor = forms.CharField(label="Actor", required=False, max_length=150)
+    since = forms.DateTimeField(
+        label="From", required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
+    )
+    until = forms.DateTimeField(
+        label="Until", required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
+    )
+
+    def __init__(self, *args, tenants=(), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["tenant"].choices = [("", "All tenants"), *[(t.slug, t.slug) for t in tenants]]
+
+
+def conflict_choices(diff: list[dict], data) -> tuple[dict[str, Any], dict[int, str]]:
+    """Reads the per-field choices of the reconciliation form: "ours", "theirs", or a typed JSON value.
+    Returns (choices by path, errors by row index)."""
+    choices: dict[str, Any] = {}
+    errors: dict[int, str] = {}
+    for i, row in enumerate(diff):
+        path = row["path"]
+        choice = data.get(f"choice-{i}", "")
+        if choice in ("ours", "theirs"):
+            choices[path] = choice
+        elif choice == "value":
+            text = (data.get(f"value-{i}") or "").strip()
+            if not text:
+                errors[i] = "Type the value to write (JSON), or choose ours or theirs."
+                continue
+            try:
+                choices[path] = {"value": json.loads(text)}
+            except json.JSONDecodeError as exc:
+                errors[i] = f"Not valid JSON: {exc.msg} (column {exc.colno}). Strings need double quotes."
+        elif row.get("changed") in ("ours", "none"):
+            choices[path] = "ours"
+        else:
+            errors[i] = "Choose ours, theirs or type a value: both sides changed this field."
+    return choices, errors

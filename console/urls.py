@@ -1,0 +1,84 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from console.views import (
+    alerts,
+    approvals,
+    audit,
+    bulk,
+    compensation,
+    conflicts,
+    overview,
+    preferences,
+    replay,
+    shadow,
+    tenants,
+    writes,
+)
+
+urlpatterns = [
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
+            template_name="registration/login.html", redirect_authenticated_user=True
+        ),
+        name="console-login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="console-logout"),
+    path("preferences/timezone", preferences.set_timezone, name="console-set-timezone"),
+    path("", overview.overview, name="console-overview"),
+    # The write ledger
+    path("writes/", writes.write_list, name="console-writes"),
+    path("writes/<uuid:uid>/", writes.write_detail, name="console-write"),
+    path("writes/<uuid:uid>/plan", writes.write_plan_view, name="console-write-plan"),
+    path("writes/<uuid:uid>/chart", approvals.write_chart, name="console-write-chart"),
+    path("writes/<uuid:uid>/approve", approvals.approve, name="console-write-approve"),
+    path("writes/<uuid:uid>/reject", approvals.reject, name="console-write-reject"),
+    path("writes/<uuid:uid>/rollback", compensation.rollback, name="console-write-rollback"),
+    path(
+        "writes/<uuid:uid>/rollback/confirm",
+        compensation.rollback_confirm,
+        name="console-write-rollback-confirm",
+    ),
+    path("writes/<uuid:uid>/correction", compensation.correction, name="console-write-correction"),
+    path(
+        "writes/<uuid:uid>/correction/confirm",
+        compensation.correction_confirm,
+        name="console-write-correction-confirm",
+    ),
+    path("writes/<uuid:uid>/replay", replay.replay_form, name="console-write-replay-form"),
+    path("writes/<uuid:uid>/replay/run", replay.replay, name="console-write-replay"),
+    path("writes/<uuid:uid>/resolve", replay.resolve, name="console-write-resolve"),
+    path("writes/<uuid:uid>/export", audit.write_export_view, name="console-write-export"),
+    path("bulk/preview", bulk.bulk_preview, name="console-bulk-preview"),
+    path("bulk/start", bulk.bulk_start, name="console-bulk-start"),
+    path("bulk/<uuid:uid>/", bulk.bulk_detail, name="console-bulk"),
+    path("bulk/<uuid:uid>/abort", bulk.bulk_abort_view, name="console-bulk-abort"),
+    path("bulk/<uuid:uid>/resume", bulk.bulk_resume_view, name="console-bulk-resume"),
+    # Work queues
+    path("approvals/", approvals.approval_queue, name="console-approvals"),
+    path("conflicts/", conflicts.conflict_list, name="console-conflicts"),
+    path("conflicts/<uuid:uid>/", conflicts.conflict_detail, name="console-conflict"),
+    path("conflicts/<uuid:uid>/preview", conflicts.conflict_preview_view, name="console-conflict-preview"),
+    path("conflicts/<uuid:uid>/resolve", conflicts.conflict_resolve_view, name="console-conflict-resolve"),
+    path("tasks/", compensation.task_list, name="console-tasks"),
+    path("tasks/<uuid:uid>/confirm", compensation.task_confirm, name="console-task-confirm"),
+    path("alerts/", alerts.alert_list, name="console-alerts"),
+    path("alerts/<uuid:uid>/acknowledge", alerts.alert_ack, name="console-alert-ack"),
+    # Configuration
+    path("tenants/", tenants.tenant_list, name="console-tenants"),
+    path("tenants/<slug:slug>/", tenants.tenant_detail, name="console-tenant"),
+    path("tenants/<slug:slug>/mode", tenants.tenant_mode, name="console-tenant-mode"),
+    path("tenants/<slug:slug>/discover", tenants.tenant_discover, name="console-tenant-discover"),
+    path("tenants/<slug:slug>/capabilities", tenants.capability_request, name="console-capability-request"),
+    path(
+        "capability-changes/<uuid:uid>/approve", tenants.capability_approve, name="console-capability-approve"
+    ),
+    path("capability-changes/<uuid:uid>/reject", tenants.capability_reject, name="console-capability-reject"),
+    path("kill-switches/engage", tenants.killswitch_engage, name="console-killswitch-engage"),
+    path("kill-switches/<uuid:uid>/release", tenants.killswitch_release, name="console-killswitch-release"),
+    # Oversight
+    path("audit/", audit.audit_log, name="console-audit"),
+    path("audit/verify", audit.audit_verify, name="console-audit-verify"),
+    path("shadow/", shadow.shadow_report, name="console-shadow"),
+]

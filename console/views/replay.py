@@ -1,0 +1,93 @@
+import json
+
+from django.contrib import messages
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from console.decorators import HtmxHttpRequest, console_view
+from console.fetch import get_write_for_user, render_panel, request_id
+from console.forms import NoteForm, ReplayForm
+from console.views.writes import detail_context
+from writeback.models import Write
+from writeback.services.operations import write_resolve
+from writeback.services.permissions import require
+from writeback.services.replay import write_replay
+from writeback.states import WriteState
+
+
+def _form_context(write: Write, form: ReplayForm) -> dict:
+    return {"write": write, "form": form, "shadow_only": write.state == WriteState.COMMITTED}
+
+
+@console_view()
+def replay_form(request: HtmxHttpRequest, uid) -> HttpResponse:
+    write = get_write_for_user(request, uid)
+    require(
+        request.user, "replay", write.tenant, object_type="write", object_id=str(write.uid), channel="console"
+    )
+    form = ReplayForm(
+        initial={
+            "payload": json.dumps(write.payload, indent=2, ensure_ascii=False),
+            "shadow": write.state == WriteState.COMMITTED,
+        }
+    )
+    return render(request, "console/replay.html", _form_context(write, form))
+
+
+@console_view()
+@require_POST
+def replay(request: HtmxHttpRequest, uid) -> HttpResponse:
+    write = get_write_for_user(request, uid)
+    form = ReplayForm(request.POST)
+    if not form.is_valid():
+        return render(request, "console/replay.html", _form_context(write, form), status=422)
+    data = form.cleaned_data
+    new = write_replay(
+        write=write,
+        user=request.user,
+        mode=data["mode"],
+        payload=data["payload"],
+        reason=data["reason"],
+        shadow=data["shadow"],
+        request_id=request_id(request),
+        channel="console",
+    )
+    if new.pk == write.pk:
+        messages.success(
+            request, "Queued to resend as it was; the worker checks by read first if it may have landed."
+        )
+    else:
+        where = "compared with the EHR (shadow)" if data["shadow"] else "sent"
+        messages.success(request, f"Replay ({data['mode']}) queued as this new write, to be {where}.")
+    return redirect("console-write", new.uid)
+
+
+@console_view()
+@require_POST
+def resolve(request: HtmxHttpRequest, uid) -> HttpResponse:
+    """Closes a write by hand: an admin fixed it some other way and says how."""
+    write = get_write_for_user(request, uid, related=("event__initiator",))
+    form = NoteForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Resolving by hand needs a note saying what was done.")
+        if request.htmx:
+            return render_panel(
+                request,
+                "console/write_detail.html#write-main",
+                detail_context(request, write, resolve_form=form),
+                422,
+            )
+        return redirect("console-write", write.uid)
+    write_resolve(
+        write=write,
+        user=request.user,
+        note=form.cleaned_data["note"],
+        request_id=request_id(request),
+        channel="console",
+    )
+    messages.success(request, "Resolved by hand. The note is in the audit trail.")
+    if request.htmx:
+        write.refresh_from_db()
+        return render_panel(request, "console/write_detail.html#write-main", detail_context(request, write))
+    return redirect("console-write", write.uid)

@@ -1,0 +1,241 @@
+"""Tenants and the capability registry (integration engineers): mode, kill switches at every level,
+the capability matrix with its sources and history, discovery, and two-person widening."""
+
+from django.contrib import messages
+from django.db.models import Count
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from console.decorators import HtmxHttpRequest, console_view
+from console.fetch import (
+    get_change_for_user,
+    get_switch_for_user,
+    get_tenant_for_user,
+    may,
+    request_id,
+    visible_tenant_ids,
+    visible_tenants,
+)
+from console.forms import CapabilityRequestForm, KillSwitchForm, ModeForm, NoteForm
+from writeback.models import Capability, CapabilityChange, KillSwitch, Tenant, Write
+from writeback.services.capabilities import (
+    capabilities_refresh,
+    capability_change_approve,
+    capability_change_reject,
+    capability_change_request,
+    capability_matrix,
+)
+from writeback.services.killswitches import (
+    active_switches,
+    kill_switch_engage,
+    kill_switch_release,
+    tenant_mode_change,
+)
+from writeback.states import CLAIMABLE
+
+
+def _permissions(request: HtmxHttpRequest, tenant: Tenant | None) -> dict:
+    return {
+        "can_configure": may(request, "configure_tenant", tenant),
+        "can_switch": may(request, "kill_switch", tenant),
+    }
+
+
+@console_view()
+def tenant_list(request: HtmxHttpRequest) -> HttpResponse:
+    tenants = list(visible_tenants(request).order_by("slug"))
+    ids = [t.pk for t in tenants]
+    queued = dict(
+        Write.objects.filter(tenant_id__in=ids, state__in=CLAIMABLE)
+        .values("tenant_id")
+        .annotate(n=Count("id"))
+        .values_list("tenant_id", "n")
+    )
+    pending = dict(
+        CapabilityChange.objects.filter(tenant_id__in=ids, status=CapabilityChange.Status.PENDING)
+        .values("tenant_id")
+        .annotate(n=Count("id"))
+        .values_list("tenant_id", "n")
+    )
+    switches = active_switches(ids)
+    rows = [
+        {
+            "tenant": t,
+            "queued": queued.get(t.pk, 0),
+            "pending_changes": pending.get(t.pk, 0),
+            "switches": [s for s in switches if s.tenant_id == t.pk],
+        }
+        for t in tenants
+    ]
+    context = {
+        "rows": rows,
+        "global_switches": [s for s in switches if s.scope == KillSwitch.Scope.GLOBAL],
+        "switch_form": KillSwitchForm(initial={"scope": "global"}),
+        **_permissions(request, None),
+    }
+    return render(request, "console/tenants.html", context)
+
+
+@console_view()
+def tenant_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    tenant = get_tenant_for_user(request, slug)
+    history = (
+        Capability.history.filter(tenant_id=tenant.pk)
+        .select_related("history_user", "set_by")
+        .order_by("-history_date")[:15]
+    )
+    changes = (
+        CapabilityChange.objects.filter(tenant=tenant)
+        .select_related("requested_by", "decided_by")
+        .order_by("-requested_at")[:25]
+    )
+    switches = [s for s in active_switches([tenant.pk]) if s.tenant_id == tenant.pk]
+    context = {
+        "tenant": tenant,
+        "matrix": capability_matrix(tenant),
+        "history": list(history),
+        "changes": list(changes),
+        "switches": switches,
+        "mode_form": ModeForm(initial={"mode": tenant.mode}),
+        "request_form": CapabilityRequestForm(),
+        "switch_form": KillSwitchForm(initial={"scope": "tenant", "tenant": tenant.slug}),
+        "queued": Write.objects.filter(tenant=tenant, state__in=CLAIMABLE).count(),
+        "user_pk": request.user.pk,
+        **_permissions(request, tenant),
+    }
+    return render(request, "console/tenant.html", context)
+
+
+@console_view()
+@require_POST
+def tenant_mode(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    tenant = get_tenant_for_user(request, slug)
+    form = ModeForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a mode and give a reason.")
+        return redirect("console-tenant", tenant.slug)
+    tenant_mode_change(
+        tenant=tenant,
+        user=request.user,
+        mode=form.cleaned_data["mode"],
+        reason=form.cleaned_data["reason"],
+        request_id=request_id(request),
+        channel="console",
+    )
+    messages.success(request, f"{tenant.slug} is now {tenant.get_mode_display().lower()}.")
+    return redirect("console-tenant", tenant.slug)
+
+
+@console_view()
+@require_POST
+def tenant_discover(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    tenant = get_tenant_for_user(request, slug)
+    result = capabilities_refresh(
+        tenant=tenant, user=request.user, request_id=request_id(request), channel="console"
+    )
+    if result.ok:
+        messages.success(request, f"Discovery finished. {result}.")
+    else:
+        messages.error(request, f"Discovery failed: {result.error}. The manual registry is unchanged.")
+    return redirect("console-tenant", tenant.slug)
+
+
+@console_view()
+@require_POST
+def capability_request(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    tenant = get_tenant_for_user(request, slug)
+    form = CapabilityRequestForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose the resource type, operation and change, and give a reason.")
+        return redirect("console-tenant", tenant.slug)
+    data = form.cleaned_data
+    change = capability_change_request(
+        tenant=tenant,
+        user=request.user,
+        resource_type=data["resource_type"],
+        operation=data["operation"],
+        allowed=data["allowed"],
+        note=data["note"],
+        request_id=request_id(request),
+        channel="console",
+    )
+    if change.widens:
+        messages.success(
+            request, "Requested. A second integration engineer must approve it before it applies."
+        )
+    else:
+        messages.success(request, f"Applied: {change.operation} {change.resource_type} is now refused.")
+    return redirect("console-tenant", tenant.slug)
+
+
+@console_view()
+@require_POST
+def capability_approve(request: HtmxHttpRequest, uid) -> HttpResponse:
+    change = get_change_for_user(request, uid)
+    capability_change_approve(
+        change=change, user=request.user, request_id=request_id(request), channel="console"
+    )
+    messages.success(request, f"Approved: {change.operation} {change.resource_type} is now allowed.")
+    return redirect("console-tenant", change.tenant.slug)
+
+
+@console_view()
+@require_POST
+def capability_reject(request: HtmxHttpRequest, uid) -> HttpResponse:
+    change = get_change_for_user(request, uid)
+    form = NoteForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Say why the change is turned down.")
+        return redirect("console-tenant", change.tenant.slug)
+    capability_change_reject(
+        change=change,
+        user=request.user,
+        note=form.cleaned_data["note"],
+        request_id=request_id(request),
+        channel="console",
+    )
+    messages.success(request, "Turned down. Nothing changed.")
+    return redirect("console-tenant", change.tenant.slug)
+
+
+@console_view()
+@require_POST
+def killswitch_engage(request: HtmxHttpRequest) -> HttpResponse:
+    form = KillSwitchForm(request.POST)
+    tenant = get_tenant_for_user(request, request.POST["tenant"]) if request.POST.get("tenant") else None
+    back = ("console-tenant", tenant.slug) if tenant else ("console-tenants",)
+    if not form.is_valid():
+        messages.error(request, "Choose the level and behaviour, and give a reason.")
+        return redirect(*back)
+    data = form.cleaned_data
+    switch = kill_switch_engage(
+        user=request.user,
+        scope=data["scope"],
+        behaviour=data["behaviour"],
+        reason=data["reason"],
+        tenant=tenant,
+        resource_type=data["resource_type"],
+        patient_ref=data["patient_ref"],
+        request_id=request_id(request),
+        channel="console",
+    )
+    messages.success(request, f"Kill switch engaged ({switch.get_scope_display()}, {switch.behaviour}).")
+    return redirect(*back)
+
+
+@console_view()
+@require_POST
+def killswitch_release(request: HtmxHttpRequest, uid) -> HttpResponse:
+    switch = get_switch_for_user(request, uid)
+    kill_switch_release(
+        switch=switch,
+        user=request.user,
+        note=request.POST.get("note", ""),
+        request_id=request_id(request),
+        channel="console",
+    )
+    messages.success(request, "Kill switch released: queued writes will flow again.")
+    if switch.tenant_id and switch.tenant_id in visible_tenant_ids(request):
+        return redirect("console-tenant", switch.tenant.slug)
+    return redirect("console-tenants")

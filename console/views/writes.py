@@ -1,0 +1,124 @@
+from django.conf import settings
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import HttpResponse
+from django.shortcuts import render
+
+from console import timeline
+from console.actions import write_actions
+from console.decorators import HtmxHttpRequest, console_view
+from console.fetch import get_write_for_user, may, visible_tenants
+from console.forms import ConsoleWriteFilter, NoteForm, RationaleForm
+from console.summaries import clinical_summary, event_item_for
+from writeback.models import Compensation, Write
+from writeback.selectors import audit_for_write, writes_visible_to
+from writeback.services.permissions import ADMIN, roles_of
+from writeback.services.plans import stream_blocker, write_plan
+from writeback.states import WriteState
+
+PAGE_SIZE = 50
+# Large JSON columns the list never shows: not fetched, so a page stays one light query.
+LIST_DEFERRED = (
+    "payload",
+    "preview",
+    "divergence",
+    "context",
+    "readback_diff",
+    "warnings",
+    "event__raw_payload",
+    "event__canonical_payload",
+    "event__consent_snapshot",
+)
+BULK_STATES = (WriteState.FAILED_TERMINAL, WriteState.FAILED_RETRYABLE)
+
+
+@console_view()
+def write_list(request: HtmxHttpRequest) -> HttpResponse:
+    tenants = list(visible_tenants(request).order_by("slug"))
+    writes = writes_visible_to(request.user).defer(*LIST_DEFERRED).order_by("-id")
+    filters = ConsoleWriteFilter(request.GET or None, queryset=writes, tenants=tenants)
+    rows = filters.qs if filters.is_bound and filters.is_valid() else writes
+    page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {
+        "filters": filters,
+        "page": page,
+        # Bulk replay is an admin's call (the service checks it again).
+        "can_bulk": may(request, "replay") and (request.user.is_superuser or ADMIN in roles_of(request.user)),
+        "bulk_states": BULK_STATES,
+        "query": request.GET.urlencode(),
+    }
+    template = "console/write_list.html#write-table" if request.htmx else "console/write_list.html"
+    return render(request, template, context)
+
+
+def detail_context(request: HtmxHttpRequest, write: Write, **forms) -> dict:
+    """Everything the write page shows (a constant number of queries, whatever the write's history)."""
+    event = write.event
+    attempts = list(write.attempts_log.order_by("number", "id"))
+    approvals = list(write.approvals.select_related("approver").order_by("decided_at"))
+    entries = list(audit_for_write(write))
+    conflicts = list(
+        write.conflicts.select_related("resolved_by", "resolution_write").order_by("-created_at")
+    )
+    open_conflict = next((c for c in conflicts if c.resolved_at is None), None)
+    compensations = list(
+        write.compensations.select_related("requested_by").prefetch_related("writes", "manual_tasks")
+    )
+    active = next((c for c in compensations if c.status != Compensation.Status.FAILED), None)
+    related = list(
+        Write.objects.filter(Q(replay_of=write) | Q(supersedes=write) | Q(compensates=write))
+        .only(
+            "uid",
+            "state",
+            "resource_type",
+            "operation",
+            "replay_of",
+            "supersedes",
+            "compensates",
+            "created_at",
+        )
+        .order_by("id")
+    )
+    live_approval = next((a for a in reversed(approvals) if a.is_valid_for(write.payload_hash)), None)
+    return {
+        "write": write,
+        "event": event,
+        "summary": clinical_summary(write.payload, event_item_for(event.canonical_payload, write.position)),
+        "timeline": timeline.build(write, event, attempts, approvals, entries),
+        "attempts": attempts,
+        "entries": entries,
+        "conflicts": conflicts,
+        "open_conflict": open_conflict,
+        "compensations": compensations,
+        "related": related,
+        "blocker": stream_blocker(write),
+        "live_approval": live_approval,
+        "actions": write_actions(
+            write,
+            request.user,
+            open_conflict=open_conflict,
+            compensation=active,
+            may=lambda action, tenant: may(request, action, tenant),
+        ),
+        "approve_form": forms.get("approve_form") or RationaleForm(),
+        "reject_form": forms.get("reject_form") or RationaleForm(),
+        "resolve_form": forms.get("resolve_form") or NoteForm(),
+        "ttl_hours": settings.WRITEBACK_APPROVAL_TTL_HOURS,
+    }
+
+
+@console_view()
+def write_detail(request: HtmxHttpRequest, uid) -> HttpResponse:
+    write = get_write_for_user(
+        request, uid, related=("supersedes", "compensates", "replay_of", "compensation", "event__initiator")
+    )
+    return render(request, "console/write_detail.html", detail_context(request, write))
+
+
+@console_view()
+def write_plan_view(request: HtmxHttpRequest, uid) -> HttpResponse:
+    """The exact requests the worker will make, and the predicted outcome (reads the target once)."""
+    write = get_write_for_user(request, uid)
+    context = {"write": write, "plan": write_plan(write)}
+    template = "console/write_plan.html#plan" if request.htmx else "console/write_plan.html"
+    return render(request, template, context)
