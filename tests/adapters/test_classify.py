@@ -1,0 +1,186 @@
+"""The one classifier: its outcome for every status and network failure it knows, and vendor quirks."""
+
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import httpx
+import pytest
+
+from adapters.base import Outcome
+from adapters.classify import (
+    Dialect,
+    classify,
+    classify_exception,
+    etag_version,
+    parse_location,
+    parse_retry_after,
+)
+from adapters.http import Failure
+from tests.adapters.support import operation_outcome, reply
+
+C, X, R, A, T = Outcome.COMMITTED, Outcome.CONFLICT, Outcome.RETRYABLE, Outcome.AMBIGUOUS, Outcome.TERMINAL
+CONDITIONAL = {"If-None-Exist": "identifier=s|1"}
+IF_MATCH = {"If-Match": 'W/"3"'}
+
+
+@pytest.mark.parametrize(
+    ("status", "method", "request_headers", "expected"),
+    [
+        (200, "PUT", IF_MATCH, C),
+        (201, "POST", {}, C),
+        (200, "POST", CONDITIONAL, C),
+        (400, "POST", {}, T),
+        (401, "POST", {}, T),
+        (403, "POST", {}, T),
+        (404, "GET", {}, T),
+        (405, "POST", {}, T),
+        (406, "GET", {}, T),
+        (408, "POST", {}, R),
+        (409, "PUT", IF_MATCH, X),
+        (409, "POST", {}, T),
+        (410, "GET", {}, T),
+        (412, "PUT", IF_MATCH, X),
+        (412, "PATCH", IF_MATCH, X),
+        (413, "POST", {}, T),
+        (415, "POST", {}, T),
+        (422, "POST", {}, T),
+        (423, "PUT", IF_MATCH, R),
+        (425, "POST", {}, R),
+        (429, "POST", {}, R),
+        (500, "POST", CONDITIONAL, R),
+        (500, "PUT", IF_MATCH, R),
+        (500, "POST", {}, A),  # a plain POST may have landed before the server failed
+        (501, "PATCH", IF_MATCH, T),
+        (502, "POST", {}, A),
+        (502, "GET", {}, R),
+        (503, "POST", {}, R),
+        (504, "POST", {}, A),
+        (504, "PUT", IF_MATCH, R),
+    ],
+)
+def test_every_status(status, method, request_headers, expected):
+    body = operation_outcome("details") if status >= 400 else {"resourceType": "Observation", "id": "1"}
+    assert classify(reply(status, body, method=method, request_headers=request_headers)).outcome is expected
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (httpx.ConnectError("Connection refused"), R),
+        (httpx.ConnectTimeout("timed out"), R),
+        (httpx.PoolTimeout("no connection free"), R),
+        (httpx.ProxyError("proxy refused"), R),
+        (httpx.ReadTimeout("timed out"), A),
+        (httpx.WriteTimeout("timed out"), A),
+        (httpx.ReadError("Connection reset by peer"), A),
+        (httpx.WriteError("Broken pipe"), A),
+        (httpx.RemoteProtocolError("Server disconnected without sending a response."), A),
+        (httpx.LocalProtocolError("Illegal header value"), T),
+        (httpx.UnsupportedProtocol("Request URL has an unsupported protocol 'ftp://'"), T),
+    ],
+)
+def test_every_network_failure(exc, expected):
+    outcome, message = classify_exception(exc)
+    assert outcome is expected and message
+    assert classify(reply(None, failure=Failure(outcome, message))).outcome is expected
+
+
+def test_committed_takes_id_and_version_from_location_etag_or_meta():
+    created = reply(
+        201,
+        {"resourceType": "Observation", "id": "42", "meta": {"versionId": "1"}},
+        headers={"Location": "http://x/fhir/Observation/42/_history/1", "ETag": 'W/"1"'},
+    )
+    cls = classify(created)
+    assert (cls.outcome, cls.resource_id, cls.version) == (C, "42", "1")
+    epic = classify(reply(201, None, headers={"Location": "Observation/e7Xq"}, text=""))
+    assert (epic.resource_id, epic.version) == ("e7Xq", "")
+    meta_only = classify(
+        reply(200, {"resourceType": "Patient", "id": "p", "meta": {"versionId": "7"}}, method="PUT")
+    )
+    assert meta_only.version == "7"
+
+
+def test_operation_outcome_text_is_the_message():
+    body = {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "error",
+                "code": "processing",
+                "details": {"coding": [{"code": "59189"}], "text": "Reading already exists"},
+                "expression": ["code", "instant"],
+            }
+        ],
+    }
+    message = classify(reply(400, body)).message
+    assert "Reading already exists" in message and "59189" in message and "HTTP 400" in message
+
+
+@pytest.mark.parametrize("header", ["120", None])
+def test_retry_after_seconds_and_http_date(header):
+    if header is None:
+        header = format_datetime(datetime.now(UTC) + timedelta(seconds=90), usegmt=True)
+    cls = classify(reply(503, None, headers={"Retry-After": header}, text=""))
+    assert cls.outcome is R and 80 <= cls.retry_after <= 120
+
+
+def test_retry_after_parsing_edge_cases():
+    assert parse_retry_after("0") == 0
+    assert parse_retry_after("soon") is None
+    past = format_datetime(datetime.now(UTC) - timedelta(hours=1), usegmt=True)
+    assert parse_retry_after(past) == 0
+
+
+def test_header_helpers():
+    assert etag_version('W/"12"') == "12" and etag_version('"3"') == "3" and etag_version(None) == ""
+    assert parse_location("Condition/abc") == ("Condition", "abc", "")
+    assert parse_location("https://h/fhir/r4/Condition/a-1.Problem-9/_history/2") == (
+        "Condition",
+        "a-1.Problem-9",
+        "2",
+    )
+
+
+# --- vendor dialects ---------------------------------------------------------------------------------
+
+
+def test_athena_success_false_in_a_2xx_is_terminal_with_its_message():
+    cls = classify(reply(200, {"success": False, "errormessage": "Invalid SNOMED code"}), Dialect.ATHENA_V1)
+    assert cls.outcome is T and "Invalid SNOMED code" in cls.message
+    assert classify(reply(200, {"success": True, "problemid": "9"}), Dialect.ATHENA_V1).outcome is C
+
+
+def test_athena_throttling_403_with_quota_headers_is_retryable():
+    headers = {"X-Athena-RateLimit-Remaining-Day": "0", "Retry-After": "30"}
+    cls = classify(reply(403, {"error": "Over quota"}, headers=headers), Dialect.ATHENA_V1)
+    assert cls.outcome is R and cls.retry_after == 30
+    no_retry_after = classify(
+        reply(403, None, headers={"X-Athena-RateLimit-Remaining-Day": "0"}, text=""), Dialect.ATHENA_V1
+    )
+    assert no_retry_after.outcome is R and 0 < no_retry_after.retry_after <= 86400
+    # A 403 without quota headers is a permission failure.
+    assert classify(reply(403, {"error": "Not authorized"}), Dialect.ATHENA_V1).outcome is T
+
+
+def test_athena_request_errors_keep_their_detail():
+    cls = classify(
+        reply(400, {"error": "Invalid departmentid", "detailedmessage": "No department 99"}),
+        Dialect.ATHENA_V1,
+    )
+    assert cls.outcome is T and "No department 99" in cls.message
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ([{"Error": "Invalid patient ID"}], T),
+        ([{"Error": "Transaction (Process ID 61) was deadlocked: rerun the transaction"}], R),
+        ([{"Error": "Server busy, try again later"}], R),
+        ([{"Error": "Execution timeout expired"}], A),
+        ("Error: Magic action not permitted", T),
+        ([{"savevitalsdatainfo": [{"ID": "77"}]}], C),
+    ],
+)
+def test_unity_errors_inside_http_200(body, expected):
+    assert classify(reply(200, body), Dialect.UNITY).outcome is expected

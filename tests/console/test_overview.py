@@ -1,0 +1,97 @@
+"""The overview dashboard, its polling partial, the metrics endpoints, and time zones."""
+
+import pytest
+
+from tests.conftest import api_client_for
+from tests.console.conftest import HTMX, client_for, committed, failed
+from tests.writeback.helpers import event
+from writeback.models import TenantMode
+from writeback.services.metrics import dashboard, percentile, prometheus_text
+from writeback.services.tenants import tenant_set_mode, tenants_for_user
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def ledger(make, api):
+    committed(make("note.signed"))
+    failed(make("problem.confirmed"))
+    make("medication.reconciled")
+    body = event("note.signed", key="dup-1")
+    assert api.post("/api/v1/events", body, format="json").status_code == 201
+    assert api.post("/api/v1/events", body, format="json").status_code == 200  # a suppressed duplicate
+
+
+def test_the_dashboard_numbers(ledger, admin_user):
+    board = dashboard(tenants_for_user(admin_user))
+    assert board.state_totals == {"committed": 1, "failed_terminal": 1, "awaiting_approval": 1, "pending": 1}
+    assert board.queue_depth == 1 and board.awaiting_approval == 1 and board.needs_operator == 2
+    assert board.sends == 2 and board.retry_rate == 0.0 and board.conflict_rate == 0.0
+    assert board.events_received == 5 and board.duplicates_suppressed == 1 and board.duplicate_rate == 0.2
+    assert {r["resource_type"]: (r["accepted"], r["rejected"]) for r in board.by_resource_type} == {
+        "Condition": (0, 1),
+        "DocumentReference": (1, 0),
+    }
+    assert board.latency[0]["vendor"] == "generic" and board.latency[0]["p50"] == 42.0
+    assert board.open_alerts["warning"] == 1
+    assert len(board.series) == 24 and board.series[-1].committed == 1 and board.series[-1].events == 4
+    assert board.tenants[0].counts["committed"] == 1 and board.by_vendor["generic"]["failed_terminal"] == 1
+
+
+def test_percentiles_interpolate():
+    assert percentile([], 0.5) is None
+    assert percentile([10.0], 0.95) == 10.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+
+
+def test_the_overview_page_and_its_polled_partial(ledger, clinician):
+    c = client_for(clinician)
+    page = c.get("/").content.decode()
+    assert "Queue depth" in page and "Writes by state, per tenant" in page and "<svg" in page
+    assert 'hx-trigger="every 15s' in page
+    partial = c.get("/", **HTMX).content.decode()
+    assert partial.lstrip().startswith('<div id="dashboard"')
+    assert "<html" not in partial
+
+
+def test_the_dashboard_shows_tenant_modes(ledger, tenant, admin_user, engineer):
+    tenant_set_mode(tenant=tenant, mode=TenantMode.PAUSED, actor=engineer)
+    assert b"mode-paused" in client_for(admin_user).get("/").content
+
+
+def test_metrics_json_for_the_api(ledger, app_user, tenant):
+    r = api_client_for(app_user, tenant).get("/api/v1/metrics")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["writes"]["by_state"]["committed"] == 1
+    assert body["rates"]["duplicate_suppression_rate"] == 0.2
+    assert body["writes"]["by_tenant"][0]["tenant"] == "generic-main"
+
+
+def test_prometheus_text(ledger, app_user, tenant, client):
+    r = api_client_for(app_user, tenant).get("/metrics")
+    assert r.status_code == 200
+    assert r["Content-Type"].startswith("text/plain")
+    text = r.content.decode()
+    assert 'writeback_writes{tenant="generic-main",vendor="generic",state="committed"} 1' in text
+    assert "writeback_duplicate_suppression_rate 0.2" in text
+    assert "# TYPE writeback_queue_depth gauge" in text
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/api/v1/metrics").status_code == 401
+
+
+def test_metrics_only_cover_the_callers_tenants(ledger, outsider):
+    text = prometheus_text(dashboard(tenants_for_user(outsider)))
+    assert "generic-main" not in text
+
+
+def test_times_show_in_the_chosen_zone(make, clinician):
+    write = committed(make("note.signed"))
+    c = client_for(clinician)
+    r = c.post("/preferences/timezone", {"tz": "America/New_York", "next": f"/writes/{write.uid}/"})
+    assert r.status_code == 302 and r.url == f"/writes/{write.uid}/"
+    assert c.session["tz"] == "America/New_York"
+    page = c.get(r.url).content.decode()
+    assert '<span class="tz">EST</span>' in page or '<span class="tz">EDT</span>' in page
+    c.post("/preferences/timezone", {"tz": "Mars/Olympus", "next": "https://evil.example/"})
+    assert c.session["tz"] == "America/New_York"

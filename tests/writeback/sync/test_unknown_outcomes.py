@@ -1,0 +1,156 @@
+"""A write whose outcome is unknown is looked up on the target before it is ever sent again."""
+
+from datetime import timedelta
+
+from django.utils import timezone
+
+from adapters.base import TargetConfig
+from adapters.registry import get_adapter
+from tests.writeback.sync.conftest import drain, ours, post
+from writeback.models import Write, WriteAttempt
+from writeback.states import WriteState
+from writeback.sync.claim import claim_due
+from writeback.sync.requests import build_request
+
+
+def _due(write):
+    Write.objects.filter(pk=write.pk).update(next_attempt_at=timezone.now())
+
+
+def test_timeout_after_commit_is_settled_by_read_not_by_resend(live, sim, api, settings):
+    settings.WRITEBACK_HTTP_READ_TIMEOUT = 0.3
+    sim.set_faults({"timeout_after_commit": 1, "stall_seconds": 1.5, "seed": 3})
+    writes = post(api, "problem.confirmed")
+    drain()
+    w = Write.objects.get(pk=writes[0].pk)
+    assert w.state == WriteState.OUTCOME_UNKNOWN  # visible state of its own
+    assert w.last_outcome == "ambiguous"
+    assert ours(sim) == {str(w.uid): 1}  # it did land
+    sim.clear_faults()
+    _due(w)
+    drain()
+    w.refresh_from_db()
+    assert w.state == WriteState.COMMITTED and w.target_resource_id
+    outcomes = list(WriteAttempt.objects.filter(write=w).order_by("id").values_list("method", "outcome"))
+    assert ("GET", "found") in outcomes
+    assert [m for m, _ in outcomes].count("POST") == 1  # never sent twice
+    assert ours(sim) == {str(w.uid): 1}
+
+
+def test_dropped_connection_is_checked_then_sent_once(live, sim, api):
+    sim.set_faults("drop_connection=1,seed=4")
+    writes = post(api, "problem.confirmed")
+    drain()
+    w = Write.objects.get(pk=writes[0].pk)
+    assert w.state == WriteState.OUTCOME_UNKNOWN
+    assert ours(sim) == {}
+    sim.clear_faults()
+    _due(w)
+    drain()
+    w.refresh_from_db()
+    assert w.state == WriteState.COMMITTED
+    outcomes = list(WriteAttempt.objects.filter(write=w).order_by("id").values_list("outcome", flat=True))
+    assert "not_found" in outcomes and outcomes[-2:] == ["committed", "step"]
+    assert ours(sim) == {str(w.uid): 1}
+
+
+def test_a_killed_workers_write_is_reclaimed_after_its_lease_and_checked_first(live, sim, api):
+    writes = post(api, "problem.confirmed")
+    dead = claim_due("worker:dead", 10)
+    assert [d.pk for d in dead] == [writes[0].pk]
+    # The dead worker did send before it was killed: the resource is on the target.
+    target = TargetConfig(
+        slug="t", vendor="generic", base_url=sim.fhir_base, identifier_system="urn:fhir-writeback:write-id"
+    )
+    adapter = get_adapter(target)
+    w = Write.objects.select_related("event", "tenant").get(pk=writes[0].pk)
+    assert adapter.write(build_request(w)).outcome == "committed"
+    adapter.close()
+    # While the lease lives, nobody else may take it.
+    assert claim_due("worker:alive", 10) == []
+    Write.objects.filter(pk=w.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    drain()
+    w.refresh_from_db()
+    assert w.state == WriteState.COMMITTED
+    assert WriteAttempt.objects.filter(write=w, outcome="found").exists()
+    assert ours(sim) == {str(w.uid): 1}
+
+
+def test_a_killed_workers_unsent_write_is_sent_after_the_check(live, sim, api):
+    writes = post(api, "problem.confirmed")
+    claim_due("worker:dead", 10)
+    Write.objects.filter(pk=writes[0].pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    drain()
+    w = Write.objects.get(pk=writes[0].pk)
+    assert w.state == WriteState.COMMITTED
+    lost = WriteAttempt.objects.get(write=w, outcome="not_found")
+    assert "lease" in lost.error
+    assert ours(sim) == {str(w.uid): 1}
+
+
+def test_an_update_with_unknown_outcome_is_settled_by_reading_the_target(
+    live, sim, api, settings, monkeypatch
+):
+    from adapters.generic.adapter import GenericFhirAdapter
+
+    settings.WRITEBACK_HTTP_READ_TIMEOUT = 0.3
+    real_write = GenericFhirAdapter.write
+
+    def write_into_a_stall(self, req):
+        # The prepare read goes through; the update itself lands and then times out.
+        sim.set_faults({"timeout_after_commit": 1, "stall_seconds": 1.5, "seed": 5})
+        return real_write(self, req)
+
+    monkeypatch.setattr(GenericFhirAdapter, "write", write_into_a_stall)
+    current = [p for p in sim.resources("Patient") if p["id"] == "pat-1001"][0]
+    writes = post(api, "demographics.updated", base_version=current["meta"]["versionId"])
+    drain()
+    w = Write.objects.get(pk=writes[0].pk)
+    assert w.state == WriteState.OUTCOME_UNKNOWN
+    assert w.context["pre_image"]["telecom"] == current["telecom"]  # what a rollback would restore
+    sim.clear_faults()
+    monkeypatch.setattr(GenericFhirAdapter, "write", real_write)
+    _due(w)
+    drain()
+    w.refresh_from_db()
+    assert w.state == WriteState.COMMITTED
+    stored = [p for p in sim.resources("Patient") if p["id"] == "pat-1001"][0]
+    assert stored["meta"]["versionId"] == str(int(current["meta"]["versionId"]) + 1)  # applied exactly once
+    assert stored["telecom"][0]["value"] == "+15550100"
+
+
+def test_a_write_that_landed_is_committed_even_if_its_approval_lapsed(live, sim, api, settings, clinician2):
+    from writeback.models import Approval
+    from writeback.services.approvals import write_approve
+
+    settings.WRITEBACK_HTTP_READ_TIMEOUT = 0.3
+    allergy = post(api, "allergy.recorded")[0]
+    write_approve(write=allergy, user=clinician2, rationale="confirmed with the patient")
+    sim.set_faults({"timeout_after_commit": 1, "stall_seconds": 1.5, "seed": 6})
+    drain()
+    sim.clear_faults()
+    allergy.refresh_from_db()
+    assert allergy.state == WriteState.OUTCOME_UNKNOWN
+    Approval.objects.filter(write=allergy).update(expires_at=timezone.now() - timedelta(seconds=1))
+    _due(allergy)
+    drain()
+    allergy.refresh_from_db()
+    assert allergy.state == WriteState.COMMITTED  # found by read: the approval covered the send
+    assert ours(sim) == {str(allergy.uid): 1}
+
+
+def test_an_unknown_outcome_not_found_with_a_lapsed_approval_goes_back_to_a_clinician(
+    live, sim, api, clinician2
+):
+    from writeback.models import Approval
+    from writeback.services.approvals import write_approve
+
+    allergy = post(api, "allergy.recorded")[0]
+    write_approve(write=allergy, user=clinician2, rationale="confirmed with the patient")
+    Write.objects.filter(pk=allergy.pk).update(state=WriteState.OUTCOME_UNKNOWN)  # it never landed
+    Approval.objects.filter(write=allergy).update(expires_at=timezone.now() - timedelta(seconds=1))
+    drain()
+    allergy.refresh_from_db()
+    assert allergy.state == WriteState.AWAITING_APPROVAL
+    assert WriteAttempt.objects.filter(write=allergy, outcome="not_found").exists()
+    assert ours(sim) == {}
