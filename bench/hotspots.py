@@ -1,0 +1,207 @@
+"""Where the time goes: cProfile of the intake path and of the worker path, in process.
+
+    python bench/hotspots.py intake [--events 200]
+    python bench/hotspots.py worker [--writes 300]
+    python bench/hotspots.py claims [--writes 300] [--concurrency 8]
+
+Each clones the benchmark template database (run `python bench/run.py` once, or `--setup`), then:
+- intake: posts vitals events through Django's test client (the full API stack, no HTTP socket);
+- worker: starts the EHR simulator as its own process and drains pending writes with a SyncWorker on
+  this thread (concurrency 1, so cProfile sees every call).
+It prints the time and the SQL queries per item, then the project functions by cumulative time.
+- claims: runs the real worker loop (SyncWorker.run, threads) and counts the writes each claim took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import subprocess
+import sys
+import time
+
+from common import (
+    PY,
+    ROOT,
+    TEMPLATE_DB,
+    clone_database,
+    create_empty_database,
+    django_env,
+    drop_database,
+    fixtures,
+    stop,
+)
+
+PROJECT = ("writeback/", "adapters/", "console/")
+
+
+def _django(database_url: str) -> None:
+    os.environ["DATABASE_URL"] = database_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "writeback.settings")
+    os.environ["LOG_LEVEL"] = "WARNING"
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
+def _report(profiler: cProfile.Profile, items: int, seconds: float, queries: QueryLog, what: str) -> None:
+    print(f"\n{what}: {items} in {seconds:.2f} s = {1000 * seconds / items:.1f} ms each (under cProfile), "
+          f"{queries.count / items:.1f} SQL queries each")  # fmt: skip
+    print("SQL time by statement (wall clock, including the wait for PostgreSQL):")
+    print(queries.top(items))
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("cumulative").print_stats("|".join(PROJECT), 30)
+    print(out.getvalue())
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
+    print(out.getvalue())
+
+
+class QueryLog:
+    """Counts SQL statements and their time, grouped by the statement's first words."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.by_kind: dict[str, list[float]] = {}
+
+    def __call__(self, execute, sql, params, many, context):
+        began = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            self.count += 1
+            kind = " ".join(sql.split()[:6])[:90]
+            self.by_kind.setdefault(kind, []).append(time.perf_counter() - began)
+
+    def top(self, items: int, n: int = 12) -> str:
+        rows = sorted(self.by_kind.items(), key=lambda kv: -sum(kv[1]))[:n]
+        lines = ["  per item: calls  ms   statement"]
+        for kind, times in rows:
+            lines.append(f"  {len(times) / items:14.1f} {1000 * sum(times) / items:5.2f}   {kind}")
+        return "\n".join(lines)
+
+    def install(self):
+        from django.db import connection
+
+        return connection.execute_wrapper(self)
+
+
+def profile_intake(events: int) -> None:
+    _django(clone_database("wbdrill_bench_profile"))
+    from events import vitals_event
+    from rest_framework.test import APIClient
+
+    from writeback.models import ApiToken
+
+    token = ApiToken.objects.first()
+    client = APIClient()
+    client.force_authenticate(user=token.user, token=token)
+    for i in range(5):  # warm-up: imports, caches
+        client.post("/api/v1/events", vitals_event(f"warm-{i}", 1001 + i), format="json")
+    queries = QueryLog()
+    profiler = cProfile.Profile()
+    began = time.monotonic()
+    with queries.install():
+        profiler.enable()
+        for i in range(events):
+            response = client.post("/api/v1/events", vitals_event(f"prof-{i}", 1001 + i % 200), format="json")
+            assert response.status_code == 201, response.content
+        profiler.disable()
+    _report(profiler, events, time.monotonic() - began, queries, "vitals events (6 writes each)")
+
+
+def _simulator(database_url: str) -> tuple[subprocess.Popen, str]:
+    sim = subprocess.Popen(
+        [PY, "manage.py", "run_ehr_simulator", "--port", "0", "--profile", "generic"],
+        cwd=ROOT, env=django_env(database_url), stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    line = sim.stdout.readline()
+    return sim, line.split(" fhir ")[1].split()[0]
+
+
+def claim_batches(writes: int, concurrency: int) -> None:
+    """How many writes each claim takes in the real loop (SyncWorker.run, `concurrency` threads)."""
+    url = clone_database("wbdrill_bench_profile")
+    sim, fhir = _simulator(url)
+    try:
+        fixtures("writes", url, "--count", str(writes), "--base-url", fhir)
+        _django(url)
+        from collections import Counter
+
+        from writeback.sync import worker as worker_module
+
+        sizes: Counter = Counter()
+        real_claim = worker_module.claim_due
+
+        def claim_due(*args, **kwargs):
+            claimed = real_claim(*args, **kwargs)
+            sizes[len(claimed)] += 1
+            return claimed
+
+        worker_module.claim_due = claim_due
+        began = time.monotonic()
+        stats = worker_module.SyncWorker(concurrency=concurrency, until_idle=True, idle_sleep=0.05).run()
+        elapsed = time.monotonic() - began
+        taking = {k: v for k, v in sizes.items() if k}
+        claimed = sum(k * v for k, v in taking.items())
+        print(f"{stats.processed} writes in {elapsed:.1f} s with {concurrency} threads; "
+              f"{sum(taking.values())} claims took {claimed} writes: "
+              f"{claimed / max(1, sum(taking.values())):.2f} writes per claim; "
+              f"{sizes[0]} claims came back empty; sizes {dict(sorted(taking.items()))}")  # fmt: skip
+    finally:
+        stop(sim)
+
+
+def profile_worker(writes: int) -> None:
+    url = clone_database("wbdrill_bench_profile")
+    sim, fhir = _simulator(url)
+    try:
+        fixtures("writes", url, "--count", str(writes), "--base-url", fhir)
+        _django(url)
+        from writeback.models import Write
+        from writeback.sync.worker import SyncWorker
+
+        queries = QueryLog()
+        profiler = cProfile.Profile()
+        began = time.monotonic()
+        with queries.install():
+            profiler.enable()
+            SyncWorker(concurrency=1).drain(max_cycles=100_000)
+            profiler.disable()
+        done = Write.objects.filter(state="committed").count()
+        _report(profiler, done, time.monotonic() - began, queries, "writes sent and recorded")
+    finally:
+        stop(sim)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("what", choices=("intake", "worker", "claims"))
+    parser.add_argument("--concurrency", type=int, default=8, help="claims: worker threads")
+    parser.add_argument("--events", type=int, default=200)
+    parser.add_argument("--writes", type=int, default=300)
+    parser.add_argument("--setup", action="store_true", help="(re)build the template database first")
+    args = parser.parse_args()
+    if args.setup:
+        print(json.loads(fixtures("template", create_empty_database(TEMPLATE_DB))))
+    try:
+        if args.what == "intake":
+            profile_intake(args.events)
+        elif args.what == "worker":
+            profile_worker(args.writes)
+        else:
+            claim_batches(args.writes, args.concurrency)
+    finally:
+        drop_database("wbdrill_bench_profile")  # WITH (FORCE): our own connection goes too
+
+
+if __name__ == "__main__":
+    main()
