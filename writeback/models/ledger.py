@@ -88,6 +88,12 @@ class Write(models.Model):
                 name="write_due_idx",
             ),
             models.Index(fields=["state", "next_attempt_at"], name="write_state_next_idx"),
+            # The worker's sweep for writes whose worker died mid-call (only claimed writes are in flight).
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=models.Q(last_outcome="in_flight"),
+                name="write_inflight_lease_idx",
+            ),
             # Per-stream ordering check in the claim query and the console's stream view.
             models.Index(fields=["stream_key", "id"], name="write_stream_idx"),
             models.Index(fields=["tenant", "state"], name="write_tenant_state_idx"),

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from writeback.models import Write
 from writeback.states import CLAIMABLE, STREAM_BLOCKING
+from writeback.states import WriteState as S
 from writeback.sync.holds import Holds, current_holds
 
 
@@ -87,8 +88,24 @@ def claim_due(
         if claimed != len(ids):  # pragma: no cover - only without row locks, where the write lock forbids it
             raise RuntimeError("claim raced on a locked row set")
     for w in candidates:
+        # Who held it before: a write still "in_flight" under a lapsed lease names the worker that died.
+        w.previous_lease_owner = w.lease_owner
         w.lease_owner, w.lease_expires_at = worker_id, lease_until
     return candidates
+
+
+def lapsed_in_flight(limit: int = 100) -> list[Write]:
+    """Writes whose worker died (or froze) mid-call: still marked in flight, lease lapsed, not yet
+    taken over. A small partial index keeps this cheap: only claimed writes are ever in flight."""
+    now = timezone.now()
+    return list(
+        Write.objects.filter(
+            last_outcome="in_flight", lease_expires_at__lt=now, state__in=(S.PENDING, S.FAILED_RETRYABLE)
+        )
+        .select_related("tenant", "event")
+        .defer("event__raw_payload", "event__canonical_payload", "event__consent_snapshot")
+        .order_by("lease_expires_at")[:limit]
+    )
 
 
 def renew_leases(worker_id: str, write_ids: list[int]) -> int:
@@ -101,10 +118,12 @@ def renew_leases(worker_id: str, write_ids: list[int]) -> int:
     return Write.objects.filter(pk__in=write_ids, lease_owner=worker_id).update(lease_expires_at=until)
 
 
-def has_open_work(*, holds: Holds | None = None, tenant_ids: list[int] | None = None) -> bool:
+def has_open_work(
+    *, holds: Holds | None = None, tenant_ids: list[int] | None = None, exclude_tenants=()
+) -> bool:
     """Is anything left that a worker will send without a person acting? (Waiting retries count;
     held queues, parked streams and writes awaiting approval do not.)"""
-    qs = _scoped(Write.objects.filter(state__in=CLAIMABLE), holds, tenant_ids, ())
+    qs = _scoped(Write.objects.filter(state__in=CLAIMABLE), holds, tenant_ids, exclude_tenants)
     return qs.exists()
 
 

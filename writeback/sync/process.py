@@ -50,6 +50,9 @@ class WriteProcessor:
         died_mid_call = write.last_outcome == "in_flight"
         tenant = Tenant.objects.get(pk=write.tenant_id)  # fresh: mode may have changed since the claim
         write.tenant = tenant
+        if died_mid_call and write.state != WriteState.OUTCOME_UNKNOWN:
+            # The ledger says so before anything else happens: its last try may have landed.
+            self.record.lost(write, previous_owner=getattr(write, "previous_lease_owner", ""))
 
         hold = self._hold(write, tenant)
         if hold:
@@ -186,6 +189,19 @@ class WriteProcessor:
                 counted=False,
             )
             return Result("conflict", write)
+        if write.attempts >= write.max_attempts:
+            # Not there after its last allowed try: stop here (a person decides) rather than loop
+            # between sending and not knowing.
+            self.record.terminal(
+                write,
+                exchanges=found.exchanges,
+                code="retries-exhausted",
+                message=f"not on the target after {write.attempts} attempt(s) whose outcome was unknown; "
+                "not sent again",
+                counted=False,
+                outcome=WriteAttempt.Outcome.NOT_FOUND,
+            )
+            return Result("terminal", write)
         self._note_lookup(write, found.exchanges, died_mid_call)
         return None
 

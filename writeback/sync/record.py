@@ -202,6 +202,8 @@ class Recorder:
                     actor=self.worker_id,
                     reason=f"compensating write {write.uid} committed",
                     data={"compensating_write": str(write.uid)},
+                    # A two-phase write shows its third phase: the EHR side was undone.
+                    fields={"phase": Write.Phase.COMPENSATED} if original.phase else None,
                     defer_audit=drafts,
                 )
             if (
@@ -277,6 +279,44 @@ class Recorder:
             when=when,
             data={"attempts": attempts, "check_at": when},
         )
+
+    def lost(self, write: Write, *, previous_owner: str) -> None:
+        """A worker lost its lease mid-call (killed, or frozen past its lease): whether its request
+        reached the target is unknown. The write shows as outcome unknown, with a `lost` attempt that
+        names the worker, until a check by read settles it. The caller may hold the lease (a takeover) or
+        not (the sweep); either way the write stays due now."""
+        guard = self._guard(write) or {"last_outcome": "in_flight", "lease_expires_at__lt": timezone.now()}
+        keep_lease = bool(self._guard(write))
+        message = f"{previous_owner or 'a worker'} lost its lease mid-call; the outcome is unknown"
+        fields = {
+            "last_outcome": WriteAttempt.Outcome.LOST,
+            "last_error": message,
+            "next_attempt_at": timezone.now(),
+        }
+        if not keep_lease:
+            fields = _release_fields(**fields)
+        with transaction.atomic():
+            drafts: list[audit.AuditDraft] = []
+            transition(
+                write,
+                WriteState.OUTCOME_UNKNOWN,
+                actor=self.worker_id,
+                reason=message,
+                target_ack=None,
+                data={"lost_by": previous_owner},
+                fields=fields,
+                guard=guard,
+                defer_audit=drafts,
+            )
+            WriteAttempt.objects.create(
+                write=write,
+                number=write.attempts,
+                worker_id=previous_owner[:128],
+                correlation_id=write.correlation_id,
+                outcome=WriteAttempt.Outcome.LOST,
+                error=message,
+            )
+            audit.record_many(drafts)
 
     def _schedule(
         self,

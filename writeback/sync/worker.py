@@ -5,6 +5,7 @@ slow or dead EHR ties up only its share of the threads while other tenants flow 
 comes from more processes (on more hosts) against the same PostgreSQL; claims never overlap.
 """
 
+import contextlib
 import logging
 import os
 import signal
@@ -23,7 +24,8 @@ from adapters.base import VendorAdapter
 from writeback.models import Tenant, Write
 from writeback.services.bulk import bulk_process_due
 from writeback.services.targets import adapter_for
-from writeback.sync.claim import claim_due, has_open_work, renew_leases
+from writeback.states import InvalidTransition
+from writeback.sync.claim import claim_due, has_open_work, lapsed_in_flight, renew_leases
 from writeback.sync.holds import current_holds
 from writeback.sync.process import Result, WriteProcessor
 
@@ -58,6 +60,14 @@ class AdapterCache:
         self._local.adapters = {}
 
 
+def _ids_of(slugs: list[str]) -> list[int]:
+    ids = list(Tenant.objects.filter(slug__in=slugs).values_list("pk", flat=True))
+    if len(ids) != len(set(slugs)):
+        known = set(Tenant.objects.filter(pk__in=ids).values_list("slug", flat=True))
+        raise ValueError(f"unknown tenant(s): {', '.join(sorted(set(slugs) - known))}")
+    return ids
+
+
 @dataclass
 class WorkerStats:
     processed: int = 0
@@ -71,6 +81,7 @@ class SyncWorker:
         worker_id: str | None = None,
         concurrency: int | None = None,
         tenant_slugs: list[str] | None = None,
+        exclude_slugs: list[str] | None = None,
         until_idle: bool = False,
         max_writes: int | None = None,
         idle_sleep: float | None = None,
@@ -79,6 +90,7 @@ class SyncWorker:
         self.concurrency = concurrency or settings.WRITEBACK_WORKER_CONCURRENCY
         self.batch = max(1, self.concurrency // 2)
         self.tenant_slugs = tenant_slugs
+        self.exclude_slugs = exclude_slugs or []
         self.until_idle = until_idle
         self.max_writes = max_writes
         self.idle_sleep = idle_sleep if idle_sleep is not None else settings.WRITEBACK_IDLE_SLEEP_SECONDS
@@ -87,7 +99,7 @@ class SyncWorker:
         self.stats = WorkerStats()
         self.stopping = threading.Event()
         self._claimed = 0
-        self._last_bulk_tick = 0.0
+        self._last_housekeeping = 0.0
         # Leases are renewed three times per lease length while a write is in flight.
         self._renew_every = max(0.1, settings.WRITEBACK_LEASE_SECONDS / 3)
         self._last_renewal = time.monotonic()
@@ -105,21 +117,21 @@ class SyncWorker:
     def _tenant_ids(self) -> list[int] | None:
         if self.tenant_slugs is None:
             return None
-        ids = list(Tenant.objects.filter(slug__in=self.tenant_slugs).values_list("pk", flat=True))
-        if len(ids) != len(set(self.tenant_slugs)):
-            known = set(Tenant.objects.filter(pk__in=ids).values_list("slug", flat=True))
-            raise ValueError(f"unknown tenant(s): {', '.join(sorted(set(self.tenant_slugs) - known))}")
-        return ids
+        return _ids_of(self.tenant_slugs)
+
+    def _excluded_ids(self) -> list[int]:
+        """Tenants left to their own workers (sharding: a shared pool excludes the sharded tenants)."""
+        return _ids_of(self.exclude_slugs) if self.exclude_slugs else []
 
     def run(self) -> WorkerStats:
-        tenant_ids = self._tenant_ids()
+        tenant_ids, excluded = self._tenant_ids(), self._excluded_ids()
         caps = dict(Tenant.objects.values_list("pk", "max_concurrency"))
         inflight: dict[Future, Write] = {}
         per_tenant: Counter = Counter()
         sleep = self.idle_sleep
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="sync") as pool:
             while not self.stopping.is_set():
-                self._bulk_tick()
+                self._housekeeping()
                 free = self.concurrency - len(inflight)
                 if self.max_writes is not None:
                     free = min(free, self.max_writes - self._claimed)
@@ -133,7 +145,7 @@ class SyncWorker:
                         free,
                         holds=current_holds(tenant_ids),
                         tenant_ids=tenant_ids,
-                        exclude_tenants=full,
+                        exclude_tenants=[*full, *excluded],
                     )
                     claimed = self._within_bulkheads(claimed, per_tenant, caps)
                 for write in claimed:
@@ -155,7 +167,7 @@ class SyncWorker:
                     break
                 if not claimed:
                     if self.until_idle and not has_open_work(
-                        holds=current_holds(tenant_ids), tenant_ids=tenant_ids
+                        holds=current_holds(tenant_ids), tenant_ids=tenant_ids, exclude_tenants=excluded
                     ):
                         break
                     self.stopping.wait(sleep)
@@ -182,13 +194,22 @@ class SyncWorker:
             # meanwhile is handled like a dead worker's (check by read before any resend).
             log.exception("%s: lease renewal failed", self.worker_id)
 
-    def _bulk_tick(self) -> None:
-        """Moves console bulk replays on (rate-limited), at most once a second, so they finish even when
-        the console process that started them is gone."""
+    def _housekeeping(self) -> None:
+        """At most once a second: mark writes whose worker died mid-call as outcome unknown (so the
+        ledger shows it even while nobody takes them over, e.g. under a hold), and move console bulk
+        replays on (rate-limited), so they finish even when the console process that started them is
+        gone."""
         now = time.monotonic()
-        if now - self._last_bulk_tick < 1.0:
+        if now - self._last_housekeeping < 1.0:
             return
-        self._last_bulk_tick = now
+        self._last_housekeeping = now
+        try:
+            for write in lapsed_in_flight():
+                # InvalidTransition: taken over meanwhile, and the new holder records it.
+                with contextlib.suppress(InvalidTransition):
+                    self.processor.record.lost(write, previous_owner=write.lease_owner)
+        except Exception:
+            log.exception("%s: marking lapsed leases failed", self.worker_id)
         try:
             bulk_process_due()
         except Exception:
@@ -227,7 +248,11 @@ class SyncWorker:
         """One claim-and-process cycle on the calling thread (tests)."""
         tenant_ids = self._tenant_ids()
         for write in claim_due(
-            self.worker_id, self.concurrency, holds=current_holds(tenant_ids), tenant_ids=tenant_ids
+            self.worker_id,
+            self.concurrency,
+            holds=current_holds(tenant_ids),
+            tenant_ids=tenant_ids,
+            exclude_tenants=self._excluded_ids(),
         ):
             self._run_one(write)
         return self.stats

@@ -166,3 +166,31 @@ def test_unacknowledged_very_high_risk_alert_holds_its_queue(live, sim, api, cli
     alert.save()
     drain()
     assert Write.objects.get(pk=meds[0].pk).state == WriteState.COMMITTED
+
+
+def test_a_resource_type_hold_engaged_after_the_claim_stops_the_write_at_the_door(live, sim, api, engineer):
+    """A long-running worker re-reads holds at least once a second: a write it claimed before an
+    engineer held its resource type is given back untouched, not sent."""
+    import time
+
+    from writeback.sync.process import WriteProcessor
+    from writeback.sync.worker import AdapterCache
+
+    first = _patient(api, "pat-1001", "k-first", "vitals.recorded")
+    second = _patient(api, "pat-1002", "k-second", "vitals.recorded")
+    processor = WriteProcessor("w1", AdapterCache())
+    claimed = {w.pk: w for w in claim_due("w1", 20)}
+    assert processor.process(claimed.pop(first.pk)).label == "committed"  # the holds are now cached
+    KillSwitch.objects.create(
+        scope="resource_type",
+        tenant=live,
+        resource_type="Observation",
+        behaviour="hold",
+        reason="flowsheet mapping broken",
+        created_by=engineer,
+    )
+    time.sleep(1.05)  # RecentHolds' default time to live
+    assert processor.process(claimed.pop(second.pk)).label == "held"
+    w = Write.objects.get(pk=second.pk)
+    assert w.state == WriteState.PENDING and w.lease_owner == ""
+    assert ours(sim) == {str(first.uid): 1}

@@ -101,3 +101,101 @@ def test_a_slow_tenant_does_not_starve_the_others(settings, clinician):
         fast_sim.stop()
         slow_sim.stop()
         connection.close()
+
+
+class _BlackHole:
+    """A target that is down in the worst way: it accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)  # connections complete in the kernel's backlog; nobody ever reads them
+        self.base = f"http://127.0.0.1:{self.sock.getsockname()[1]}/fhir"
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _refused_base() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/fhir"  # closed again: connections are refused
+
+
+@pytest.mark.parametrize("down", ["unanswered", "refused"])
+@pytest.mark.django_db(transaction=True)
+def test_a_tenant_whose_target_is_down_does_not_stop_the_others(settings, clinician, down):
+    settings.WRITEBACK_HTTP_READ_TIMEOUT = 3
+    settings.WRITEBACK_BACKOFF_BASE_SECONDS = 0.05
+    up_sim = start_simulator("generic")
+    hole = _BlackHole() if down == "unanswered" else None
+    worker = SyncWorker(concurrency=5, idle_sleep=0.05)
+    thread = threading.Thread(target=worker.run)
+    try:
+        up = tenant_create(slug="up", vendor="generic", base_url=up_sim.fhir_base, max_concurrency=3)
+        dead = tenant_create(
+            slug="down", vendor="generic", base_url=hole.base if hole else _refused_base(), max_concurrency=2
+        )
+        down_writes = bulk_writes(dead, 6, patients=6)
+        up_writes = bulk_writes(up, 30, patients=30)
+        start = time.monotonic()
+        thread.start()
+        up_ids = [w.pk for w in up_writes]
+        while time.monotonic() - start < 20:
+            if Write.objects.filter(pk__in=up_ids, state=WriteState.COMMITTED).count() == 30:
+                break
+            time.sleep(0.05)
+        up_done = time.monotonic() - start
+        # All 30 went through while the dead tenant's calls were still hanging (or being refused).
+        assert Write.objects.filter(pk__in=up_ids, state=WriteState.COMMITTED).count() == 30
+        assert up_done < 3, up_done
+        assert len(up_sim.count_by_identifier("urn:fhir-writeback:write-id")) == 30
+        worker.stopping.set()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+        states = set(Write.objects.filter(pk__in=[w.pk for w in down_writes]).values_list("state", flat=True))
+        # Nothing of the dead tenant is committed or lost: each write waits in a visible state.
+        assert states <= {WriteState.PENDING, WriteState.FAILED_RETRYABLE, WriteState.OUTCOME_UNKNOWN}, states
+        assert not Write.objects.filter(pk__in=[w.pk for w in down_writes]).exclude(lease_owner="").exists()
+    finally:
+        worker.stopping.set()
+        thread.join(timeout=30) if thread.is_alive() else None
+        up_sim.stop()
+        if hole:
+            hole.close()
+        connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_shared_pool_can_leave_sharded_tenants_to_their_own_workers(settings, clinician):
+    from django.core.management import call_command
+
+    sim = start_simulator("generic")
+    try:
+        sharded = tenant_create(slug="big", vendor="generic", base_url=sim.fhir_base)
+        pooled = tenant_create(slug="small", vendor="generic", base_url=sim.fhir_base)
+        big = bulk_writes(sharded, 5, patients=5)
+        small = bulk_writes(pooled, 5, patients=5)
+        call_command("run_sync_worker", "--exclude-tenant", "big", "--until-idle", "--concurrency", "2")
+        assert {w.state for w in Write.objects.filter(pk__in=[w.pk for w in small])} == {WriteState.COMMITTED}
+        assert {w.state for w in Write.objects.filter(pk__in=[w.pk for w in big])} == {WriteState.PENDING}
+        call_command("run_sync_worker", "--tenant", "big", "--until-idle", "--concurrency", "2")
+        assert {w.state for w in Write.objects.filter(pk__in=[w.pk for w in big])} == {WriteState.COMMITTED}
+    finally:
+        sim.stop()
+        connection.close()
+
+
+@pytest.mark.django_db
+def test_tenant_and_exclude_tenant_do_not_mix():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="not both"):
+        call_command("run_sync_worker", "--tenant", "a", "--exclude-tenant", "b", "--until-idle")
+    with pytest.raises(CommandError, match="unknown tenant"):
+        call_command("run_sync_worker", "--exclude-tenant", "nope", "--until-idle")

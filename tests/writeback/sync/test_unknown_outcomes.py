@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import pytest
 from django.utils import timezone
 
 from adapters.base import TargetConfig
@@ -154,3 +155,78 @@ def test_an_unknown_outcome_not_found_with_a_lapsed_approval_goes_back_to_a_clin
     assert allergy.state == WriteState.AWAITING_APPROVAL
     assert WriteAttempt.objects.filter(write=allergy, outcome="not_found").exists()
     assert ours(sim) == {}
+
+
+def _transitions(write) -> list[tuple[str, str]]:
+    from writeback.models import AuditEntry
+
+    entries = AuditEntry.objects.filter(write_uid=str(write.uid), action="write.transition").order_by("seq")
+    return [(e.data["from"], e.data["to"]) for e in entries]
+
+
+def test_a_takeover_shows_the_unknown_outcome_in_the_ledger_before_settling_it(live, sim, api):
+    writes = post(api, "problem.confirmed")
+    claim_due("worker:dead", 10)
+    Write.objects.filter(pk=writes[0].pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    drain()
+    w = Write.objects.get(pk=writes[0].pk)
+    assert w.state == WriteState.COMMITTED
+    assert ("pending", "outcome_unknown") in _transitions(w)
+    assert _transitions(w)[-1] == ("outcome_unknown", "committed")
+    lost = WriteAttempt.objects.get(write=w, outcome=WriteAttempt.Outcome.LOST)
+    assert lost.worker_id == "worker:dead" and "lost its lease" in lost.error
+    assert ours(sim) == {str(w.uid): 1}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_marks_a_dead_workers_write_outcome_unknown_even_while_it_is_held(live, sim, api):
+    """Nobody can take the write over while its tenant is paused; the ledger must still say that its
+    last try may have landed, not show it as plainly pending."""
+    from writeback.models import TenantMode
+    from writeback.sync.worker import SyncWorker
+
+    writes = post(api, "problem.confirmed")
+    claim_due("worker:dead", 10)
+    Write.objects.filter(pk=writes[0].pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    live.mode = TenantMode.PAUSED
+    live.save()
+
+    SyncWorker(concurrency=2, until_idle=True, idle_sleep=0.01).run()
+
+    w = Write.objects.get(pk=writes[0].pk)
+    assert w.state == WriteState.OUTCOME_UNKNOWN
+    assert w.last_outcome == WriteAttempt.Outcome.LOST and not w.lease_owner
+    assert WriteAttempt.objects.filter(write=w, outcome="lost", worker_id="worker:dead").count() == 1
+    assert ours(sim) == {}
+    assert not [r for r in sim.requests(100) if r["method"] == "POST"]
+
+
+def test_an_unknown_outcome_past_its_attempt_cap_is_not_sent_again(live, sim, api):
+    """Timeouts on every try must not loop forever: once the attempts are used up and the check by read
+    finds nothing, the write fails terminally, with an alert, and nothing more is sent."""
+    from writeback.models import Alert
+
+    writes = post(api, "problem.confirmed")
+    w = writes[0]
+    Write.objects.filter(pk=w.pk).update(
+        state=WriteState.OUTCOME_UNKNOWN, attempts=w.max_attempts, last_outcome="ambiguous"
+    )
+    drain()
+    w.refresh_from_db()
+    assert w.state == WriteState.FAILED_TERMINAL
+    assert w.last_error.startswith("retries-exhausted")
+    assert Alert.objects.filter(write=w, code="retries-exhausted").count() == 1
+    assert [r["method"] for r in sim.requests(100) if r["method"] == "POST"] == []
+    assert WriteAttempt.objects.filter(write=w, outcome="not_found").exists()
+
+
+def test_an_unknown_outcome_under_its_cap_is_checked_then_sent(live, sim, api):
+    writes = post(api, "problem.confirmed")
+    w = writes[0]
+    Write.objects.filter(pk=w.pk).update(
+        state=WriteState.OUTCOME_UNKNOWN, attempts=w.max_attempts - 1, last_outcome="ambiguous"
+    )
+    drain()
+    w.refresh_from_db()
+    assert w.state == WriteState.COMMITTED
+    assert ours(sim) == {str(w.uid): 1}

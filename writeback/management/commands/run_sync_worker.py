@@ -10,6 +10,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--tenant", action="append", metavar="SLUG", help="only these tenants (repeatable)"
         )
+        parser.add_argument(
+            "--exclude-tenant",
+            action="append",
+            metavar="SLUG",
+            help="all tenants but these (repeatable): a shared pool beside per-tenant shards",
+        )
         parser.add_argument("--concurrency", type=int, default=None, help="worker threads (default 8)")
         parser.add_argument("--until-idle", action="store_true", help="exit 0 once nothing is left to send")
         parser.add_argument(
@@ -19,9 +25,12 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         if opts["concurrency"] is not None and opts["concurrency"] < 1:
             raise CommandError("--concurrency must be at least 1")
+        if opts["tenant"] and opts["exclude_tenant"]:
+            raise CommandError("use --tenant or --exclude-tenant, not both")
         worker = SyncWorker(
             concurrency=opts["concurrency"],
             tenant_slugs=opts["tenant"],
+            exclude_slugs=opts["exclude_tenant"],
             until_idle=opts["until_idle"],
             max_writes=opts["max_writes"],
         )
