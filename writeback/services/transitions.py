@@ -37,27 +37,29 @@ def transition(
     updates = {"state": to, "state_changed_at": now, "updated_at": now, **(fields or {})}
     with transaction.atomic(savepoint=False):
         changed = Write.objects.filter(pk=write.pk, state=current, **(guard or {})).update(**updates)
-        if changed != 1:
-            raise InvalidTransition(f"write {write.uid} is no longer {current}; refresh and try again")
-        for name, value in updates.items():
-            setattr(write, name, value)
-        entry = audit.draft(
-            "write.transition",
-            actor=actor,
-            tenant=write.tenant.slug,
-            object_type="write",
-            object_id=str(write.uid),
-            write_uid=str(write.uid),
-            event_uid=str(write.event.uid),
-            correlation_id=write.correlation_id,
-            request_id=request_id,
-            target_ack=target_ack,
-            data={"from": current, "to": to, "reason": reason, **(data or {})},
-        )
-        if defer_audit is not None:
-            defer_audit.append(entry)
-        else:
-            audit.record_many([entry])
+        if changed == 1:
+            for name, value in updates.items():
+                setattr(write, name, value)
+            entry = audit.draft(
+                "write.transition",
+                actor=actor,
+                tenant=write.tenant.slug,
+                object_type="write",
+                object_id=str(write.uid),
+                write_uid=str(write.uid),
+                event_uid=str(write.event.uid),
+                correlation_id=write.correlation_id,
+                request_id=request_id,
+                target_ack=target_ack,
+                data={"from": current, "to": to, "reason": reason, **(data or {})},
+            )
+            if defer_audit is not None:
+                defer_audit.append(entry)
+            else:
+                audit.record_many([entry])
+    if changed != 1:
+        # Raised after the block: nothing was written, so a caller's enclosing transaction stays usable.
+        raise InvalidTransition(f"write {write.uid} is no longer {current}; refresh and try again")
     return write
 
 
