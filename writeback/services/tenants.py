@@ -1,5 +1,6 @@
-"""Tenants: creating them, granting people access, changing their mode."""
+"""Tenants: creating them, granting people access, changing their mode and their consent policy."""
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -8,6 +9,7 @@ from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import assign_perm, get_objects_for_user, remove_perm
 from simple_history.utils import bulk_create_with_history
 
+from writeback.errors import DomainError
 from writeback.models import Capability, ContractRule, Tenant, TenantMode
 from writeback.services import audit
 
@@ -91,28 +93,81 @@ def _seed_capabilities(tenant: Tenant, actor: Any) -> None:
     bulk_create_with_history(rows, Capability, default_user=user, default_change_reason="tenant created")
 
 
-@transaction.atomic
 def tenant_set_mode(*, tenant: Tenant, mode: str, actor: Any, reason: str = "") -> Tenant:
     if mode not in TenantMode.values:
         raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(TenantMode.values)}")
+    _require_configure(actor, tenant)
+    old = tenant.mode
+    if old == mode:
+        return tenant
+    with transaction.atomic():
+        tenant.mode = mode
+        tenant.save(update_fields=["mode", "updated_at"])
+        audit.record(
+            "tenant.mode_changed",
+            actor=actor,
+            tenant=tenant.slug,
+            object_type="tenant",
+            object_id=tenant.slug,
+            data={"old": old, "new": mode, "reason": reason},
+        )
+    return tenant
+
+
+def tenant_set_consent_policy(
+    tenant: Tenant,
+    *,
+    required: bool,
+    waived_resource_types: Iterable[str] = (),
+    actor: Any,
+    reason: str = "",
+) -> Tenant:
+    """Sets whether writes of this tenant need a patient's consent, and the resource types for which
+    that requirement is waived. Types must be rows of the contract; loosening the policy needs a
+    reason; every change is audited with the policy before and after."""
+    _require_configure(actor, tenant)
+    waived = sorted(set(waived_resource_types))
+    known = set(ContractRule.objects.values_list("resource_type", flat=True))
+    unknown = [t for t in waived if t not in known]
+    if unknown:
+        raise DomainError(
+            422,
+            "unknown-resource-type",
+            f"no contract row for {', '.join(unknown)}; waivable types: {', '.join(sorted(known))}",
+            "consent_waived_resource_types",
+        )
+    if (waived or not required) and not reason.strip():
+        raise DomainError(422, "reason-required", "waiving consent needs a reason", "reason")
+    before = {
+        "required": tenant.consent_required,
+        "waived_resource_types": sorted(tenant.consent_waived_resource_types or []),
+    }
+    after = {"required": required, "waived_resource_types": waived}
+    if before == after:
+        return tenant
+    with transaction.atomic():
+        tenant.consent_required = required
+        tenant.consent_waived_resource_types = waived
+        tenant._change_reason = reason  # simple-history keeps it with the history row
+        tenant.save(update_fields=["consent_required", "consent_waived_resource_types", "updated_at"])
+        audit.record(
+            "tenant.consent_policy_changed",
+            actor=actor,
+            tenant=tenant.slug,
+            object_type="tenant",
+            object_id=tenant.slug,
+            data={"before": before, "after": after, "reason": reason},
+        )
+    return tenant
+
+
+def _require_configure(actor: Any, tenant: Tenant) -> None:
+    """People need the engineer role on the tenant; commands and the demo act as a system name.
+    Checked outside any transaction so a refusal's audit entry is kept."""
     if getattr(actor, "is_authenticated", False):
         from writeback.services.permissions import require
 
         require(actor, "configure_tenant", tenant, object_type="tenant", object_id=tenant.slug)
-    old = tenant.mode
-    if old == mode:
-        return tenant
-    tenant.mode = mode
-    tenant.save(update_fields=["mode", "updated_at"])
-    audit.record(
-        "tenant.mode_changed",
-        actor=actor,
-        tenant=tenant.slug,
-        object_type="tenant",
-        object_id=tenant.slug,
-        data={"old": old, "new": mode, "reason": reason},
-    )
-    return tenant
 
 
 @transaction.atomic
