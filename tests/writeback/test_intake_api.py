@@ -10,8 +10,9 @@ from tests.conftest import api_client_for, make_user
 from tests.writeback.helpers import EVENT_TYPES, EXPECTED_WRITES, consent_for, event
 from writeback.fhir_mapping import identifier_of
 from writeback.models import AuditEntry, BusinessEvent, Write
-from writeback.services.audit import verify_chain
+from writeback.services.audit import sha256_text, verify_chain
 from writeback.services.consents import consent_revoke
+from writeback.services.tenants import tenant_set_consent_policy
 from writeback.states import WriteState
 
 URL = "/api/v1/events"
@@ -64,10 +65,31 @@ def test_same_key_same_content_is_a_duplicate_returning_the_original(ready):
 
 def test_same_key_different_content_is_refused_409(ready):
     ready.post(URL, event("problem.confirmed"), format="json")
-    r = ready.post(URL, event("problem.confirmed", note="another note"), format="json")
+    body = event("problem.confirmed", note="another note")
+    r = ready.post(URL, body, format="json", HTTP_X_REQUEST_ID="req-409")
     assert r.status_code == 409
     assert r.json()["issue"][0]["details"]["coding"][0]["code"] == "idempotency-key-reused"
-    assert BusinessEvent.objects.count() == 1
+    assert BusinessEvent.objects.count() == 1 and Write.objects.count() == 1
+    refused = AuditEntry.objects.get(action="event.refused")
+    assert (refused.tenant, refused.actor, refused.request_id) == ("generic-main", "intake-portal", "req-409")
+    assert refused.data["status"] == 409 and refused.data["rule"] == "idempotency-key-reused"
+    assert refused.data["idempotency_key"] == "test-problem.confirmed"
+    assert refused.data["patient"] == "pat-1001" and refused.data["type"] == "problem.confirmed"
+    # The refused content is kept as a hash only.
+    assert refused.data["body_sha256"] == sha256_text(body)
+    assert "another note" not in json.dumps(refused.data)
+    assert verify_chain().ok
+
+
+def test_reused_source_message_with_other_content_is_409_and_audited(ready):
+    ready.post(URL, event("problem.confirmed", key="k1"), format="json")
+    body = event("problem.confirmed", key="k2", note="other")
+    body["source"]["message_id"] = "msg-k1"
+    r = ready.post(URL, body, format="json")
+    assert r.status_code == 409
+    refused = AuditEntry.objects.get(action="event.refused")
+    assert refused.data["rule"] == "source-message-reused"
+    assert refused.data["issues"][0]["path"] == "source.message_id"
 
 
 def test_same_source_message_id_is_a_duplicate(ready):
@@ -133,9 +155,11 @@ def test_consent_fails_closed(api, tenant, clinician, setup, rule):
 
 
 def test_consent_waived_per_resource_type(api, tenant, clinician):
-    tenant.consent_waived_resource_types = ["Condition"]
-    tenant.save()
+    tenant_set_consent_policy(
+        tenant, required=True, waived_resource_types=["Condition"], actor="tests", reason="problem list"
+    )
     assert api.post(URL, event("problem.confirmed"), format="json").status_code == 201
+    assert BusinessEvent.objects.get().consent_snapshot == {"waived": True}
 
 
 def test_unauthenticated_is_401(client, tenant):
@@ -154,6 +178,7 @@ def test_token_for_tenant_a_cannot_write_or_read_tenant_b(ready, tenant, other_t
     assert r.status_code == 403
     assert r.json()["issue"][0]["details"]["coding"][0]["code"] == "tenant-forbidden"
     assert AuditEntry.objects.filter(action="access.refused", tenant="other").count() == 1
+    assert BusinessEvent.objects.count() == 0 and Write.objects.count() == 0
     # Tenant B's writes and events are refused to A's token (403, audited).
     user_b = make_user("b-app")
     b_api = api_client_for(user_b, other_tenant)
@@ -209,6 +234,26 @@ def test_demographics_touching_ehr_owned_fields_is_refused(ready):
     assert Write.objects.count() == 0
 
 
+def test_demographics_touching_identifiers_is_refused_and_audited(ready):
+    body = event("demographics.updated", identifier=[{"system": "urn:example:mrn", "value": "MRN7777"}])
+    r = ready.post(URL, body, format="json")
+    assert r.status_code == 422
+    errors = [i for i in r.json()["issue"] if i["severity"] == "error"]
+    assert [(i["details"]["coding"][0]["code"], i["expression"]) for i in errors] == [
+        ("field-not-writable", ["data.identifier"])
+    ]
+    assert "identifier" in errors[0]["diagnostics"]
+    assert BusinessEvent.objects.count() == 0 and Write.objects.count() == 0
+    refused = AuditEntry.objects.get(action="event.refused")
+    assert refused.tenant == "generic-main" and refused.data["status"] == 422
+    assert refused.data["rule"] == "field-not-writable"
+    assert refused.data["issues"] == [
+        {"rule": "field-not-writable", "path": "data.identifier", "reason": errors[0]["diagnostics"]}
+    ]
+    assert "MRN7777" not in json.dumps(refused.data)
+    assert refused.data["body_sha256"] == sha256_text(body)
+
+
 def test_operation_the_tenant_narrowed_is_refused(ready, tenant):
     tenant.capabilities.filter(resource_type="Condition", operation="create", source="manual").update(
         allowed=False, notes="problem list writes are off during go-live"
@@ -218,6 +263,20 @@ def test_operation_the_tenant_narrowed_is_refused(ready, tenant):
     issue = r.json()["issue"][0]
     assert issue["details"]["coding"][0]["code"] == "operation-not-supported"
     assert "go-live" in issue["diagnostics"]
+    assert BusinessEvent.objects.count() == 0 and Write.objects.count() == 0
+    refused = AuditEntry.objects.get(action="event.refused")
+    assert refused.data["rule"] == "operation-not-supported" and refused.tenant == "generic-main"
+    assert refused.data["issues"][0]["path"] == "data"
+
+
+def test_plain_validation_errors_and_dry_runs_leave_no_refusal_entry(ready, tenant):
+    bad = event("vitals.recorded", measurements=[{"kind": "heart_rate", "value": 400, "unit": "bpm"}])
+    assert ready.post(URL, bad, format="json").status_code == 422
+    tenant.capabilities.filter(resource_type="Condition", operation="create", source="manual").update(
+        allowed=False
+    )
+    assert ready.post(f"{URL}?dry_run=true", event("problem.confirmed"), format="json").status_code == 422
+    assert not AuditEntry.objects.filter(action="event.refused").exists()
 
 
 def test_discovery_saying_no_refuses_a_fhir_write(ready, tenant):

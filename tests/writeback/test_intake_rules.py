@@ -98,6 +98,11 @@ CASES = [
     ),
     ("field-not-writable", "data.birth_date", event("demographics.updated", birth_date="1970-01-01")),
     ("field-not-writable", "data.gender", event("demographics.updated", gender="female")),
+    (
+        "field-not-writable",
+        "data.identifier",
+        event("demographics.updated", identifier=[{"system": "urn:example:mrn", "value": "MRN2002"}]),
+    ),
 ]
 
 

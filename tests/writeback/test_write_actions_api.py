@@ -6,6 +6,7 @@ from tests.conftest import api_client_for
 from tests.writeback.helpers import consent_for, event
 from tests.writeback.sync.conftest import drain
 from writeback.models import Approval, AuditEntry, Compensation, Write
+from writeback.services.permissions import grant_action_permission
 from writeback.states import WriteState
 
 
@@ -143,7 +144,8 @@ def test_write_list_filters_and_paginates(live, sim, api):
     assert api.get("/api/v1/writes", {"state": "bogus"}).status_code == 400
 
 
-def test_consents_create_and_revoke(api, tenant):
+def test_consents_create_and_revoke(api, app_user, tenant):
+    grant_action_permission(app_user, "manage_consent")
     r = api.post(
         "/api/v1/consents",
         {

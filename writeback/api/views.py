@@ -6,7 +6,6 @@ import uuid
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
-from django.shortcuts import get_object_or_404
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
@@ -18,12 +17,14 @@ from rest_framework.views import APIView
 
 from writeback.api import serializers as s
 from writeback.api.errors import ApiError
-from writeback.filters import WriteFilter
+from writeback.api.filters import ApiWriteFilter
+from writeback.errors import DomainError
 from writeback.models import BusinessEvent, Consent, Tenant, Write
 from writeback.selectors import events_visible_to, tenants_visible_to, writes_visible_to
 from writeback.services import approvals, compensation, consents, intake, operations, replay
-from writeback.services.permissions import refuse
+from writeback.services.permissions import record_event_refusal, refuse
 from writeback.services.tokens import token_may_access
+from writeback.validation.outcome import ValidationFailed
 
 
 def request_id(request: Request) -> str:
@@ -53,17 +54,28 @@ class EventCreateApi(APIView):
     )
     def post(self, request: Request) -> Response:
         body = self._read_body(request)
-        result = intake.event_ingest(
-            intake.IntakeRequest(
-                body=body,
-                user=request.user,
-                token=_token(request),
-                header_idempotency_key=request.headers.get("Idempotency-Key"),
-                dry_run=request.query_params.get("dry_run", "").lower() in ("1", "true", "yes"),
-                request_id=request_id(request),
-                correlation_id=correlation_id(request),
-            )
+        req = intake.IntakeRequest(
+            body=body,
+            user=request.user,
+            token=_token(request),
+            header_idempotency_key=request.headers.get("Idempotency-Key"),
+            dry_run=request.query_params.get("dry_run", "").lower() in ("1", "true", "yes"),
+            request_id=request_id(request),
+            correlation_id=correlation_id(request),
         )
+        try:
+            result = intake.event_ingest(req)
+        except (DomainError, ValidationFailed) as exc:
+            if not req.dry_run:
+                record_event_refusal(
+                    exc,
+                    user=request.user,
+                    body=body,
+                    idempotency_key=str(req.header_idempotency_key or body.get("idempotency_key") or ""),
+                    request_id=req.request_id,
+                    correlation_id=req.correlation_id,
+                )
+            raise
         return Response(result.body, status=result.status)
 
     @staticmethod
@@ -94,7 +106,7 @@ class EventCreateApi(APIView):
         return body
 
 
-def _scoped_get(request: Request, visible, model, uid, object_type: str):
+def _scoped_get(request: Request, visible, model, uid, object_type: str, action: str = "view"):
     """The object if the caller may see it; 404 if it does not exist; 403 (audited) if it belongs to a
     tenant this token may not act on."""
     obj = visible.filter(uid=uid).first()
@@ -105,7 +117,7 @@ def _scoped_get(request: Request, visible, model, uid, object_type: str):
         raise Http404
     refuse(
         request.user,
-        "view",
+        action,
         f"this token may not act on tenant {other.tenant.slug}",
         rule="tenant-forbidden",
         tenant=other.tenant,
@@ -135,7 +147,7 @@ class WriteListApi(ListAPIView):
     serializer_class = s.WriteSummarySerializer
     pagination_class = LedgerPagination
     filter_backends = [DjangoFilterBackend]
-    filterset_class = WriteFilter
+    filterset_class = ApiWriteFilter
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user
@@ -292,12 +304,10 @@ class ConsentRevokeApi(APIView):
     @extend_schema(request=s.RevokeSerializer, responses=s.ConsentSerializer)
     def post(self, request: Request, uid) -> Response:
         data = _valid(s.RevokeSerializer, request)
-        consent = get_object_or_404(
-            Consent.objects.select_related("tenant").filter(
-                tenant__in=tenants_visible_to(request.user, _token(request))
-            ),
-            uid=uid,
+        visible = Consent.objects.select_related("tenant").filter(
+            tenant__in=tenants_visible_to(request.user, _token(request))
         )
+        consent = _scoped_get(request, visible, Consent, uid, "consent", action="manage_consent")
         consent = consents.consent_revoke(
             consent=consent, actor=request.user, reason=data["reason"], request_id=request_id(request)
         )

@@ -91,7 +91,22 @@ def consent_check(
     return ConsentDecision(False, rule, reason, consent)
 
 
-@transaction.atomic
+def _authorize(actor: Any, tenant: Tenant, *, object_id: str = "", request_id: str = "") -> None:
+    """People and client apps need the `manage_consent` role or permission on the tenant; internal
+    callers (commands, the demo, fixtures) pass a system name or None and are not checked."""
+    if getattr(actor, "is_authenticated", False):
+        from writeback.services.permissions import require
+
+        require(
+            actor,
+            "manage_consent",
+            tenant,
+            object_type="consent",
+            object_id=object_id,
+            request_id=request_id,
+        )
+
+
 def consent_create(
     *,
     tenant: Tenant,
@@ -104,40 +119,47 @@ def consent_create(
     artifact: dict | None = None,
     request_id: str = "",
 ) -> Consent:
+    _authorize(actor, tenant, request_id=request_id)
     if period_start and period_end and period_end <= period_start:
         raise ValueError("period.end must be after period.start")
-    consent = Consent.objects.create(
-        tenant=tenant,
-        patient_ref=patient_ref,
-        resource_types=sorted(set(resource_types or [])),
-        actions=sorted(set(actions or [])),
-        period_start=period_start,
-        period_end=period_end,
-        artifact=artifact,
-        artifact_hash=audit.sha256_text(artifact) if artifact else "",
-        created_by=actor if getattr(actor, "pk", None) else None,
-    )
-    audit.record(
-        "consent.created",
-        actor=actor,
-        tenant=tenant.slug,
-        object_type="consent",
-        object_id=str(consent.uid),
-        request_id=request_id,
-        data={
-            "patient": patient_ref,
-            "resource_types": consent.resource_types,
-            "actions": consent.actions,
-            "period_start": period_start,
-            "period_end": period_end,
-            "artifact_hash": consent.artifact_hash,
-        },
-    )
+    with transaction.atomic():
+        consent = Consent.objects.create(
+            tenant=tenant,
+            patient_ref=patient_ref,
+            resource_types=sorted(set(resource_types or [])),
+            actions=sorted(set(actions or [])),
+            period_start=period_start,
+            period_end=period_end,
+            artifact=artifact,
+            artifact_hash=audit.sha256_text(artifact) if artifact else "",
+            created_by=actor if getattr(actor, "pk", None) else None,
+        )
+        audit.record(
+            "consent.created",
+            actor=actor,
+            tenant=tenant.slug,
+            object_type="consent",
+            object_id=str(consent.uid),
+            request_id=request_id,
+            data={
+                "patient": patient_ref,
+                "resource_types": consent.resource_types,
+                "actions": consent.actions,
+                "period_start": period_start,
+                "period_end": period_end,
+                "artifact_hash": consent.artifact_hash,
+            },
+        )
     return consent
 
 
-@transaction.atomic
 def consent_revoke(*, consent: Consent, actor: Any, reason: str = "", request_id: str = "") -> Consent:
+    _authorize(actor, consent.tenant, object_id=str(consent.uid), request_id=request_id)
+    with transaction.atomic():
+        return _revoke(consent, actor, reason, request_id)
+
+
+def _revoke(consent: Consent, actor: Any, reason: str, request_id: str) -> Consent:
     consent = Consent.objects.select_for_update().get(pk=consent.pk)
     if consent.status == Consent.Status.REVOKED:
         return consent

@@ -1,8 +1,12 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
 from writeback.models import Tenant
+from writeback.services.permissions import grant_action_permission
 from writeback.services.tokens import api_token_create
+
+ACTOR = "command:create_api_token"
 
 
 class Command(BaseCommand):
@@ -19,23 +23,39 @@ class Command(BaseCommand):
         )
         parser.add_argument("--name", default="")
         parser.add_argument("--create-user", action="store_true", help="create the user if missing")
+        parser.add_argument(
+            "--manage-consent",
+            action="store_true",
+            help="let this client app record and revoke consents (POST /api/v1/consents) on its tenants",
+        )
 
     def handle(self, *args, **opts):
-        User = get_user_model()
-        user = User.objects.filter(username=opts["username"]).first()
-        if user is None:
-            if not opts["create_user"]:
-                raise CommandError(f"no user {opts['username']!r} (use --create-user for a service account)")
-            user = User.objects.create_user(username=opts["username"])
-            user.set_unusable_password()
-            user.save()
-        tenants = []
-        for slug in opts["tenant"]:
-            tenant = Tenant.objects.filter(slug=slug).first()
-            if tenant is None:
-                raise CommandError(f"no tenant {slug!r}")
-            tenants.append(tenant)
-        _, key = api_token_create(
-            user=user, tenants=tenants, name=opts["name"], actor="command:create_api_token"
-        )
+        # Every argument is checked before anything is written: a bad one leaves no half-made account.
+        tenants = self._tenants(opts["tenant"])
+        with transaction.atomic():
+            user = self._user(opts["username"], create=opts["create_user"])
+            if opts["manage_consent"]:
+                grant_action_permission(user, "manage_consent", actor=ACTOR)
+            _, key = api_token_create(user=user, tenants=tenants, name=opts["name"], actor=ACTOR)
         self.stdout.write(key)
+
+    @staticmethod
+    def _tenants(slugs: list[str]) -> list[Tenant]:
+        found = {t.slug: t for t in Tenant.objects.filter(slug__in=slugs)}
+        missing = [slug for slug in slugs if slug not in found]
+        if missing:
+            raise CommandError(f"no tenant {', '.join(repr(s) for s in missing)}")
+        return [found[slug] for slug in dict.fromkeys(slugs)]
+
+    @staticmethod
+    def _user(username: str, *, create: bool):
+        User = get_user_model()
+        user = User.objects.filter(username=username).first()
+        if user is not None:
+            return user
+        if not create:
+            raise CommandError(f"no user {username!r} (use --create-user for a service account)")
+        user = User.objects.create_user(username=username)
+        user.set_unusable_password()
+        user.save()
+        return user
