@@ -1,8 +1,6 @@
 from django.http import HttpRequest
 from django.utils import timezone
 
-from console.middleware import SESSION_KEY
-
 ROLE_NAMES = {
     "clinician": "Clinician",
     "admin": "Admin",
@@ -16,25 +14,22 @@ def operator(request: HttpRequest) -> dict:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
-    from console.forms import COMMON_ZONES
     from writeback.services.permissions import roles_of
     from writeback.services.tenants import tenants_for_user
 
     roles = sorted(roles_of(user))
-    current_tz = request.session.get(SESSION_KEY) or timezone.get_current_timezone_name()
-    zones = list(COMMON_ZONES)
-    if current_tz not in zones:
-        zones.insert(0, current_tz)
 
     def scope() -> list[str]:
         return list(tenants_for_user(user).order_by("slug").values_list("slug", flat=True))
 
+    chosen = getattr(request, "operator_tz", None)
     return {
         "operator_roles": roles,
         "operator_role_names": [ROLE_NAMES.get(r, r) for r in roles],
         # Evaluated only by the templates that show it (one query).
         "operator_tenants": scope,
         "operator_all_tenants": user.is_superuser,
-        "operator_tz": current_tz,
-        "operator_zones": zones,
+        "operator_tz": chosen or timezone.get_current_timezone_name(),
+        # No zone stored yet: the page asks the browser for one (console.js), if the person may use it.
+        "operator_tz_unset": chosen is None and (bool(roles) or user.is_superuser),
     }

@@ -1,12 +1,12 @@
 """Console forms: parse and check what people type; the services decide what it means."""
 
 import json
-import zoneinfo
 from typing import Any
 
 import django_filters
 from django import forms
 
+from console.preferences import is_zone, zone_choices
 from writeback.filters import WriteFilter
 from writeback.models import ContractRule, KillSwitch, Risk, TenantMode
 from writeback.services.bulk import DEFAULT_RATE, MAX_RATE, MIN_RATE
@@ -15,24 +15,6 @@ from writeback.services.replay import MODES
 from writeback.states import WriteState
 
 TEXTAREA = {"rows": 3}
-COMMON_ZONES = [
-    "UTC",
-    "America/New_York",
-    "America/Chicago",
-    "America/Denver",
-    "America/Phoenix",
-    "America/Los_Angeles",
-    "America/Anchorage",
-    "Pacific/Honolulu",
-    "America/Toronto",
-    "America/Puerto_Rico",
-    "Europe/London",
-    "Europe/Berlin",
-    "Europe/Paris",
-    "Asia/Kolkata",
-    "Asia/Singapore",
-    "Australia/Sydney",
-]
 
 
 def resource_type_choices(blank: str = "Any resource type") -> list[tuple[str, str]]:
@@ -53,18 +35,38 @@ def _json_object(text: str, what: str) -> dict[str, Any]:
 
 
 class TimezoneForm(forms.Form):
-    tz = forms.ChoiceField(label="Time zone")
+    """Any IANA zone. A text value checked against zoneinfo (not only the listed choices), so a zone
+    the browser reported under an older name ("Asia/Calcutta") is accepted too."""
+
+    tz = forms.CharField(
+        label="Time zone",
+        max_length=64,
+        help_text="Every time in the console is shown in this zone. Type to jump to a city.",
+    )
     next = forms.CharField(required=False, widget=forms.HiddenInput)
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, current: str | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["tz"].choices = [(z, z.replace("_", " ")) for z in COMMON_ZONES]
+        choices = zone_choices()
+        if current and not _listed(current, choices):  # e.g. a detected alias
+            choices.insert(0, (current, current))
+        self.fields["tz"].widget = forms.Select(choices=choices)
 
     def clean_tz(self) -> str:
-        value = self.cleaned_data["tz"]
-        if value not in zoneinfo.available_timezones():
-            raise forms.ValidationError("Unknown time zone.")
+        value = self.cleaned_data["tz"].strip()
+        if not is_zone(value):
+            raise forms.ValidationError("“%(zone)s” is not a time zone we know.", params={"zone": value[:64]})
         return value
+
+
+def _listed(zone: str, choices) -> bool:
+    for value, label in choices:
+        if isinstance(label, list):
+            if any(zone == v for v, _ in label):
+                return True
+        elif zone == value:
+            return True
+    return False
 
 
 RANGES = [

@@ -1,4 +1,4 @@
-"""Shows times in the operator's own time zone (chosen in the console, kept in the session)."""
+"""Shows times in the operator's own time zone: their stored preference, activated on every request."""
 
 import zoneinfo
 from collections.abc import Callable
@@ -6,7 +6,7 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-SESSION_KEY = "tz"
+from console.preferences import is_zone, stored_zone
 
 
 class UserTimezoneMiddleware:
@@ -14,12 +14,14 @@ class UserTimezoneMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        name = request.session.get(SESSION_KEY) if hasattr(request, "session") else None
-        if name:
-            try:
-                timezone.activate(zoneinfo.ZoneInfo(name))
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                timezone.deactivate()
+        # None: the operator has no zone yet (the page then asks the browser for it, once).
+        name = stored_zone(getattr(request, "user", None))
+        request.operator_tz = name if is_zone(name) else None
+        if request.operator_tz:
+            timezone.activate(zoneinfo.ZoneInfo(request.operator_tz))
         else:
+            timezone.deactivate()  # settings.TIME_ZONE (UTC)
+        try:
+            return self.get_response(request)
+        finally:
             timezone.deactivate()
-        return self.get_response(request)

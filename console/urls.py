@@ -26,6 +26,7 @@ urlpatterns = [
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="console-logout"),
     path("preferences/timezone", preferences.set_timezone, name="console-set-timezone"),
+    path("preferences/timezone/detect", preferences.detect_timezone, name="console-detect-timezone"),
     path("", overview.overview, name="console-overview"),
     # The write ledger
     path("writes/", writes.write_list, name="console-writes"),

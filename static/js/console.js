@@ -4,10 +4,6 @@
   document.documentElement.classList.add("js");
 
   function on(root) {
-    // Selects that apply at once (their submit button is hidden when scripts run).
-    root.querySelectorAll("select[data-autosubmit]").forEach(function (el) {
-      el.addEventListener("change", function () { el.form && el.form.requestSubmit(); });
-    });
     // "Select all" for the bulk replay checkboxes.
     root.querySelectorAll("input[data-select-all]").forEach(function (all) {
       all.addEventListener("change", function () {
@@ -46,7 +42,30 @@
     });
   }
 
-  document.addEventListener("DOMContentLoaded", function () { on(document); });
+  // First visit without a stored time zone: send the browser's zone once, so times read in local time
+  // from the next page on. The server keeps it only if the person has not chosen one.
+  function detectTimezone() {
+    var link = document.querySelector("[data-tz-detect]");
+    if (!link || !window.fetch || !window.Intl) { return; }
+    var key = "tz-detect-sent:" + (link.dataset.tzUser || "");
+    try {
+      if (window.sessionStorage.getItem(key)) { return; }
+      window.sessionStorage.setItem(key, "1");
+    } catch (e) { /* storage blocked: the server still ignores repeats */ }
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    var headers = JSON.parse(document.body.getAttribute("hx-headers") || "{}");
+    if (!zone) { return; }
+    fetch(link.dataset.tzDetect, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "X-CSRFToken": headers["x-csrftoken"] || "", "Content-Type": "application/x-www-form-urlencoded" },
+      body: "tz=" + encodeURIComponent(zone)
+    }).then(function (response) {
+      if (response.status === 204) { link.removeAttribute("data-tz-detect"); }
+    }).catch(function () {});
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { on(document); detectTimezone(); });
   document.addEventListener("htmx:load", function (evt) { if (evt.target !== document.body) { on(evt.target); } });
   // Tell assistive technology when a region is being refreshed.
   document.addEventListener("htmx:beforeRequest", function (evt) {

@@ -83,15 +83,3 @@ def test_prometheus_text(ledger, app_user, tenant, client):
 def test_metrics_only_cover_the_callers_tenants(ledger, outsider):
     text = prometheus_text(dashboard(tenants_for_user(outsider)))
     assert "generic-main" not in text
-
-
-def test_times_show_in_the_chosen_zone(make, clinician):
-    write = committed(make("note.signed"))
-    c = client_for(clinician)
-    r = c.post("/preferences/timezone", {"tz": "America/New_York", "next": f"/writes/{write.uid}/"})
-    assert r.status_code == 302 and r.url == f"/writes/{write.uid}/"
-    assert c.session["tz"] == "America/New_York"
-    page = c.get(r.url).content.decode()
-    assert '<span class="tz">EST</span>' in page or '<span class="tz">EDT</span>' in page
-    c.post("/preferences/timezone", {"tz": "Mars/Olympus", "next": "https://evil.example/"})
-    assert c.session["tz"] == "America/New_York"
