@@ -17,14 +17,14 @@ from writeback.services.plans import stream_blocker, write_plan
 from writeback.states import WriteState
 
 PAGE_SIZE = 50
-# Large JSON columns the list never shows: not fetched, so a page stays one light query.
+# Large JSON columns the list never shows: not fetched, so a page stays one light query. (`warnings`,
+# a few short sentences, is fetched: the list marks rows that have some.)
 LIST_DEFERRED = (
     "payload",
     "preview",
     "divergence",
     "context",
     "readback_diff",
-    "warnings",
     "event__raw_payload",
     "event__canonical_payload",
     "event__consent_snapshot",

@@ -27,7 +27,8 @@ _batch = itertools.count()
 
 
 def ledger(tenant, count: int, initiator=None) -> list[Write]:
-    """`count` writes in ten-write events, in varied states, with attempts, approvals, alerts and audit."""
+    """`count` writes in ten-write events, in varied states, with attempts, approvals, alerts, audit and
+    (every fourth) read-back warnings."""
     batch = next(_batch)
     now = timezone.now()
     events = BusinessEvent.objects.bulk_create(
@@ -62,6 +63,7 @@ def ledger(tenant, count: int, initiator=None) -> list[Write]:
             stream_key=f"{tenant.pk}:{events[i // 10].patient_ref}:Observation:{batch}:{i}",
             correlation_id=events[i // 10].correlation_id,
             last_error="terminal: 422 Unprocessable" if i % len(STATES) == 2 else "",
+            warnings=["the EHR stored 1 field(s) differently from what we sent"] if i % 4 == 0 else [],
             attempts=1,
         )
         for i in range(count)
