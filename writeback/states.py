@@ -29,8 +29,9 @@ S = WriteState
 
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     S.DRAFT: frozenset({S.VALIDATED}),
-    S.VALIDATED: frozenset({S.AWAITING_APPROVAL, S.PENDING}),
-    S.AWAITING_APPROVAL: frozenset({S.PENDING, S.REJECTED, S.SUPERSEDED}),
+    S.VALIDATED: frozenset({S.AWAITING_APPROVAL, S.PENDING, S.RESOLVED}),
+    # -> resolved: closed before it was ever sent (a two-phase abort).
+    S.AWAITING_APPROVAL: frozenset({S.PENDING, S.REJECTED, S.SUPERSEDED, S.RESOLVED}),
     S.PENDING: frozenset(
         {
             S.COMMITTED,
@@ -42,6 +43,7 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
             S.PREVIEWED,
             S.AWAITING_APPROVAL,  # an approval lapsed or its payload changed before sending
             S.SUPERSEDED,
+            S.RESOLVED,
         }
     ),
     S.OUTCOME_UNKNOWN: frozenset(

@@ -177,3 +177,48 @@ def test_openapi_schema_is_served(api):
     r = api.get("/api/schema/")
     assert r.status_code == 200
     assert b"/api/v1/events" in r.content
+
+
+def test_the_sending_app_aborts_a_referral_change_over_the_api(live, sim, api, app_user, tenant):
+    r = api.post("/api/v1/events", event("referral.status_changed", task_id="task-1001"), format="json")
+    write = Write.objects.get(uid=r.json()["writes"][0]["id"])
+    drain()
+    assert Write.objects.get(pk=write.pk).state == WriteState.COMMITTED
+
+    assert api.post(f"/api/v1/writes/{write.uid}/abort", {}, format="json").status_code == 400
+    r = api.post(f"/api/v1/writes/{write.uid}/abort", {"reason": "referral system failed"}, format="json")
+    assert r.status_code == 202, r.json()
+    assert r.json()["outcome"] == "compensating"
+    drain()
+    assert Write.objects.get(pk=write.pk).state == WriteState.COMPENSATED
+    assert next(t for t in sim.resources("Task") if t["id"] == "task-1001")["status"] == "requested"
+    # Aborting again changes nothing: the write is closed.
+    again = api.post(f"/api/v1/writes/{write.uid}/abort", {"reason": "again"}, format="json")
+    assert again.status_code == 409 and _code(again) == "invalid-transition"
+    assert Compensation.objects.filter(original_write=write).count() == 1
+
+
+def test_an_outsider_cannot_abort_or_replay_an_event(live, api, outsider, other_tenant):
+    r = api.post("/api/v1/events", event("referral.status_changed", task_id="task-1001"), format="json")
+    write = Write.objects.get(uid=r.json()["writes"][0]["id"])
+    client = api_client_for(outsider, other_tenant)
+    assert client.post(f"/api/v1/writes/{write.uid}/abort", {"reason": "x"}, format="json").status_code == 403
+    replay = client.post(f"/api/v1/events/{write.event.uid}/replay", {"mode": "resend"}, format="json")
+    assert replay.status_code == 403
+    assert Write.objects.get(pk=write.pk).state == WriteState.PENDING
+    assert AuditEntry.objects.filter(action="access.refused").count() == 2
+
+
+def test_an_event_replay_over_the_api(live, sim, api, engineer, tenant):
+    r = api.post("/api/v1/events", event("problem.confirmed"), format="json")
+    write = Write.objects.get(uid=r.json()["writes"][0]["id"])
+    Write.objects.filter(pk=write.pk).update(state=WriteState.FAILED_TERMINAL)
+    client = api_client_for(engineer, tenant)
+    bad = client.post(f"/api/v1/events/{write.event.uid}/replay", {"mode": "edit"}, format="json")
+    assert bad.status_code == 400
+    r = client.post(f"/api/v1/events/{write.event.uid}/replay", {"mode": "resend"}, format="json")
+    assert r.status_code == 202, r.json()
+    assert r.json()["writes"] == [{"write": str(write.uid), "action": "replayed", "replay": str(write.uid)}]
+    drain()
+    assert Write.objects.get(pk=write.pk).state == WriteState.COMMITTED
+    assert sim.count_by_identifier("urn:fhir-writeback:write-id") == {str(write.uid): 1}

@@ -172,6 +172,16 @@ class ReplaySerializer(serializers.Serializer):
     shadow = serializers.BooleanField(default=False)
 
 
+class EventReplaySerializer(serializers.Serializer):
+    mode = serializers.ChoiceField(choices=["resend", "rederive"], default="resend")
+    reason = serializers.CharField(max_length=4000, required=False, allow_blank=True, default="")
+    shadow = serializers.BooleanField(default=False)
+
+
+class ReasonSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=4000, trim_whitespace=True)
+
+
 class CompensateSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=["rollback", "correction"])
     reason = serializers.CharField(max_length=4000, trim_whitespace=True)

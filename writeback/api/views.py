@@ -21,7 +21,7 @@ from writeback.api.filters import ApiWriteFilter
 from writeback.errors import DomainError
 from writeback.models import BusinessEvent, Consent, Tenant, Write
 from writeback.selectors import events_visible_to, tenants_visible_to, writes_visible_to
-from writeback.services import approvals, compensation, consents, intake, operations, replay
+from writeback.services import approvals, compensation, consents, intake, operations, replay, two_phase
 from writeback.services.permissions import record_event_refusal, refuse
 from writeback.services.tokens import token_may_access
 from writeback.validation.outcome import ValidationFailed
@@ -223,6 +223,38 @@ class WriteReplayApi(APIView):
             request_id=request_id(request),
         )
         return _write_answer(new, status.HTTP_202_ACCEPTED)
+
+
+class EventReplayApi(APIView):
+    """Re-runs an event's pipeline: its failed writes replayed, what is in the chart left alone."""
+
+    @extend_schema(request=s.EventReplaySerializer, responses=dict)
+    def post(self, request: Request, uid) -> Response:
+        data = _valid(s.EventReplaySerializer, request)
+        visible = events_visible_to(request.user, _token(request))
+        event = _scoped_get(request, visible, BusinessEvent, uid, "event")
+        rows = replay.event_replay(
+            event=event,
+            user=request.user,
+            mode=data["mode"],
+            reason=data["reason"],
+            shadow=data["shadow"],
+            request_id=request_id(request),
+        )
+        return Response({"event": str(event.uid), "writes": rows}, status=status.HTTP_202_ACCEPTED)
+
+
+class WriteAbortApi(APIView):
+    """A two-phase write's internal side failed: undo (or stop) its EHR side."""
+
+    @extend_schema(request=s.ReasonSerializer, responses=dict)
+    def post(self, request: Request, uid) -> Response:
+        data = _valid(s.ReasonSerializer, request)
+        write = _write_for(request, uid)
+        done = two_phase.two_phase_abort(
+            write=write, user=request.user, reason=data["reason"], request_id=request_id(request)
+        )
+        return Response({"write": str(write.uid), **done}, status=status.HTTP_202_ACCEPTED)
 
 
 class WriteCompensateApi(APIView):

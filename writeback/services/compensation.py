@@ -65,6 +65,24 @@ def write_compensate(
         request_id=request_id,
         channel=channel,
     )
+    return compensate(
+        write=write, user=user, kind=kind, reason=reason, data=data, request_id=request_id, channel=channel
+    )
+
+
+def compensate(
+    *,
+    write: Write,
+    user: Any,
+    kind: str,
+    reason: str,
+    data: dict | None = None,
+    request_id: str = "",
+    channel: str = "api",
+    cause: str = "",
+) -> Compensation:
+    """The compensation itself, for a caller that has already checked who may ask for it. `cause`
+    names what asked when it was not a person's choice (e.g. a two-phase abort)."""
     if not reason or not reason.strip():
         raise DomainError(400, "reason-required", f"a {kind} needs a reason", "reason")
     if kind == Compensation.Kind.CORRECTION and not data:
@@ -146,6 +164,7 @@ def write_compensate(
                     "plan": plan.description,
                     "requests": len(plan.requests),
                     "manual": plan.manual is not None,
+                    **({"cause": cause} if cause else {}),
                 },
             )
         ]

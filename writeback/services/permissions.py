@@ -20,6 +20,8 @@ CLINICIAN, ADMIN, ENGINEER, AUDITOR = "clinician", "admin", "integration_enginee
 ACTION_ROLES: dict[str, frozenset[str]] = {
     "view": frozenset({CLINICIAN, ADMIN, ENGINEER, AUDITOR}),
     "submit_event": frozenset(),  # API clients: tenant access is enough (no role needed)
+    # The client app that sent a two-phase change aborts it when its own side failed.
+    "abort_two_phase": frozenset(),
     "approve": frozenset({CLINICIAN}),
     "reject": frozenset({CLINICIAN}),
     "correction": frozenset({CLINICIAN}),

@@ -17,7 +17,7 @@ from django.utils import timezone
 from writeback.canonical import canonicalize
 from writeback.errors import DomainError
 from writeback.fhir_mapping import SINGLE_IDENTIFIER, plan_writes
-from writeback.models import RISK_ORDER, Risk, Write
+from writeback.models import RISK_ORDER, BusinessEvent, Risk, Write
 from writeback.services import audit
 from writeback.services.contract import TenantContract, touched_fields
 from writeback.services.permissions import require
@@ -70,6 +70,131 @@ def write_replay(
     return _new_write(write, user, mode, new_payload, reason, shadow, request_id)
 
 
+# Final states an event replay leaves alone, and why.
+_LEFT_ALONE = {
+    WriteState.COMMITTED: "in the chart already; compensate it to change it",
+    WriteState.REJECTED: "rejected by an approver",
+    WriteState.COMPENSATED: "compensated",
+    WriteState.RESOLVED: "resolved by hand",
+    WriteState.PREVIEWED: "previewed (dry run)",
+    WriteState.SHADOWED: "shadowed",
+}
+_QUEUED = (WriteState.VALIDATED, WriteState.AWAITING_APPROVAL, WriteState.PENDING)
+
+
+def event_replay(
+    *,
+    event: BusinessEvent,
+    user: Any,
+    mode: str,
+    reason: str = "",
+    shadow: bool = False,
+    request_id: str = "",
+    channel: str = "api",
+) -> list[dict[str, Any]]:
+    """Re-runs an event's pipeline, idempotently: each of its current writes is replayed in `mode`
+    where that is safe, and left alone (with the reason) where it is not: a committed write is never
+    sent again (outside shadow). A re-derive also adds writes for resources today's mapping produces
+    that the event never had. Returns one row per write: what was done and why."""
+    require(
+        user,
+        "replay",
+        event.tenant,
+        object_type="event",
+        object_id=str(event.uid),
+        request_id=request_id,
+        channel=channel,
+    )
+    if mode not in ("resend", "rederive"):
+        raise DomainError(400, "invalid-value", "an event replays as resend or rederive", "mode")
+    writes = list(
+        event.writes.select_related("tenant", "event")
+        .exclude(state=WriteState.SUPERSEDED)
+        .exclude(context__has_key="shadow_only")
+        .order_by("position", "id")
+    )
+    rows: list[dict[str, Any]] = []
+    for write in writes:
+        why = _why_left_alone(write, mode, shadow)
+        if why:
+            rows.append({"write": str(write.uid), "action": "left", "reason": why})
+            continue
+        new = write_replay(
+            write=write,
+            user=user,
+            mode=mode,
+            reason=reason,
+            shadow=shadow,
+            request_id=request_id,
+            channel=channel,
+        )
+        rows.append({"write": str(write.uid), "action": "replayed", "replay": str(new.uid)})
+    if mode == "rederive" and not shadow:
+        known = set(event.writes.values_list("position", flat=True))
+        for new in _added_by_rederive(event, known, user, request_id):
+            rows.append({"write": str(new.uid), "action": "added", "resource_type": new.resource_type})
+    return rows
+
+
+def _why_left_alone(write: Write, mode: str, shadow: bool) -> str:
+    if shadow:
+        return ""  # comparing with the EHR never writes
+    if write.state in _LEFT_ALONE:
+        return _LEFT_ALONE[write.state]
+    if write.state in _QUEUED:
+        return "still queued: the worker will send it"
+    if mode == "resend" and write.state not in RESENDABLE:
+        return f"a {write.state} write is not resent; reconcile it"
+    return ""
+
+
+def _added_by_rederive(event: BusinessEvent, known: set[int], user: Any, request_id: str) -> list[Write]:
+    """Writes for the positions today's mapping adds to the event (a mapping that learned to write
+    more). Each is a new write of the same event, queued like intake queues one."""
+    from writeback.services.intake import _new_write as intake_write
+
+    planned = _planned_today(event)
+    contract = TenantContract.load(event.tenant)
+    now = timezone.now()
+    added = [
+        intake_write(p, i, event, event.tenant, contract, now, None)
+        for i, p in enumerate(planned)
+        if i not in known and contract.rule_for(p.resource_type) is not None
+    ]
+    if not added:
+        return []
+    with transaction.atomic():
+        Write.objects.bulk_create(added)
+        drafts: list[audit.AuditDraft] = []
+        for w in added:
+            w.tenant, w.event = event.tenant, event
+            transition(
+                w,
+                WriteState.AWAITING_APPROVAL if w.approval_required else WriteState.PENDING,
+                actor=user,
+                reason="added by a re-derive of its event",
+                request_id=request_id,
+                defer_audit=drafts,
+            )
+        audit.record_many(drafts)
+    return added
+
+
+def _planned_today(event: BusinessEvent) -> list:
+    result = canonicalize(event.raw_payload, now=event.received_at)
+    if result.event is None:
+        raise DomainError(
+            422,
+            "rederive-failed",
+            "today's canonicalization no longer accepts the stored event: "
+            + "; ".join(f"{i.rule} at {i.path}" for i in result.issues if i.is_error),
+        )
+    planned, issues = plan_writes(result.event, identifier_system=settings.WRITEBACK_IDENTIFIER_SYSTEM)
+    if any(i.is_error for i in issues):
+        raise DomainError(422, "rederive-failed", "; ".join(i.message for i in issues if i.is_error))
+    return planned
+
+
 def _resend(write: Write, user: Any, reason: str, request_id: str) -> Write:
     with transaction.atomic():
         write = Write.objects.select_for_update().select_related("tenant", "event").get(pk=write.pk)
@@ -103,18 +228,7 @@ def _resend(write: Write, user: Any, reason: str, request_id: str) -> Write:
 
 
 def _rederived(write: Write) -> dict:
-    event = write.event
-    result = canonicalize(event.raw_payload, now=event.received_at)
-    if result.event is None:
-        raise DomainError(
-            422,
-            "rederive-failed",
-            "today's canonicalization no longer accepts the stored event: "
-            + "; ".join(f"{i.rule} at {i.path}" for i in result.issues if i.is_error),
-        )
-    planned, issues = plan_writes(result.event, identifier_system=settings.WRITEBACK_IDENTIFIER_SYSTEM)
-    if any(i.is_error for i in issues):
-        raise DomainError(422, "rederive-failed", "; ".join(i.message for i in issues if i.is_error))
+    planned = _planned_today(write.event)
     same = [p for p in planned if p.resource_type == write.resource_type]
     candidates = [
         p for i, p in enumerate(planned) if i == write.position and p.resource_type == write.resource_type

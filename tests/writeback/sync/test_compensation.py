@@ -165,3 +165,61 @@ def test_compensation_plans_never_delete(live, sim, api, admin_user):
     assert not [r for r in sim.requests(200) if r["method"] == "DELETE"]
     assert len(ours(sim)) == 6
     assert {o["status"] for o in sim.resources("Observation")} == {"entered-in-error"}
+
+
+def test_a_two_phase_abort_after_the_ehr_committed_restores_the_previous_status(live, sim, api, app_user):
+    """The client app's own side failed after the EHR side committed: the app aborts (no console role
+    needed: the app that sent the event may undo it), and a compensating write restores the status."""
+    from writeback.services.two_phase import two_phase_abort
+
+    original = _committed(api, "referral.status_changed", task_id="task-1001")[0]
+    assert next(t for t in sim.resources("Task") if t["id"] == "task-1001")["status"] == "accepted"
+    done = two_phase_abort(write=original, user=app_user, reason="referral system rejected it")
+    assert done["outcome"] == "compensating"
+    comp = Compensation.objects.get(uid=done["compensation"])
+    assert comp.kind == "rollback" and comp.original_write_id == original.pk
+    requested = AuditEntry.objects.get(action="write.rollback_requested", write_uid=str(original.uid))
+    assert requested.data["cause"] == "two_phase_abort"
+    drain()
+    assert next(t for t in sim.resources("Task") if t["id"] == "task-1001")["status"] == "requested"
+    original.refresh_from_db()
+    assert original.state == WriteState.COMPENSATED and original.phase == "compensated"
+
+
+def test_a_two_phase_abort_before_sending_closes_the_write_and_sends_nothing(live, sim, api, app_user):
+    from writeback.services.two_phase import two_phase_abort
+
+    original = post(api, "referral.status_changed", task_id="task-1001")[0]
+    done = two_phase_abort(write=original, user=app_user, reason="referral system down")
+    assert done == {"outcome": "cancelled", "state": WriteState.RESOLVED}
+    drain()
+    original.refresh_from_db()
+    assert original.state == WriteState.RESOLVED
+    assert next(t for t in sim.resources("Task") if t["id"] == "task-1001")["status"] == "requested"
+    assert not [r for r in sim.requests(100) if r["method"] in ("PUT", "PATCH", "POST")]
+
+
+def test_a_two_phase_abort_waits_while_the_outcome_is_unknown_or_a_worker_holds_it(live, sim, api, app_user):
+    from writeback.services.two_phase import two_phase_abort
+    from writeback.sync.claim import claim_due
+
+    original = post(api, "referral.status_changed", task_id="task-1001")[0]
+    claim_due("worker:busy", 10)
+    with pytest.raises(DomainError) as held:
+        two_phase_abort(write=original, user=app_user, reason="x")
+    assert held.value.status == 409 and held.value.rule == "in-flight"
+    Write.objects.filter(pk=original.pk).update(state=WriteState.OUTCOME_UNKNOWN, lease_owner="")
+    with pytest.raises(DomainError) as unknown:
+        two_phase_abort(write=original, user=app_user, reason="x")
+    assert unknown.value.rule == "outcome-unknown"
+    assert Write.objects.get(pk=original.pk).state == WriteState.OUTCOME_UNKNOWN
+
+
+def test_only_two_phase_writes_can_be_aborted(live, sim, api, app_user):
+    from writeback.services.two_phase import two_phase_abort
+
+    problem = _committed(api, "problem.confirmed")[0]
+    with pytest.raises(DomainError) as refused:
+        two_phase_abort(write=problem, user=app_user, reason="x")
+    assert refused.value.rule == "not-two-phase"
+    assert not Compensation.objects.exists()

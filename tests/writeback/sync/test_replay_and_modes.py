@@ -161,3 +161,57 @@ def test_an_expired_approval_is_asked_again(live, sim, api, clinician2):
     drain()
     meds.refresh_from_db()
     assert meds.state == WriteState.AWAITING_APPROVAL
+
+
+def test_an_event_replay_resends_what_failed_and_leaves_what_is_in_the_chart(live, sim, api, engineer):
+    """vitals.recorded makes six writes: replaying the event after the last two failed resends those
+    two and never touches the four already in the chart."""
+    from writeback.services.replay import event_replay
+
+    writes = post(api, "vitals.recorded")
+    for w in writes[4:]:
+        Write.objects.filter(pk=w.pk).update(state=WriteState.FAILED_TERMINAL)
+    drain()
+    event = writes[0].event
+    rows = event_replay(event=event, user=engineer, mode="resend", reason="vendor outage over")
+    by_write = {r["write"]: r for r in rows}
+    assert [by_write[str(w.uid)]["action"] for w in writes] == ["left"] * 4 + ["replayed"] * 2
+    assert "in the chart already" in by_write[str(writes[2].uid)]["reason"]
+    drain()
+    assert set(Write.objects.filter(event=event).values_list("state", flat=True)) == {WriteState.COMMITTED}
+    assert ours(sim) == {str(w.uid): 1 for w in writes}  # one chart entry per intended write
+
+
+def test_an_event_rederive_adds_what_todays_mapping_produces_and_the_event_never_had(
+    live, sim, api, engineer
+):
+    from writeback.services.replay import event_replay
+
+    writes = post(api, "vitals.recorded")
+    drain()
+    # As if the event had been stored by a mapping that did not know the last two measurements yet.
+    Write.objects.filter(pk__in=[w.pk for w in writes[4:]]).delete()
+    rows = event_replay(event=writes[0].event, user=engineer, mode="rederive", reason="mapping learned SpO2")
+    added = [r for r in rows if r["action"] == "added"]
+    assert len(added) == 2 and {r["action"] for r in rows} == {"left", "added"}
+    drain()
+    event_writes = Write.objects.filter(event=writes[0].event)
+    assert event_writes.count() == 6
+    assert set(event_writes.values_list("state", flat=True)) == {WriteState.COMMITTED}
+    assert sorted(event_writes.values_list("position", flat=True)) == [0, 1, 2, 3, 4, 5]
+    assert entry_count("write.transition", reason="added by a re-derive of its event") == 2
+
+
+def entry_count(action: str, reason: str) -> int:
+    return sum(1 for e in AuditEntry.objects.filter(action=action) if e.data.get("reason") == reason)
+
+
+def test_an_event_replay_needs_the_replay_role(live, sim, api, clinician):
+    from writeback.services.permissions import ActionRefused
+    from writeback.services.replay import event_replay
+
+    writes = post(api, "problem.confirmed")
+    with pytest.raises(ActionRefused):
+        event_replay(event=writes[0].event, user=clinician, mode="resend")
+    refused = AuditEntry.objects.get(action="access.refused")
+    assert refused.object_id == str(writes[0].event.uid)
