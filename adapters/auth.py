@@ -166,7 +166,7 @@ class SmartBackendAuth:
             scope=scope,
         )
 
-    def token(self, http: httpx.Client) -> str:
+    def token(self, http: httpx.Client, *, correlation_id: str = "") -> str:
         cached = _cache.get(self._key)
         if cached and cached.refresh_at > time.monotonic():
             return cached.value
@@ -175,7 +175,7 @@ class SmartBackendAuth:
             cached = _cache.get(self._key)
             if cached and cached.refresh_at > time.monotonic():
                 return cached.value
-            fresh = self._fetch(http)
+            fresh = self._fetch(http, correlation_id)
             _cache[self._key] = fresh
             return fresh.value
 
@@ -186,7 +186,7 @@ class SmartBackendAuth:
             if cached and cached.value == token:
                 del _cache[self._key]
 
-    def _fetch(self, http: httpx.Client) -> _Token:
+    def _fetch(self, http: httpx.Client, correlation_id: str = "") -> _Token:
         if not (self.token_url and self.client_id):
             raise AuthUnavailable("SMART auth needs a token URL and a client id", Outcome.TERMINAL)
         try:
@@ -202,11 +202,18 @@ class SmartBackendAuth:
         }
         if self.scope:
             form["scope"] = self.scope
+        request_id = str(uuid.uuid4())
+        headers = {"Accept": "application/json", "X-Request-ID": request_id}
+        if correlation_id:
+            headers["X-Correlation-ID"] = correlation_id
         started = time.monotonic()
         try:
-            response = http.post(self.token_url, data=form, headers={"Accept": "application/json"})
+            response = http.post(self.token_url, data=form, headers=headers)
         except httpx.HTTPError as exc:
             # Asking for a token twice is harmless, so every transport failure is simply "try later".
+            logger.warning(
+                "token request %s to %s failed: %s", request_id, self.token_url, type(exc).__name__
+            )
             raise AuthUnavailable(f"token endpoint unreachable ({type(exc).__name__})", Outcome.RETRYABLE)
         body = _json(response)
         if response.status_code != 200:
@@ -224,7 +231,12 @@ class SmartBackendAuth:
             lifetime = float(body.get("expires_in") or DEFAULT_TOKEN_LIFETIME_S)
         except (TypeError, ValueError):
             lifetime = DEFAULT_TOKEN_LIFETIME_S
-        logger.info("access token fetched for client %s (expires in %.0f s)", self.client_id, lifetime)
+        logger.info(
+            "access token fetched for client %s (request %s, expires in %.0f s)",
+            self.client_id,
+            request_id,
+            lifetime,
+        )
         margin = min(REFRESH_MARGIN_S, lifetime / 4)
         return _Token(str(body["access_token"]), started + lifetime - margin)
 

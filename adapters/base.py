@@ -11,6 +11,7 @@ WriteAttempt rows, and an outcome class from the one classifier in `adapters.cla
 from __future__ import annotations
 
 import abc
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -48,6 +49,9 @@ class TargetConfig:
     settings: dict[str, Any] = field(default_factory=dict)
     # (resource_type, operation) pairs the tenant has enabled: SMART scopes are computed from these.
     enabled: frozenset[tuple[str, str]] = frozenset()
+    # What the tenant's capability registry says about conditional create, per resource type: True when
+    # confirmed (discovered conditionalCreate, or set by hand), False when refused; absent = unknown.
+    conditional_create: dict[str, bool] = field(default_factory=dict)
     connect_timeout: float = 5.0
     read_timeout: float = 20.0
 
@@ -176,6 +180,27 @@ class DiscoveredCapability:
     resource_type: str
     operation: str  # create | update | patch | read | search | conditional_create | delete
     allowed: bool
+    # What else the statement says about the type (conditionalUpdate, conditionalDelete), as text.
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class WireLoss:
+    """A difference between our intended resource and what the vendor stores, known in advance.
+
+    `path` is a glob over flattened paths (`code.coding[1].*`, `identifier[*]*`); `kind` is `dropped`
+    (the wire format cannot carry it), `changed` (the vendor stores another value) or `added` (the vendor
+    or our translation adds it, e.g. the `[wb:<uid>]` marker in a note)."""
+
+    path: str
+    kind: str
+    why: str
+
+    def matches(self, path: str, kind: str) -> bool:
+        if kind != self.kind:
+            return False
+        pattern = re.escape(self.path).replace(r"\[\*\]", r"\[\d+\]").replace(r"\*", ".*")
+        return re.fullmatch(pattern, path) is not None
 
 
 @dataclass
@@ -197,6 +222,12 @@ class VendorAdapter(abc.ABC):
     @classmethod
     @abc.abstractmethod
     def capabilities(cls) -> AdapterCapabilities: ...
+
+    @classmethod
+    def wire_losses(cls) -> dict[str, tuple[WireLoss, ...]]:
+        """Per resource type, how the stored resource may differ from our intended one (docs/vendors.md).
+        Anything else the vendor stores differently is a defect the contract tests catch."""
+        return {}
 
     def refusal(self, resource_type: str, operation: str) -> str | None:
         """The reason this vendor cannot do it, or None when it can."""
@@ -225,7 +256,7 @@ class VendorAdapter(abc.ABC):
         """Searches the target for a resource carrying our identifier for req.write_uid."""
 
     @abc.abstractmethod
-    def read(self, resource_type: str, resource_id: str) -> ReadResult: ...
+    def read(self, resource_type: str, resource_id: str, *, correlation_id: str = "") -> ReadResult: ...
 
     @abc.abstractmethod
     def current_for(self, req: WriteRequest) -> ReadResult:
@@ -240,7 +271,7 @@ class VendorAdapter(abc.ABC):
         `req` is the original write; the plan's request (if any) is performed by the worker later."""
 
     @abc.abstractmethod
-    def discover(self) -> DiscoveryResult:
+    def discover(self, *, correlation_id: str = "") -> DiscoveryResult:
         """Reads /metadata (CapabilityStatement)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook

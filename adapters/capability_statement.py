@@ -34,6 +34,7 @@ def parse_capability_statement(body: Any) -> tuple[list[DiscoveredCapability], s
     software = body.get("software") or {}
     software_text = " ".join(str(software.get(k)) for k in ("name", "version") if software.get(k))
     declared: dict[str, set[str]] = {}
+    notes: dict[str, str] = {}
     for rest in body.get("rest") or []:
         if not isinstance(rest, dict) or rest.get("mode", "server") != "server":
             continue
@@ -47,9 +48,27 @@ def parse_capability_statement(body: Any) -> tuple[list[DiscoveredCapability], s
                     ops.add(op)
             if resource.get("conditionalCreate") is True and "create" in ops:
                 ops.add("conditional_create")
+            notes[str(resource["type"])] = conditional_notes(resource)
     rows = [
-        DiscoveredCapability(resource_type=rtype, operation=op, allowed=op in ops)
+        DiscoveredCapability(resource_type=rtype, operation=op, allowed=op in ops, notes=notes.get(rtype, ""))
         for rtype, ops in sorted(declared.items())
         for op in OPERATIONS
     ]
     return rows, software_text, str(body.get("fhirVersion") or "")
+
+
+def conditional_notes(resource: dict[str, Any]) -> str:
+    """The conditional operations a resource entry declares, as text (our vocabulary has no rows for
+    conditional update or delete), e.g. 'conditionalCreate=false; conditionalUpdate=true;
+    conditionalDelete=single'. An element the statement leaves out reads 'not stated'."""
+    parts = []
+    for element in ("conditionalCreate", "conditionalUpdate", "conditionalDelete"):
+        value = resource.get(element)
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str) and value:
+            text = value
+        else:
+            text = "not stated"
+        parts.append(f"{element}={text}")
+    return "; ".join(parts)

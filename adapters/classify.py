@@ -3,13 +3,16 @@
     committed  2xx (with the id and version from Location / ETag / meta where the vendor gives them)
     conflict   412; 409 on a versioned request (someone changed the resource since our base version)
     retryable  408, 423, 425, 429, 503 (with Retry-After), other 5xx, connect errors: nothing landed
-    ambiguous  timeout or connection lost after the request was sent: it may have landed
+    ambiguous  timeout or connection lost after the request was sent: it may have landed; a 5xx to a
+               create (see below)
     terminal   400/422 (OperationOutcome kept), 401 after one token refresh, 403, 404/405, other 4xx
 
-One refinement of the 5xx rule: 500/502/504 to a plain POST (no If-None-Exist) is *ambiguous*, not
-retryable. A gateway or server error after the body was received may follow a commit, and sending a
-create again without conditional create could make a second chart entry; the worker checks by read
-first. 503 stays retryable everywhere: it is the documented "not processed, come back later" answer.
+One refinement of the 5xx rule: a 5xx to a create (POST) is *ambiguous*, not retryable, unless the
+tenant's conditional create support is confirmed (`conditional_trusted`) and the POST carried
+If-None-Exist. A gateway or server error after the body was received may follow a commit, and a
+conformant R4 server may ignore If-None-Exist (it is optional), so resending could make a second chart
+entry; the worker checks by read first. Only 429 and 503 with Retry-After mean "not processed, come back
+later" and stay retryable for a create.
 
 Vendor dialects map their quirks into the same classes:
   athena v1  `{"success": false, "errormessage": ...}` in a 2xx -> terminal with that message;
@@ -200,17 +203,31 @@ _UNITY_RETRYABLE = ("deadlock", "server busy", "too busy", "try again", "tempora
 _UNITY_AMBIGUOUS = ("timeout", "timed out")
 
 
+def _sent_if_none_exist(reply: HttpReply) -> bool:
+    return any(k.lower() == "if-none-exist" for k in reply.request_headers)
+
+
 def _is_plain_post(reply: HttpReply) -> bool:
+    return reply.method.upper() == "POST" and not _sent_if_none_exist(reply)
+
+
+def _create_may_have_landed(reply: HttpReply, conditional_trusted: bool) -> bool:
+    """A 5xx to this request may follow a commit that a resend would duplicate: any POST, unless it
+    carried If-None-Exist to a server whose conditional create is confirmed."""
     if reply.method.upper() != "POST":
         return False
-    return not any(k.lower() == "if-none-exist" for k in reply.request_headers)
+    return not (conditional_trusted and _sent_if_none_exist(reply))
 
 
 def _sent_if_match(reply: HttpReply) -> bool:
     return any(k.lower() == "if-match" for k in reply.request_headers)
 
 
-def classify(reply: HttpReply, dialect: Dialect = Dialect.FHIR) -> Classification:
+def classify(
+    reply: HttpReply, dialect: Dialect = Dialect.FHIR, *, conditional_trusted: bool = False
+) -> Classification:
+    """`conditional_trusted`: the tenant confirmed conditional create for this request's type (discovered
+    or set by hand), so a 5xx to a POST with If-None-Exist can be resent safely."""
     if reply.failure is not None:
         return Classification(reply.failure.outcome, reply.failure.message)
     status = reply.status or 0
@@ -231,7 +248,7 @@ def classify(reply: HttpReply, dialect: Dialect = Dialect.FHIR) -> Classificatio
         if _sent_if_match(reply) or any(w in text for w in ("version", "conflict", "stale", "modified")):
             return Classification(Outcome.CONFLICT, _http_message(reply, dialect, "version conflict"))
         return Classification(Outcome.TERMINAL, _http_message(reply, dialect))
-    if status in (408, 423, 425, 429, 503):
+    if status in (408, 423, 425, 429) or (status == 503 and retry_after is not None):
         return Classification(Outcome.RETRYABLE, _http_message(reply, dialect), retry_after)
     if status == 401:
         return Classification(
@@ -243,12 +260,13 @@ def classify(reply: HttpReply, dialect: Dialect = Dialect.FHIR) -> Classificatio
     if 400 <= status < 500 or status == 501:
         return Classification(Outcome.TERMINAL, _http_message(reply, dialect))
     if status >= 500:
-        if _is_plain_post(reply):
-            return Classification(
-                Outcome.AMBIGUOUS,
-                _http_message(reply, dialect, "after a non-repeatable POST, it may have landed"),
-                retry_after,
+        if _create_may_have_landed(reply, conditional_trusted):
+            why = (
+                "after a POST whose If-None-Exist this tenant has not confirmed, it may have landed"
+                if _sent_if_none_exist(reply)
+                else "after a non-repeatable POST, it may have landed"
             )
+            return Classification(Outcome.AMBIGUOUS, _http_message(reply, dialect, why), retry_after)
         return Classification(Outcome.RETRYABLE, _http_message(reply, dialect), retry_after)
     return Classification(Outcome.TERMINAL, _http_message(reply, dialect, "unexpected answer"))
 

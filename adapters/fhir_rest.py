@@ -315,15 +315,26 @@ class FhirRestAdapter(VendorAdapter):
         condition = f"identifier={identifier_token(system, req.write_uid)}" if conditional else None
         return self.client.create_spec(stamped, if_none_exist=condition)
 
+    def conditional_create_support(self, resource_type: str) -> bool | None:
+        """The tenant's registry on conditional create for this type: True confirmed, False refused,
+        None unknown. A vendor that has none is False whatever the registry says."""
+        if not self.capabilities().conditional_create:
+            return False
+        return self.target.conditional_create.get(resource_type)
+
     def fhir_create(self, req: WriteRequest, resource: dict[str, Any], *, conditional: bool) -> WriteResult:
+        """POSTs `resource`; with `conditional`, also `If-None-Exist`, which only counts as a guarantee
+        (and makes a 5xx safe to resend) when the tenant confirmed conditional create for the type."""
         spec = self.create_spec(req, resource, conditional=conditional)
-        cls = classify(self.client.send(spec, correlation_id=req.correlation_id))
+        trusted = conditional and self.conditional_create_support(req.resource_type) is True
+        reply = self.client.send(spec, correlation_id=req.correlation_id)
+        cls = classify(reply, conditional_trusted=trusted)
         if conditional and cls.outcome is Outcome.CONFLICT:
             # A 412 on a conditional create means several resources already carry our identifier.
             cls = Classification(
                 Outcome.TERMINAL, f"several resources already carry this write's identifier ({cls.message})"
             )
-        guarantee = Guarantee.CONDITIONAL_CREATE if conditional else Guarantee.LEDGER
+        guarantee = Guarantee.CONDITIONAL_CREATE if trusted else Guarantee.LEDGER
         return self.write_result(cls, sent=spec.json, guarantee=guarantee)
 
     def planned(self, req: WriteRequest, spec: RequestSpec) -> PlannedRequest:
@@ -344,12 +355,14 @@ class FhirRestAdapter(VendorAdapter):
     # -- reads -----------------------------------------------------------------------------------------
 
     @adapter_call
-    def read(self, resource_type: str, resource_id: str) -> ReadResult:
-        """The current resource; `resource_id` may also be `<id>/_history/<version>` (a past version)."""
+    def read(self, resource_type: str, resource_id: str, *, correlation_id: str = "") -> ReadResult:
+        """The current resource; `resource_id` may also be `<id>/_history/<version>` (a past version).
+        `correlation_id`: the write this read serves (read-back, conflict reads), sent as X-Correlation-ID."""
         rid, _, version = resource_id.partition("/_history/")
         if version:
-            return read_result(self.client.vread(resource_type, rid, version.strip("/")))
-        return read_result(self.client.read(resource_type, rid))
+            reply = self.client.vread(resource_type, rid, version.strip("/"), correlation_id=correlation_id)
+            return read_result(reply)
+        return read_result(self.client.read(resource_type, rid, correlation_id=correlation_id))
 
     @adapter_call
     def current_for(self, req: WriteRequest) -> ReadResult:
@@ -461,8 +474,8 @@ class FhirRestAdapter(VendorAdapter):
     # -- discovery -------------------------------------------------------------------------------------
 
     @adapter_call
-    def discover(self) -> DiscoveryResult:
-        reply = self.client.metadata()
+    def discover(self, *, correlation_id: str = "") -> DiscoveryResult:
+        reply = self.client.metadata(correlation_id=correlation_id)
         if not reply.ok:
             return DiscoveryResult(ok=False, error=f"/metadata: {classify(reply).message}")
         try:

@@ -127,7 +127,9 @@ def _sha256(data: bytes) -> str:
 class TokenSource(Protocol):
     """Gives bearer tokens (SMART backend services: `adapters.auth.SmartBackendAuth`)."""
 
-    def token(self, http: httpx.Client) -> str: ...
+    def token(self, http: httpx.Client, *, correlation_id: str = "") -> str:
+        """A bearer token; a fetch it makes carries X-Request-ID and `correlation_id`."""
+        ...
 
     def invalidate(self, token: str) -> None: ...
 
@@ -436,7 +438,7 @@ class FhirClient:
             token = ""
             if use_auth:
                 try:
-                    token = self.auth.token(self._http)  # type: ignore[union-attr]
+                    token = self.auth.token(self._http, correlation_id=correlation_id)  # type: ignore[union-attr]
                 except AuthUnavailable as exc:
                     exchange = HttpExchange(method=spec.method, url=reply.url, request_id="", error=str(exc))
                     exchanges.append(exchange)

@@ -1,7 +1,9 @@
 """Generic FHIR R4: the standard REST API only, so it works against any conformant server (HAPI, ...).
 
-- create: POST with `If-None-Exist: identifier=<system>|<write uid>` (conditional create: repeating a
-  create never makes a second resource);
+- create: POST with `If-None-Exist: identifier=<system>|<write uid>` unless the tenant's registry says
+  the server has no conditional create. The header is only *trusted* (guarantee `conditional_create`,
+  a 5xx safe to resend) when the registry confirms conditional create for the type (discovered or set
+  by hand): If-None-Exist is optional in R4 and a server may ignore it;
 - update/patch: JSON Patch with If-Match where the tenant allows PATCH, otherwise read-merge-PUT with
   If-Match (only the elements the write owns change; a partial resource is never PUT);
 - check-by-read: search by our identifier;
@@ -78,7 +80,8 @@ class GenericFhirAdapter(FhirRestAdapter):
 
     def plan(self, req: WriteRequest) -> list[PlannedRequest]:
         if compensation_method(req) == "create":
-            return [self.planned(req, self.create_spec(req, req.resource, conditional=True))]
+            conditional = self.sends_if_none_exist(req.resource_type)
+            return [self.planned(req, self.create_spec(req, req.resource, conditional=conditional))]
         specs: list[RequestSpec] = []
         restore_from = req.context.get("restore_from_version")
         if restore_from:
@@ -118,7 +121,12 @@ class GenericFhirAdapter(FhirRestAdapter):
         return self._update(req)
 
     def _create(self, req: WriteRequest) -> WriteResult:
-        return self.fhir_create(req, req.resource, conditional=True)
+        return self.fhir_create(req, req.resource, conditional=self.sends_if_none_exist(req.resource_type))
+
+    def sends_if_none_exist(self, resource_type: str) -> bool:
+        """Sent unless the registry refuses conditional create: when nothing is known, asking costs
+        nothing (a server without it ignores the header), but it is not trusted (see fhir_create)."""
+        return self.conditional_create_support(resource_type) is not False
 
     def _use_patch(self, req: WriteRequest) -> bool:
         setting = str(self.target.settings.get("patch", "auto")).lower()

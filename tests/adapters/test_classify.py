@@ -23,44 +23,77 @@ CONDITIONAL = {"If-None-Exist": "identifier=s|1"}
 IF_MATCH = {"If-Match": 'W/"3"'}
 
 
-@pytest.mark.parametrize(
-    ("status", "method", "request_headers", "expected"),
-    [
-        (200, "PUT", IF_MATCH, C),
-        (201, "POST", {}, C),
-        (200, "POST", CONDITIONAL, C),
-        (400, "POST", {}, T),
-        (401, "POST", {}, T),
-        (403, "POST", {}, T),
-        (404, "GET", {}, T),
-        (405, "POST", {}, T),
-        (406, "GET", {}, T),
-        (408, "POST", {}, R),
-        (409, "PUT", IF_MATCH, X),
-        (409, "POST", {}, T),
-        (410, "GET", {}, T),
-        (412, "PUT", IF_MATCH, X),
-        (412, "PATCH", IF_MATCH, X),
-        (413, "POST", {}, T),
-        (415, "POST", {}, T),
-        (422, "POST", {}, T),
-        (423, "PUT", IF_MATCH, R),
-        (425, "POST", {}, R),
-        (429, "POST", {}, R),
-        (500, "POST", CONDITIONAL, R),
-        (500, "PUT", IF_MATCH, R),
-        (500, "POST", {}, A),  # a plain POST may have landed before the server failed
-        (501, "PATCH", IF_MATCH, T),
-        (502, "POST", {}, A),
-        (502, "GET", {}, R),
-        (503, "POST", {}, R),
-        (504, "POST", {}, A),
-        (504, "PUT", IF_MATCH, R),
-    ],
-)
-def test_every_status(status, method, request_headers, expected):
+RETRY_AFTER = {"Retry-After": "30"}
+# (status, method, request headers, answer headers, conditional create confirmed, expected)
+STATUSES = [
+    (200, "PUT", IF_MATCH, {}, False, C),
+    (201, "POST", {}, {}, False, C),
+    (200, "POST", CONDITIONAL, {}, False, C),
+    (400, "POST", {}, {}, False, T),
+    (401, "POST", {}, {}, False, T),
+    (403, "POST", {}, {}, False, T),
+    (404, "GET", {}, {}, False, T),
+    (405, "POST", {}, {}, False, T),
+    (406, "GET", {}, {}, False, T),
+    (408, "POST", {}, {}, False, R),
+    (409, "PUT", IF_MATCH, {}, False, X),
+    (409, "POST", {}, {}, False, T),
+    (410, "GET", {}, {}, False, T),
+    (412, "PUT", IF_MATCH, {}, False, X),
+    (412, "PATCH", IF_MATCH, {}, False, X),
+    (413, "POST", {}, {}, False, T),
+    (415, "POST", {}, {}, False, T),
+    (422, "POST", {}, {}, False, T),
+    (423, "PUT", IF_MATCH, {}, False, R),
+    (425, "POST", {}, {}, False, R),
+    (429, "POST", {}, {}, False, R),  # "not processed": safe to resend, even a create
+    (429, "POST", CONDITIONAL, {}, False, R),
+    # A 5xx to a create may follow a commit: ambiguous unless If-None-Exist was sent to a tenant whose
+    # conditional create is confirmed (R4 servers may ignore the header).
+    (500, "POST", {}, {}, False, A),
+    (500, "POST", {}, {}, True, A),  # confirmation without the header changes nothing
+    (500, "POST", CONDITIONAL, {}, False, A),
+    (500, "POST", CONDITIONAL, {}, True, R),
+    (502, "POST", {}, {}, False, A),
+    (502, "POST", CONDITIONAL, {}, False, A),
+    (502, "POST", CONDITIONAL, {}, True, R),
+    (503, "POST", {}, {}, False, A),
+    (503, "POST", CONDITIONAL, {}, False, A),
+    (503, "POST", CONDITIONAL, {}, True, R),
+    (503, "POST", {}, RETRY_AFTER, False, R),  # maintenance: not processed
+    (503, "POST", CONDITIONAL, RETRY_AFTER, False, R),
+    (504, "POST", {}, {}, False, A),
+    (504, "POST", CONDITIONAL, {}, False, A),
+    (504, "POST", CONDITIONAL, {}, True, R),
+    (500, "PUT", IF_MATCH, {}, False, R),
+    (501, "PATCH", IF_MATCH, {}, False, T),
+    (502, "GET", {}, {}, False, R),
+    (503, "GET", {}, {}, False, R),
+    (503, "PUT", IF_MATCH, {}, False, R),
+    (504, "PUT", IF_MATCH, {}, False, R),
+]
+
+
+@pytest.mark.parametrize(("status", "method", "request_headers", "headers", "trusted", "expected"), STATUSES)
+def test_every_status(status, method, request_headers, headers, trusted, expected):
     body = operation_outcome("details") if status >= 400 else {"resourceType": "Observation", "id": "1"}
-    assert classify(reply(status, body, method=method, request_headers=request_headers)).outcome is expected
+    answer = reply(status, body, method=method, request_headers=request_headers, headers=headers)
+    cls = classify(answer, conditional_trusted=trusted)
+    assert cls.outcome is expected
+    if expected is A and status >= 500:
+        assert "may have landed" in cls.message and f"HTTP {status}" in cls.message
+        if request_headers:
+            assert "not confirmed" in cls.message  # the console says why the header was not trusted
+
+
+def test_the_table_covers_every_5xx_to_a_create_both_ways():
+    """Exhaustive where it matters: every 5xx we name, to a create, with and without a confirmed
+    If-None-Exist."""
+    rows = {(s, m, bool(rh), bool(h), t) for s, m, rh, h, t, _ in STATUSES}
+    for status in (500, 502, 503, 504):
+        for conditional in (False, True):
+            assert (status, "POST", conditional, False, False) in rows
+        assert (status, "POST", True, False, True) in rows
 
 
 @pytest.mark.parametrize(

@@ -31,26 +31,40 @@ def put_adapter():
     a.close()
 
 
+# The tenant's registry on conditional create for Observation -> (If-None-Exist sent, guarantee, 500 outcome)
+REGISTRY = {
+    "confirmed": ({"Observation": True}, True, Guarantee.CONDITIONAL_CREATE, Outcome.RETRYABLE),
+    "unknown": ({}, True, Guarantee.LEDGER, Outcome.AMBIGUOUS),
+    "refused": ({"Observation": False}, False, Guarantee.LEDGER, Outcome.AMBIGUOUS),
+}
+
+
 @respx.mock
-def test_create_is_conditional_on_our_identifier(adapter):
+@pytest.mark.parametrize("state", sorted(REGISTRY))
+def test_create_is_conditional_on_our_identifier_as_the_registry_says(state):
+    registry, sends, guarantee, after_500 = REGISTRY[state]
+    adapter = GenericFhirAdapter(target("generic", conditional_create=registry))
     req = write_request("vitals.recorded", 1)
     route = respx.post(f"{BASE}/Observation").mock(return_value=recorded("generic", "observation_create_201"))
     result = adapter.write(req)
     sent = route.calls[0].request
-    assert sent.headers["If-None-Exist"] == f"identifier={SYSTEM}|{req.write_uid}"
+    condition = f"identifier={SYSTEM}|{req.write_uid}"
+    assert sent.headers.get("If-None-Exist") == (condition if sends else None)
+    assert ("If-None-Exist" in adapter.plan(req)[0].headers) is sends
     body = json.loads(sent.content)
     assert {"system": SYSTEM, "value": req.write_uid} in body["identifier"]
     assert result.outcome is Outcome.COMMITTED
-    assert (result.resource_id, result.version, result.guarantee) == (
-        "1842",
-        "1",
-        Guarantee.CONDITIONAL_CREATE,
-    )
+    assert (result.resource_id, result.version, result.guarantee) == ("1842", "1", guarantee)
     assert result.sent == body and result.stored["id"] == "1842"
     assert (
         len(result.exchanges) == 1
         and result.exchanges[0].request_headers["x-correlation-id"] == req.correlation_id
     )
+    # A server error after the POST: resent blindly only when conditional create is confirmed.
+    route.mock(return_value=httpx.Response(500, json={"resourceType": "OperationOutcome", "issue": []}))
+    failed = adapter.write(write_request("vitals.recorded", 1))
+    assert failed.outcome is after_500, failed.message
+    adapter.close()
 
 
 @respx.mock

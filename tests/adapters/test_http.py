@@ -21,7 +21,7 @@ class StaticTokens:
         self.current = ""
         self.invalidated = []
 
-    def token(self, http):
+    def token(self, http, *, correlation_id=""):
         if not self.current:
             self.issued += 1
             self.current = f"tok-{self.issued}"
@@ -125,7 +125,7 @@ def test_a_401_refreshes_the_token_once_then_gives_up():
 @respx.mock
 def test_no_token_means_nothing_is_sent():
     class Broken:
-        def token(self, http):
+        def token(self, http, *, correlation_id=""):
             raise AuthUnavailable("token endpoint answered HTTP 400 (invalid_client)", Outcome.TERMINAL)
 
         def invalidate(self, token):

@@ -344,6 +344,8 @@ def _apply(change: CapabilityChange, user: Any, request_id: str) -> audit.AuditD
     # simple_history takes the user from the request; set it so workers and commands record it too.
     cap._history_user = user
     cap.save()
+    # Workers cache a tenant's adapter until the tenant row changes: make them rebuild it (no history row).
+    Tenant.objects.filter(pk=change.tenant_id).update(updated_at=timezone.now())
     return audit.draft(
         "capability.changed",
         actor=user,

@@ -5,13 +5,18 @@ contract, the manual capability and discovery all agree, so discovery can narrow
 enabled but never widen it. This matters: Veradigm's CapabilityStatement advertises create and update
 on a dozen types its FHIR API refuses, and Epic's reflects neither a client's grants nor a site's build.
 
+Conditional update and delete have no operation in our vocabulary: what the statement says about them
+(and about conditional create) is kept in the notes of every discovered row of the type.
+
 Discovery failures (no /metadata, an error status, a timeout, something that is not a
 CapabilityStatement) are recorded, not raised: an audit entry and `tenant.settings["last_discovery"]`.
+Each run has a correlation id, sent with the /metadata request and kept on its audit entry.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,9 +59,10 @@ def capabilities_discover(
 ) -> DiscoveryReport:
     """Reads the tenant's /metadata and records it. Never raises for a target that fails."""
     own_adapter = adapter is None
+    correlation_id = f"discovery-{uuid.uuid4()}"
     try:
         adapter = adapter or adapter_for(tenant)
-        result = adapter.discover()
+        result = adapter.discover(correlation_id=correlation_id)
     except Exception as exc:  # an adapter that cannot even be built is a failed discovery, recorded
         log.exception("discovery for %s failed", tenant.slug)
         result = DiscoveryResult(ok=False, error=f"{type(exc).__name__}: {exc}")
@@ -64,8 +70,8 @@ def capabilities_discover(
         if own_adapter and adapter is not None:
             adapter.close()
     if not result.ok:
-        return _record_failure(tenant, actor, result)
-    return _record_success(tenant, actor, result)
+        return _record_failure(tenant, actor, result, correlation_id)
+    return _record_success(tenant, actor, result, correlation_id)
 
 
 def _relevant(rows: list[DiscoveredCapability]) -> dict[tuple[str, str], DiscoveredCapability]:
@@ -81,7 +87,9 @@ def _relevant(rows: list[DiscoveredCapability]) -> dict[tuple[str, str], Discove
     }
 
 
-def _record_success(tenant: Tenant, actor: Any, result: DiscoveryResult) -> DiscoveryReport:
+def _record_success(
+    tenant: Tenant, actor: Any, result: DiscoveryResult, correlation_id: str
+) -> DiscoveryReport:
     rows = _relevant(result.capabilities)
     declared = {r.resource_type for r in result.capabilities}
     user = actor if actor is not None and not isinstance(actor, str) else None
@@ -94,13 +102,14 @@ def _record_success(tenant: Tenant, actor: Any, result: DiscoveryResult) -> Disc
         for key, row in rows.items():
             counts["allowed" if row.allowed else "refused"] += 1
             current = existing.get(key)
-            if current is not None and current.allowed == row.allowed:
-                continue  # unchanged: no new history row
             note = (
                 f"declared by /metadata ({result.software or 'server'})"
+                + (f"; {row.notes}" if row.notes else "")
                 if row.resource_type in declared
                 else "type not in /metadata"
             )
+            if current is not None and current.allowed == row.allowed and current.notes == note:
+                continue  # unchanged: no new history row
             Capability.objects.update_or_create(
                 tenant=tenant,
                 resource_type=row.resource_type,
@@ -122,6 +131,7 @@ def _record_success(tenant: Tenant, actor: Any, result: DiscoveryResult) -> Disc
             tenant=tenant.slug,
             object_type="tenant",
             object_id=tenant.slug,
+            correlation_id=correlation_id,
             target_ack=True,
             data={"software": result.software, "fhir_version": result.fhir_version, **counts},
         )
@@ -130,7 +140,9 @@ def _record_success(tenant: Tenant, actor: Any, result: DiscoveryResult) -> Disc
     )
 
 
-def _record_failure(tenant: Tenant, actor: Any, result: DiscoveryResult) -> DiscoveryReport:
+def _record_failure(
+    tenant: Tenant, actor: Any, result: DiscoveryResult, correlation_id: str
+) -> DiscoveryReport:
     error = result.error or "discovery failed"
     with transaction.atomic():
         _remember(tenant, ok=False, error=error)
@@ -140,6 +152,7 @@ def _record_failure(tenant: Tenant, actor: Any, result: DiscoveryResult) -> Disc
             tenant=tenant.slug,
             object_type="tenant",
             object_id=tenant.slug,
+            correlation_id=correlation_id,
             target_ack=False,
             data={"error": error, "requests": len(result.exchanges)},
         )

@@ -7,13 +7,30 @@ from adapters.registry import get_adapter
 from writeback.models import Capability, Tenant
 
 
+def conditional_create_registry(tenant: Tenant) -> dict[str, bool]:
+    """Per resource type, whether conditional create is confirmed (True) or refused (False), from the
+    `conditional_create` Capability rows. A refusal from either source wins, as everywhere in the
+    registry (discovery may narrow what an engineer set, never widen it); types with no row are absent."""
+    verdicts: dict[str, bool] = {}
+    rows = Capability.objects.filter(tenant=tenant, operation="conditional_create").values_list(
+        "resource_type", "allowed"
+    )
+    for resource_type, allowed in rows:
+        verdicts[resource_type] = verdicts.get(resource_type, True) and allowed
+    return verdicts
+
+
 def target_config_for(tenant: Tenant, enabled: frozenset[tuple[str, str]] | None = None) -> TargetConfig:
+    """The tenant as its adapter sees it. Given `enabled`, a stub for checks that send nothing (intake's
+    preflight): the registry is not read."""
+    conditional: dict[str, bool] = {}
     if enabled is None:
         enabled = frozenset(
             Capability.objects.filter(
                 tenant=tenant, source=Capability.Source.MANUAL, allowed=True
             ).values_list("resource_type", "operation")
         )
+        conditional = conditional_create_registry(tenant)
     return TargetConfig(
         slug=tenant.slug,
         vendor=tenant.vendor,
@@ -27,6 +44,7 @@ def target_config_for(tenant: Tenant, enabled: frozenset[tuple[str, str]] | None
         scope_style=tenant.scope_style,
         settings=dict(tenant.settings or {}),
         enabled=enabled,
+        conditional_create=conditional,
         connect_timeout=settings.WRITEBACK_HTTP_CONNECT_TIMEOUT,
         read_timeout=settings.WRITEBACK_HTTP_READ_TIMEOUT,
     )
