@@ -14,6 +14,7 @@ from . import control
 from .faults import FaultInjector, FaultPlan
 from .messages import BadRequest, Request, Response, json_response, text_response
 from .profiles import make_profile
+from .redact import redact_headers
 from .search import compile_search
 from .seed import named_seed
 from .smart import TokenService, oauth_error
@@ -35,6 +36,8 @@ class SimulatorConfig:
     practice_id: str = "195900"
     token_lifetime: int = 300
     unity_users: dict[str, str] = field(default_factory=lambda: dict(UNITY_USERS))
+    # The scopes the client registration was granted (SMART); None = every scope.
+    granted_scopes: tuple[str, ...] | None = None
 
 
 class Simulator:
@@ -45,10 +48,14 @@ class Simulator:
         self.origin = ""  # set once the server has its port
         self.store = Store()
         self.faults = FaultInjector()
-        self.tokens = TokenService(
-            client_id=config.client_id, public_keys=list(config.public_keys), lifetime=config.token_lifetime
-        )
         self.profile = make_profile(config.profile, self)
+        self.tokens = TokenService(
+            client_id=config.client_id,
+            public_keys=list(config.public_keys),
+            lifetime=config.token_lifetime,
+            granted=config.granted_scopes,
+            ignores_requested_scope=self.profile.token_ignores_requested_scope,
+        )
         self._log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
         self._log_lock = threading.Lock()
 
@@ -100,15 +107,9 @@ class Simulator:
         injected = self._injected(surface, plan)
         if injected is not None:
             return injected
-        # Unity authenticates with its own GetToken / GetUserAuthentication session, not SMART.
-        if self.config.auth == "smart" and surface != "unity":
-            problem = self.tokens.check(req.header("authorization"))
-            if problem:
-                challenge = 'Bearer realm="ehr-simulator"'
-                if req.header("authorization"):
-                    challenge += f', error="invalid_token", error_description="{problem}"'
-                headers = {"WWW-Authenticate": challenge}
-                return self.profile.error(surface, 401, problem, issue="login", headers=headers)
+        refused = self._unauthorized(req, surface)
+        if refused is not None:
+            return refused
         req.stale_version = plan.stale_version
         response = self.profile.handle(req, surface)
         if plan.stale_version:
@@ -117,6 +118,24 @@ class Simulator:
             response.stall = plan.stall_seconds
             response.fault = "timeout_after_commit"
         return response
+
+    def _unauthorized(self, req: Request, surface: str) -> Response | None:
+        """401 without a live token, 403 insufficient_scope when its scopes do not cover the request.
+        Unity authenticates with its own GetToken / GetUserAuthentication session, not SMART."""
+        if self.config.auth != "smart" or surface == "unity" or self.profile.public(req, surface):
+            return None
+        problem, scopes = self.tokens.check(req.header("authorization"))
+        challenge = 'Bearer realm="ehr-simulator"'
+        if problem:
+            if req.header("authorization"):
+                challenge += f', error="invalid_token", error_description="{problem}"'
+            headers = {"WWW-Authenticate": challenge}
+            return self.profile.error(surface, 401, problem, issue="login", headers=headers)
+        problem = self.profile.scope_problem(req, surface, scopes)
+        if problem:
+            headers = {"WWW-Authenticate": f'{challenge}, error="insufficient_scope"'}
+            return self.profile.error(surface, 403, problem, issue="forbidden", headers=headers)
+        return None
 
     def _injected(self, surface: str, plan: FaultPlan) -> Response | None:
         """The answer a fault gives instead of serving the request, if one fired."""
@@ -148,8 +167,8 @@ class Simulator:
             "method": req.method,
             "path": req.target,
             "status": None if response.drop else response.status,
-            "headers": {k: v for k, v in req.headers.items() if k != "authorization"},
-            "body": "" if is_token else req.body[:LOGGED_BODY_CHARS].decode("utf-8", "replace"),
+            "headers": redact_headers(req.headers),
+            "body": "" if is_token else self.profile.logged_body(req)[:LOGGED_BODY_CHARS],
             "fault": response.fault,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2),
         }

@@ -91,9 +91,11 @@ def start_simulator(
     practice_id: str = "195900",
     token_lifetime: int = 300,
     unity_users: dict[str, str] | None = None,
+    granted_scopes: list[str] | None = None,
 ) -> SimulatorHandle:
     """Serves a simulator on a background thread; port 0 picks a free port. `unity_users` are the
-    Veradigm Unity accounts (username -> password; default {"writeback": "secret"})."""
+    Veradigm Unity accounts (username -> password; default {"writeback": "secret"}); `granted_scopes`
+    the SMART client registration's scopes (None: every scope)."""
     config = SimulatorConfig(
         profile=profile,
         auth=auth,
@@ -103,6 +105,7 @@ def start_simulator(
         practice_id=practice_id,
         token_lifetime=token_lifetime,
         unity_users=dict(unity_users or UNITY_USERS),
+        granted_scopes=tuple(granted_scopes) if granted_scopes is not None else None,
     )
     sim = Simulator(config)
     if faults:

@@ -1,4 +1,12 @@
-"""SMART Backend Services: the token endpoint (private_key_jwt client assertions) and bearer-token checks."""
+"""SMART Backend Services: the token endpoint (private_key_jwt client assertions), bearer-token checks,
+and the scopes a token carries.
+
+A client registration may name the scopes it was granted (`granted`, None = everything). A token gets
+the requested scopes the registration covers (all of the registration when none are asked for), or,
+where the vendor ignores the requested scope (Epic), the registration as is. Every API request must be
+covered by its token's scopes, SMART v1 (`system/Observation.write`, `.read`, `.*`) or v2
+(`system/Observation.c`, `.rs`, `.cruds`), with `*` for any type; otherwise 403 insufficient_scope.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +24,45 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MAX_ASSERTION_LIFETIME = 300  # seconds: Epic refuses an assertion whose exp is more than 5 minutes ahead
 CLOCK_SKEW = 5
 MAX_JTI_LENGTH = 151
+EVERYTHING = ("system/*.*",)
+_V1_ACCESS = {"read": "rs", "write": "cud", "*": "cruds"}
+
+
+def parse_scopes(text: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(text.split()))
+
+
+def _accesses(scope: str) -> tuple[str, str, str]:
+    """'system/Observation.rs' -> ('system', 'Observation', 'rs'); '' accesses for a non-FHIR scope."""
+    context, _, rest = scope.partition("/")
+    rtype, _, permission = rest.rpartition(".")
+    if context not in ("system", "user", "patient") or not rtype:
+        return context, "", ""
+    if permission in _V1_ACCESS:
+        return context, rtype, _V1_ACCESS[permission]
+    if permission and set(permission) <= set("cruds"):
+        return context, rtype, permission
+    return context, rtype, ""
+
+
+def scope_covers(scopes: tuple[str, ...] | frozenset[str], resource_type: str, access: str) -> bool:
+    """Whether a token with `scopes` may `access` (one of c r u d s) `resource_type` over FHIR."""
+    for scope in scopes:
+        context, rtype, accesses = _accesses(scope)
+        if context in ("system", "user") and rtype in ("*", resource_type) and access in accesses:
+            return True
+    return False
+
+
+def _scope_within(scope: str, granted: tuple[str, ...]) -> bool:
+    """A requested scope the registration covers entirely (non-FHIR scopes: granted verbatim or by a
+    `prefix.*` grant)."""
+    if scope in granted:
+        return True
+    _, rtype, accesses = _accesses(scope)
+    if rtype and accesses:
+        return all(scope_covers(granted, rtype, a) for a in accesses)
+    return any(g.endswith(".*") and scope.startswith(g[:-1]) for g in granted)
 
 
 def oauth_error(status: int, error: str, description: str) -> Response:
@@ -25,13 +72,33 @@ def oauth_error(status: int, error: str, description: str) -> Response:
 
 
 class TokenService:
-    def __init__(self, *, client_id: str, public_keys: list[str], lifetime: int) -> None:
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        public_keys: list[str],
+        lifetime: int,
+        granted: tuple[str, ...] | None = None,
+        ignores_requested_scope: bool = False,
+    ) -> None:
         self.client_id = client_id
         self.lifetime = lifetime
+        self.granted = tuple(granted) if granted is not None else None
+        self.ignores_requested_scope = ignores_requested_scope
         self._keys = [load_pem_public_key(pem.encode()) for pem in public_keys]
         self._lock = threading.Lock()
-        self._tokens: dict[str, float] = {}  # access token -> expiry (epoch seconds)
+        # access token -> (expiry in epoch seconds, its scopes)
+        self._tokens: dict[str, tuple[float, tuple[str, ...]]] = {}
         self._used_jti: dict[str, float] = {}  # jti -> assertion expiry; kept until then
+
+    def scopes_for(self, requested: str) -> tuple[str, ...]:
+        """The scopes a token gets: see the module docstring."""
+        asked = parse_scopes(requested)
+        if self.granted is None:
+            return EVERYTHING if self.ignores_requested_scope or not asked else asked
+        if self.ignores_requested_scope or not asked:
+            return self.granted
+        return tuple(s for s in asked if _scope_within(s, self.granted))
 
     def issue(self, form: dict[str, str], audiences: list[str]) -> Response:
         """Answers a token request; `audiences` are the URLs this token endpoint is known by."""
@@ -47,20 +114,21 @@ class TokenService:
             return oauth_error(401, "invalid_client", problem)
         now = time.time()
         token = secrets.token_urlsafe(32)
+        scopes = self.scopes_for(form.get("scope", ""))
         with self._lock:
             if claims["jti"] in self._used_jti:
                 return oauth_error(401, "invalid_client", "jti has already been used")
             self._used_jti = {j: exp for j, exp in self._used_jti.items() if exp > now}
             self._used_jti[claims["jti"]] = float(claims["exp"])
-            self._tokens = {t: exp for t, exp in self._tokens.items() if exp > now}
-            self._tokens[token] = now + self.lifetime
+            self._tokens = {t: entry for t, entry in self._tokens.items() if entry[0] > now}
+            self._tokens[token] = (now + self.lifetime, scopes)
         return json_response(
             200,
             {
                 "access_token": token,
                 "token_type": "bearer",
                 "expires_in": self.lifetime,
-                "scope": form.get("scope", ""),
+                "scope": " ".join(scopes),
             },
             headers={"Cache-Control": "no-store"},
         )
@@ -96,23 +164,23 @@ class TokenService:
             return claims, ""
         return {}, "the client assertion's signature matches no registered key (RS384 expected)"
 
-    def check(self, authorization: str) -> str:
-        """'' when the Authorization header carries a live token, else why not."""
+    def check(self, authorization: str) -> tuple[str, tuple[str, ...]]:
+        """('', the token's scopes) when the Authorization header carries a live token, else (why not, ())."""
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            return "a bearer access token is required"
+            return "a bearer access token is required", ()
         with self._lock:
-            expiry = self._tokens.get(token.strip())
-        if expiry is None:
-            return "the access token is not known"
-        if expiry <= time.time():
-            return "the access token has expired"
-        return ""
+            entry = self._tokens.get(token.strip())
+        if entry is None:
+            return "the access token is not known", ()
+        if entry[0] <= time.time():
+            return "the access token has expired", ()
+        return "", entry[1]
 
     def expire_all(self) -> int:
         """Every token issued so far expires now (clients must get a new one)."""
         now = time.time()
         with self._lock:
-            live = [t for t, exp in self._tokens.items() if exp > now]
-            self._tokens = {t: now for t in self._tokens}
+            live = [t for t, (exp, _) in self._tokens.items() if exp > now]
+            self._tokens = {t: (now, scopes) for t, (_, scopes) in self._tokens.items()}
         return len(live)

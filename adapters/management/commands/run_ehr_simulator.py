@@ -34,6 +34,13 @@ class Command(BaseCommand):
             help="a client's public key (PEM) for SMART client assertions; repeatable",
         )
         parser.add_argument("--client-id", default="writeback-client")
+        parser.add_argument(
+            "--granted-scope",
+            action="append",
+            default=None,
+            metavar="SCOPE",
+            help="a scope the client registration holds (default: every scope); repeatable",
+        )
         parser.add_argument("--tenant", default="CP00101", help="Veradigm tenant in the FHIR path")
         parser.add_argument("--practice-id", default="195900", help="athena practice id")
         parser.add_argument("--token-lifetime", type=int, default=300, help="access token lifetime, seconds")
@@ -69,6 +76,7 @@ class Command(BaseCommand):
                 practice_id=options["practice_id"],
                 token_lifetime=options["token_lifetime"],
                 unity_users=unity_users or None,
+                granted_scopes=options["granted_scope"],
             )
         except (ValueError, OSError) as exc:
             raise CommandError(str(exc))

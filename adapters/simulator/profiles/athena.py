@@ -12,6 +12,7 @@ from ..outcomes import FhirError
 from .athena_v1 import AthenaV1
 from .base import Profile
 
+V1_SCOPE_PREFIX = "athena/service/Athenanet.MDP."
 QUOTA_HEADERS = {
     "X-Athena-RateLimit-Limit-Day": "50000",
     "X-Athena-RateLimit-Remaining-Day": "0",
@@ -40,6 +41,13 @@ class AthenaProfile(Profile):
     def capability_statement(self) -> dict[str, Any]:
         return athena_statement(self.fhir_base)
 
+    def scope_problem(self, req: Request, surface: str, scopes: tuple[str, ...]) -> str:
+        if surface != "v1":
+            return super().scope_problem(req, surface, scopes)
+        if any(s.startswith(V1_SCOPE_PREFIX) for s in scopes):
+            return ""
+        return f"insufficient_scope: the v1 API needs a scope {V1_SCOPE_PREFIX}*"
+
     def error(
         self,
         surface: str,
@@ -58,6 +66,22 @@ class AthenaProfile(Profile):
             surface, 403, "Over the API quota; try again later", issue="throttled", headers=QUOTA_HEADERS
         )
 
+    def _check_subject(self, resource: dict[str, Any]) -> None:
+        """athena files a questionnaire response in a chart of this practice: the subject must be one."""
+        reference = str((resource.get("subject") or {}).get("reference") or "")
+        if not reference:
+            raise FhirError(
+                400, "subject is required (the Patient)", issue="required", expression=["subject"]
+            )
+        kind, _, patient_id = reference.rpartition("/")
+        if not kind.endswith("Patient") or self.store.read("Patient", patient_id) is None:
+            raise FhirError(
+                422,
+                f"subject {reference} is not a patient of practice {self.practice_id}",
+                issue="not-found",
+                expression=["subject"],
+            )
+
     def create(self, req: Request, resource_type: str) -> Response:
         if resource_type != "QuestionnaireResponse":
             raise FhirError(
@@ -67,6 +91,7 @@ class AthenaProfile(Profile):
             )
         resource = self.resource_body(req, resource_type)
         resource.pop("id", None)
+        self._check_subject(resource)
         new_id = self.store.new_id(resource_type, lambda n: f"a-{self.practice_id}.QuestionnaireResponse-{n}")
         stored, _ = self.store.create(resource, resource_id=new_id)
         return self.write_response(req, stored, 201, location=True)

@@ -14,14 +14,18 @@ from typing import TYPE_CHECKING, Any
 from ..capability_statements import generic as generic_statement
 from ..messages import BadRequest, Request, Response, fhir_response
 from ..outcomes import FhirError, operation_outcome
+from ..redact import redact_body
 from ..resource_types import R4_RESOURCE_TYPES
 from ..search import compile_search, searchset
+from ..smart import scope_covers
 from ..store import Resource, version_of
 
 if TYPE_CHECKING:
     from ..app import Simulator
 
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+ACCESS_WORDS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+V1_WORDS = {"c": "write", "r": "read", "u": "write", "d": "write", "s": "read"}
 JSON_TYPES = ("", "application/fhir+json", "application/json")
 
 
@@ -44,6 +48,33 @@ def _identifier_shape_ok(resource_type: str, identifier: Any) -> bool:
     if resource_type in SINGLE_IDENTIFIER:
         return isinstance(identifier, dict)
     return isinstance(identifier, list) and all(isinstance(i, dict) for i in identifier)
+
+
+# Elements that are lists of objects wherever R4 defines them on the types we serve.
+OBJECT_LISTS = ("telecom", "address", "name", "note", "component", "item", "content", "reaction", "dosage")
+
+
+def check_structure(resource_type: str, resource: Resource) -> None:
+    """The JSON shape checks every FHIR server makes before storing (create, update, a patch's result):
+    a malformed element is a 422 OperationOutcome naming it."""
+
+    def refuse(field: str, shape: str) -> FhirError:
+        return FhirError(422, f"{field} must be {shape}", issue="structure", expression=[field])
+
+    if "identifier" in resource and not _identifier_shape_ok(resource_type, resource["identifier"]):
+        shape = (
+            "one Identifier object" if resource_type in SINGLE_IDENTIFIER else "a list of Identifier objects"
+        )
+        raise refuse("identifier", shape)
+    for field in ("subject", "patient", "encounter"):
+        if field in resource and not isinstance(resource[field], dict):
+            raise refuse(field, "a Reference object")
+    if "status" in resource and not isinstance(resource["status"], str):
+        raise refuse("status", "a code (a JSON string)")
+    for field in OBJECT_LISTS:
+        value = resource.get(field)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
+            raise refuse(field, "a list of objects")
 
 
 def http_date(instant: str) -> str:
@@ -77,6 +108,7 @@ class Profile:
     etag_on_create = True
     absolute_location = True
     default_return = "representation"  # the body of a write answer without `Prefer: return=...`
+    token_ignores_requested_scope = False  # Epic grants what the client registration holds
     versioned = True  # ETag and Last-Modified on reads
     keeps_history = True  # vread and _history
 
@@ -103,6 +135,41 @@ class Profile:
 
     def capability_statement(self) -> dict[str, Any]:
         return generic_statement(self.fhir_base)
+
+    def logged_body(self, req: Request) -> str:
+        """The request body as the request log keeps it (secrets replaced)."""
+        return redact_body(req.body, req.content_type)
+
+    # -- SMART ---------------------------------------------------------------------------------------
+    def public(self, req: Request, surface: str) -> bool:
+        """Served without a token: the CapabilityStatement, as every vendor we know serves it."""
+        return (
+            surface == "fhir"
+            and req.method == "GET"
+            and req.path.rstrip("/") == f"{self.fhir_base_path}/metadata"
+        )
+
+    def fhir_access(self, req: Request) -> tuple[str, str] | None:
+        """(resource type, c|r|u|d|s) a FHIR request needs, or None when it names no resource type."""
+        parts = req.path[len(self.fhir_base_path) :].strip("/").split("/")
+        if not parts or parts[0] not in R4_RESOURCE_TYPES:
+            return None
+        if len(parts) == 1:
+            return parts[0], {"GET": "s", "POST": "c"}.get(req.method, "c")
+        return parts[0], {"GET": "r", "PUT": "u", "PATCH": "u", "DELETE": "d"}.get(req.method, "r")
+
+    def scope_problem(self, req: Request, surface: str, scopes: tuple[str, ...]) -> str:
+        """'' when the token's scopes cover the request, else the insufficient_scope reason."""
+        need = self.fhir_access(req) if surface == "fhir" else None
+        if need is None:
+            return ""
+        rtype, access = need
+        if scope_covers(scopes, rtype, access):
+            return ""
+        return (
+            f"insufficient_scope: the access token does not allow {ACCESS_WORDS[access]} on {rtype} "
+            f"(needs system/{rtype}.{access} or system/{rtype}.{V1_WORDS[access]})"
+        )
 
     # -- answers shaped per surface ----------------------------------------------------------------
     def error(
@@ -280,18 +347,7 @@ class Profile:
             raise FhirError(400, f"{resource_id!r} is not a valid FHIR id", issue="value", expression=["id"])
         if not isinstance(resource.get("meta", {}), dict):
             raise FhirError(422, "meta must be an object", issue="structure", expression=["meta"])
-        if "identifier" in resource and not _identifier_shape_ok(resource_type, resource["identifier"]):
-            shape = (
-                "one Identifier object"
-                if resource_type in SINGLE_IDENTIFIER
-                else "a list of Identifier objects"
-            )
-            raise FhirError(422, f"identifier must be {shape}", issue="structure", expression=["identifier"])
-        for field in ("subject", "patient", "encounter"):
-            if field in resource and not isinstance(resource[field], dict):
-                raise FhirError(
-                    422, f"{field} must be a Reference object", issue="structure", expression=[field]
-                )
+        check_structure(resource_type, resource)
         return resource
 
     def resource_response(self, resource: Resource, status: int = 200) -> Response:

@@ -79,6 +79,7 @@ class EpicProfile(Profile):
     absolute_location = False
     default_return = "minimal"
     keeps_history = False
+    token_ignores_requested_scope = True  # the grant is the APIs registered on the client
 
     def __init__(self, sim) -> None:
         super().__init__(sim)

@@ -9,7 +9,7 @@ from ..messages import Request, Response
 from ..outcomes import FhirError
 from ..search import compile_search
 from ..store import MultipleMatches, NotFound, Resource, VersionConflict, version_of
-from .base import Profile, if_match_version
+from .base import Profile, check_structure, if_match_version
 
 JSON_PATCH = "application/json-patch+json"
 
@@ -68,6 +68,7 @@ class GenericProfile(Profile):
                 raise FhirError(422, f"the patch cannot be applied: {exc}", issue="processing")
             if patched.get("resourceType") != resource_type or patched.get("id") != resource_id:
                 raise FhirError(422, "a patch must not change resourceType or id", issue="processing")
+            check_structure(resource_type, patched)
             return patched
 
         try:

@@ -8,6 +8,7 @@ from typing import Any
 from ..capability_statements import veradigm as veradigm_statement
 from ..messages import Request, Response, json_response
 from ..outcomes import FhirError
+from ..redact import redact_body
 from .base import Profile
 from .unity import UNITY_PATH, Unity
 
@@ -35,6 +36,12 @@ class VeradigmProfile(Profile):
 
     def capability_statement(self) -> dict[str, Any]:
         return veradigm_statement(self.fhir_base)
+
+    def logged_body(self, req: Request) -> str:
+        # GetUserAuthentication carries the EHR user's password in Parameter1.
+        authenticating = req.path.endswith("GetUserAuthentication") or b"GetUserAuthentication" in req.body
+        extra = ("Parameter1",) if self.surface(req.path) == "unity" and authenticating else ()
+        return redact_body(req.body, req.content_type, extra)
 
     def error(
         self,

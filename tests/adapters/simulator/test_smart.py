@@ -137,7 +137,15 @@ def test_athena_token_path_and_v1_behind_bearer(keys, client):
         ping = f"{sim.origin}/v1/195900/ping"
         refused = client.get(ping)
         assert refused.status_code == 401 and set(refused.json()) == {"error", "detailedmessage"}
-        token = token_request(client, sim.token_url, assertion(keys[0], sim.token_url)).json()["access_token"]
-        assert client.get(ping, headers={"Authorization": f"Bearer {token}"}).json() == {"pong": "true"}
+        fhir_only = token_request(client, sim.token_url, assertion(keys[0], sim.token_url)).json()
+        denied = client.get(ping, headers={"Authorization": f"Bearer {fhir_only['access_token']}"})
+        assert denied.status_code == 403 and "insufficient_scope" in denied.json()["error"]
+        assert 'error="insufficient_scope"' in denied.headers["www-authenticate"]
+        v1 = "athena/service/Athenanet.MDP.* system/Patient.rs"
+        token = token_request(client, sim.token_url, assertion(keys[0], sim.token_url), scope=v1).json()
+        assert token["scope"] == v1
+        assert client.get(ping, headers={"Authorization": f"Bearer {token['access_token']}"}).json() == {
+            "pong": "true"
+        }
     finally:
         sim.stop()
