@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from adapters import wire_losses
 from adapters.athena import v1
 from adapters.base import (
     AdapterCapabilities,
@@ -23,6 +24,7 @@ from adapters.base import (
     Outcome,
     PlannedRequest,
     TargetConfig,
+    WireLoss,
     WriteRequest,
     WriteResult,
 )
@@ -52,6 +54,7 @@ SCREENS = {
     "QuestionnaireResponse": ("Questionnaires", "mark the questionnaire response as entered in error"),
 }
 NO_TASK = "athenaOne has no API to change a referral Task's status"
+V1_SCOPE = "athena/service/Athenanet.MDP.*"
 
 
 class AthenaAdapter(FhirRestAdapter):
@@ -60,6 +63,10 @@ class AthenaAdapter(FhirRestAdapter):
     def __init__(self, target: TargetConfig, *, transport: httpx.BaseTransport | None = None) -> None:
         super().__init__(target, transport=transport)
         self.v1 = v1.V1(target)
+
+    @classmethod
+    def wire_losses(cls) -> dict[str, tuple[WireLoss, ...]]:
+        return wire_losses.ATHENA
 
     @classmethod
     def capabilities(cls) -> AdapterCapabilities:
@@ -77,7 +84,12 @@ class AthenaAdapter(FhirRestAdapter):
         )
 
     def extra_scopes(self) -> list[str]:
-        return ["athena/service/Athenanet.MDP.*"]
+        """athena's v1 scope, only when the tenant enabled a write that goes through v1."""
+        fhir_types = self.capabilities().fhir_written_types
+        v1_writes = [
+            t for t, op in self.target.enabled if t not in fhir_types and op not in ("read", "search")
+        ]
+        return [V1_SCOPE] if v1_writes else []
 
     def patient_search_params(self, req: WriteRequest) -> dict[str, str] | None:
         params = super().patient_search_params(req)

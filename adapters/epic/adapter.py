@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from adapters import wire_losses
 from adapters.base import (
     AdapterCapabilities,
     CompensationPlan,
     LookupResult,
     Outcome,
     PlannedRequest,
+    WireLoss,
     WriteRequest,
     WriteResult,
 )
@@ -48,6 +50,10 @@ SCREENS = {
 
 class EpicAdapter(FhirRestAdapter):
     vendor = "epic"
+
+    @classmethod
+    def wire_losses(cls) -> dict[str, tuple[WireLoss, ...]]:
+        return wire_losses.EPIC
 
     @classmethod
     def capabilities(cls) -> AdapterCapabilities:

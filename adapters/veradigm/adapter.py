@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from adapters import wire_losses
 from adapters.base import (
     AdapterCapabilities,
     CompensationPlan,
@@ -23,6 +24,7 @@ from adapters.base import (
     Outcome,
     PlannedRequest,
     TargetConfig,
+    WireLoss,
     WriteRequest,
     WriteResult,
 )
@@ -71,6 +73,10 @@ class VeradigmAdapter(FhirRestAdapter):
     def close(self) -> None:
         self._unity = None
         super().close()
+
+    @classmethod
+    def wire_losses(cls) -> dict[str, tuple[WireLoss, ...]]:
+        return wire_losses.VERADIGM
 
     @classmethod
     def capabilities(cls) -> AdapterCapabilities:

@@ -1,17 +1,15 @@
 """Veradigm Unity: the JSON RPC session (GetToken, then GetUserAuthentication once per token, then
 MagicJson actions), with errors that arrive in HTTP 200 (`adapters.classify`, Unity dialect).
 
-Credentials come from the tenant's settings by reference: `unity_username`, `unity_password_ref`,
-`unity_appname`, `unity_ehr_user`, `unity_ehr_password_ref` (`env:VAR` or a file path, never a literal).
-Only a tenant whose Unity lives on this machine and that configured none of them falls back to
-`SIMULATOR_DEV_CREDENTIALS`, the EHR simulator's development account.
+Credentials come from the tenant's settings by reference, for every tenant alike: `unity_username`,
+`unity_password_ref`, `unity_appname`, `unity_ehr_user`, `unity_ehr_password_ref` (`env:VAR` or a file
+path, never a literal). The demo and the tests configure the simulator's account the same way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from adapters.base import Outcome, TargetConfig
 from adapters.classify import Classification, Dialect, classify, unity_error_text
@@ -20,15 +18,13 @@ from adapters.http import FhirClient, HttpReply, RequestSpec
 from adapters.secret_refs import SecretRefError, resolve_secret_ref
 
 UNITY_PATH = "/Unity/UnityService.svc/json"
-# The EHR simulator's development account (adapters/simulator): never used for a remote host.
-SIMULATOR_DEV_CREDENTIALS = {
-    "username": "writeback",
-    "password": "secret",
-    "appname": "fhir-writeback",
-    "ehr_user": "writeback",
-    "ehr_password": "secret",
-}
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+SETTING_KEYS = (
+    "unity_username",
+    "unity_password_ref",
+    "unity_appname",
+    "unity_ehr_user",
+    "unity_ehr_password_ref",
+)
 # Unity's wording for a token it no longer knows: re-authenticate once, then give up.
 _STALE_TOKEN_WORDS = ("security token", "invalid token", "token expired", "token has expired")
 
@@ -48,22 +44,9 @@ class UnityConfigError(Exception):
 
 def credentials(target: TargetConfig) -> UnityCredentials:
     s = target.settings
-    keys = (
-        "unity_username",
-        "unity_password_ref",
-        "unity_appname",
-        "unity_ehr_user",
-        "unity_ehr_password_ref",
-    )
-    if not any(s.get(k) for k in keys):
-        host = urlsplit(target.base_url).hostname or ""
-        if host in LOCAL_HOSTS:
-            return UnityCredentials(**SIMULATOR_DEV_CREDENTIALS)
-        raise UnityConfigError(
-            "Unity needs settings unity_username, unity_password_ref, unity_appname, "
-            "unity_ehr_user and unity_ehr_password_ref"
-        )
-    missing = [k for k in keys if not s.get(k)]
+    missing = [k for k in SETTING_KEYS if not s.get(k)]
+    if len(missing) == len(SETTING_KEYS):
+        raise UnityConfigError(f"Unity needs settings {', '.join(SETTING_KEYS)}")
     if missing:
         raise UnityConfigError(f"Unity settings missing: {', '.join(missing)}")
     try:

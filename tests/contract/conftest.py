@@ -9,7 +9,7 @@ import pytest
 from adapters.base import TargetConfig
 from adapters.registry import adapter_class, get_adapter
 from adapters.simulator import SimulatorHandle, start_simulator
-from tests.contract.cases import PROFILES, SETTINGS, SYSTEM
+from tests.contract.cases import PROFILES, SETTINGS, SYSTEM, UNITY_PASSWORD_ENV
 
 FIRST, LAST = 1002, 1200  # pat-1001 is kept for cases that need its finished encounter enc-78
 
@@ -31,9 +31,12 @@ def target_for(sim: SimulatorHandle, **overrides) -> TargetConfig:
     profile = sim.profile
     caps = adapter_class(profile).capabilities()
     enabled = set(caps.writes) | {(t, "read") for t, _ in caps.writes}
+    conditional: dict[str, bool] = {}
     if profile == "generic":
         # Patient changes go as JSON Patch, Task changes as read-merge-PUT: both paths are exercised.
         enabled.discard(("Task", "patch"))
+        # The registry as discovery records it from the generic profile's /metadata.
+        conditional = {t: True for t, op in caps.writes if op == "create"}
     fields = {
         "slug": f"{profile}-contract",
         "vendor": profile,
@@ -41,11 +44,20 @@ def target_for(sim: SimulatorHandle, **overrides) -> TargetConfig:
         "identifier_system": SYSTEM,
         "settings": dict(SETTINGS.get(profile, {})),
         "enabled": frozenset(enabled),
+        "conditional_create": conditional,
         "connect_timeout": 2.0,
         "read_timeout": 5.0,
     }
     fields.update(overrides)
     return TargetConfig(**fields)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _unity_password():
+    """The simulator's Unity password, behind the secret reference the tenant settings name."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(UNITY_PASSWORD_ENV, "secret")
+        yield
 
 
 @pytest.fixture(scope="module", params=PROFILES)

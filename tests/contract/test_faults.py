@@ -7,7 +7,7 @@ import pytest
 
 from adapters.base import Outcome
 from adapters.registry import get_adapter
-from tests.contract.cases import deliver, ours, prepare, requests_for
+from tests.contract.cases import deliver, ours, prepare, requests_for, trusts_conditional_create
 from tests.contract.conftest import target_for
 
 HEART_RATE = 1  # the second vitals write: a single reading every profile takes
@@ -38,7 +38,7 @@ def test_a_timeout_after_commit_is_ambiguous_and_settled_by_reading(sim, quick, 
     assert found.found is True
     (stored,) = ours(sim, sim.profile, "vitals.recorded", req)
     assert found.resource_id == stored["id"]
-    assert deliver(quick, req)[0] == ("sent" if quick.capabilities().conditional_create else "found")
+    assert deliver(quick, req)[0] == ("sent" if trusts_conditional_create(quick, req) else "found")
     assert len(ours(sim, sim.profile, "vitals.recorded", req)) == 1
 
 
@@ -58,8 +58,8 @@ def test_server_errors(sim, quick, n):
     sim.set_faults("error_5xx=1,seed=3")
     result = quick.write(req)
     sim.clear_faults()
-    # Resending is safe under conditional create; otherwise a 5xx to a POST may hide a commit.
-    expected = Outcome.RETRYABLE if quick.capabilities().conditional_create else Outcome.AMBIGUOUS
+    # Resending is safe under confirmed conditional create; otherwise a 5xx to a POST may hide a commit.
+    expected = Outcome.RETRYABLE if trusts_conditional_create(quick, req) else Outcome.AMBIGUOUS
     assert result.outcome is expected and "HTTP 50" in result.message
     deliver(quick, req)
     assert len(ours(sim, sim.profile, "vitals.recorded", req)) == 1

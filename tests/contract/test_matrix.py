@@ -4,11 +4,12 @@ scenario asserts the explicit refusal and its reason, and that nothing was sent.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
-from adapters.base import Outcome
+from adapters.base import Outcome, WireLoss
 from tests.contract.cases import (
-    ALWAYS_ACCEPTED,
     EVENT_TYPES,
     REJECTIONS,
     UPDATES,
@@ -18,7 +19,9 @@ from tests.contract.cases import (
     prepare,
     requests_for,
     supported,
+    trusts_conditional_create,
 )
+from tests.contract.fidelity import declared_for, differences, undeclared
 from writeback.diffs import readback_diff
 
 pytestmark = pytest.mark.parametrize("event_type", EVENT_TYPES)
@@ -42,17 +45,28 @@ def refused_here(sim, adapter, event_type, n) -> bool:
 
 
 def test_positive_write_lands_exactly_as_meant(sim, adapter, event_type, n):
+    """The stored resource against our *intended* one (not the adapter's translation): any difference
+    the adapter does not declare fails, dropped, changed or added; and every declared loss occurs."""
     if refused_here(sim, adapter, event_type, n):
         return
+    declared: set[WireLoss] = set()
+    used: set[WireLoss] = set()
     for req in requests_for(event_type, n):
         prepare(sim, req)
+        intended = copy.deepcopy(req.resource)
         result = adapter.write(req)
         assert result.outcome is Outcome.COMMITTED, result.message
         assert result.resource_id, "the server's id is captured"
         stored = current(sim, req.resource_type, result.resource_id)
         assert stored is not None
-        # Every element we sent is stored with the value we meant: no coercion, nothing dropped.
+        # The worker's read-back: what the adapter says it sent is what the EHR holds.
         assert readback_diff(result.sent, stored) == []
+        # An update owns only the elements it writes; the rest of the chart is the EHR's.
+        owned = [k for k in intended if k not in ("resourceType", "id")]
+        fields = None if req.operation == "create" else owned
+        found = differences(intended, stored, fields)
+        assert undeclared(adapter, found, req.resource_type, used) == [], sim.profile
+        declared |= set(declared_for(adapter, req.resource_type))
         version = str(stored["meta"]["versionId"])
         if result.version:
             assert result.version == version
@@ -60,20 +74,14 @@ def test_positive_write_lands_exactly_as_meant(sim, adapter, event_type, n):
             assert result.version == version, "a conformant server always tells the version"
         if req.operation == "create":
             assert len(ours(sim, sim.profile, event_type, req)) == 1
+    # A declared loss that never occurs would hide the day the vendor path starts losing something else.
+    assert declared == used, sorted(loss.path for loss in declared - used)
 
 
 def test_rejected_write_shows_the_reason(sim, adapter, event_type, n):
     if refused_here(sim, adapter, event_type, n):
         return
-    key = (sim.profile, event_type)
-    if key in ALWAYS_ACCEPTED:
-        # No business rule at the target to break: a well-formed write is accepted, and our own
-        # validation (canonical model, domain rules, preflight) is what guards this cell.
-        req = requests_for(event_type, n)[-1]
-        prepare(sim, req)
-        assert adapter.write(req).outcome is Outcome.COMMITTED, ALWAYS_ACCEPTED[key]
-        return
-    change, words = REJECTIONS[key]
+    change, words = REJECTIONS[(sim.profile, event_type)]
     req = requests_for(event_type, n)[-1]
     prepare(sim, req)
     if change == "duplicates":
@@ -89,6 +97,7 @@ def test_rejected_write_shows_the_reason(sim, adapter, event_type, n):
     before = len(ours(sim, sim.profile, event_type, req)) if req.operation == "create" else 0
     result = adapter.write(req)
     assert result.outcome is Outcome.TERMINAL, (result.outcome, result.message)
+    assert result.exchanges and result.exchanges[-1].status, "refused by the target, not before sending"
     for word in words:
         assert word in result.message
     if req.operation == "create":
@@ -160,7 +169,7 @@ def test_repeated_delivery_makes_one_resource(sim, adapter, event_type, n):
     req = requests_for(event_type, n)[-1]
     prepare(sim, req)
     outcomes = [deliver(adapter, req)[0] for _ in range(3)]
-    if adapter.capabilities().conditional_create and req.operation == "create":
+    if trusts_conditional_create(adapter, req):
         assert outcomes == ["sent"] * 3  # the server's conditional create absorbs the repeats
     else:
         assert outcomes == ["sent", "found", "found"]  # check-by-read absorbs them
