@@ -31,16 +31,19 @@ def browser():
 
 @pytest.fixture
 def page_for(browser, live_server):
-    """page_for(user) -> a Playwright page signed in as `user` (a session made directly, no login form)."""
+    """page_for(user) -> a Playwright page signed in as `user` (a session made directly, no login form);
+    `timezone_id` sets the zone the browser reports."""
     contexts = []
 
-    def _page(user, *, width: int = 1440, height: int = 900):
+    def _page(user, *, width: int = 1440, height: int = 900, timezone_id: str | None = None):
         session = SessionStore()
         session[SESSION_KEY] = str(user.pk)
         session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
         session[HASH_SESSION_KEY] = user.get_session_auth_hash()
         session.save()
-        context = browser.new_context(viewport={"width": width, "height": height}, base_url=live_server.url)
+        context = browser.new_context(
+            viewport={"width": width, "height": height}, base_url=live_server.url, timezone_id=timezone_id
+        )
         context.add_cookies(
             [
                 {

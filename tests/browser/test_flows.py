@@ -2,8 +2,14 @@
 
 import pytest
 
+from adapters.simulator import start_simulator
+from tests.browser.worker import WorkerProcess, wait_for
+from tests.conftest import api_client_for
+from tests.writeback.helpers import event
 from tests.writeback.sync.conftest import drain, post
 from writeback.models import Compensation, Conflict, Tenant, TenantMode, Write
+from writeback.services.consents import consent_create
+from writeback.services.tenants import tenant_create, tenant_grant
 from writeback.states import WriteState
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -67,30 +73,72 @@ def test_an_admin_rolls_back_a_committed_note(live, api, sim, admin_user, page_f
     assert stored and stored[0]["status"] == "entered-in-error"
 
 
-def test_an_engineer_pauses_a_tenant_and_the_worker_stops_sending(live, api, sim, engineer, page_for):
+@pytest.fixture
+def worker(tmp_path):
+    """A real `run_sync_worker` process on the test database, stopped (SIGTERM) at the end."""
+    started = []
+
+    def _start() -> WorkerProcess:
+        started.append(WorkerProcess(tmp_path / f"worker-{len(started) + 1}.log"))
+        return started[-1]
+
+    yield _start
+    for w in started:
+        w.stop()
+
+
+@pytest.fixture
+def control(clinician, app_user):
+    """A second live tenant on its own simulator: its writes show the worker is up and claiming."""
+    control_sim = start_simulator("generic", seed="demo")
+    tenant = tenant_create(slug="control", vendor="generic", base_url=control_sim.fhir_base)
+    tenant_grant(tenant=tenant, user=clinician)  # the events' initiator
+    consent_create(tenant=tenant, patient_ref="pat-1001", actor=None)
+    yield control_sim, api_client_for(app_user, tenant)
+    control_sim.stop()
+
+
+def change_mode(page, mode: str, reason: str) -> None:
+    page.select_option("#mode-select", mode)
+    page.fill("#mode-reason", reason)
+    page.get_by_role("button", name="Change mode").click()
+    page.locator(".flash-success").wait_for()
+
+
+def test_an_engineer_pauses_a_tenant_and_the_worker_stops_sending(
+    live, api, sim, engineer, page_for, worker, control
+):
+    control_sim, control_api = control
+    running = worker()
     page = page_for(engineer)
     page.goto(f"/tenants/{live.slug}/")
-    page.select_option("#mode-select", "paused")
-    page.fill("#mode-reason", "EHR downtime 22:00-23:00")
-    page.get_by_role("button", name="Change mode").click()
-    page.locator(".flash-success").wait_for()
+    change_mode(page, "paused", "EHR downtime 22:00-23:00")
     assert Tenant.objects.get(pk=live.pk).mode == TenantMode.PAUSED
-    before = len(sent(sim, "POST", "DocumentReference"))
+    traffic = len(sim.requests(1000))  # every request the paused tenant's EHR has had so far
+
     note = post(api, "note.signed", key="browser-paused")[0]
-    drain()
+    r = control_api.post("/api/v1/events", event("note.signed", tenant="control", key="probe"), format="json")
+    assert r.status_code == 201, r.json()
+    probe = Write.objects.get(uid=r.json()["writes"][0]["id"])
+    # The worker process claims and sends the other tenant's write, queued after the paused one ...
+    wait_for(lambda: Write.objects.get(pk=probe.pk).state == WriteState.COMMITTED, timeout=30, what="probe")
+    assert control_sim.resources("DocumentReference", identifier=f"{IDENTIFIER}|{probe.uid}")
+    # ... and never claimed, tried or sent the paused tenant's one.
     note.refresh_from_db()
-    assert note.state == WriteState.PENDING
-    assert len(sent(sim, "POST", "DocumentReference")) == before
+    assert (note.state, note.lease_owner, note.attempts) == (WriteState.PENDING, "", 0)
+    assert not note.attempts_log.exists()
+    assert len(sim.requests(1000)) == traffic
     assert not sim.resources("DocumentReference", identifier=f"{IDENTIFIER}|{note.uid}")
-    page.select_option("#mode-select", "live")
-    page.fill("#mode-reason", "downtime over")
-    page.get_by_role("button", name="Change mode").click()
-    page.locator(".flash-success").wait_for()
-    drain()
-    note.refresh_from_db()
-    assert note.state == WriteState.COMMITTED
-    assert sim.resources("DocumentReference", identifier=f"{IDENTIFIER}|{note.uid}")
-    assert len(sent(sim, "POST", "DocumentReference")) > before
+    page.goto(f"/writes/{note.uid}/")
+    assert "Pending" in page.inner_text("h1")
+
+    page.goto(f"/tenants/{live.slug}/")
+    change_mode(page, "live", "downtime over")
+    # Nothing else runs the worker in this test: the process sends it on its own.
+    wait_for(lambda: Write.objects.get(pk=note.pk).state == WriteState.COMMITTED, timeout=30, what="note")
+    assert len(sim.resources("DocumentReference", identifier=f"{IDENTIFIER}|{note.uid}")) == 1
+    assert len(sent(sim, "POST", "DocumentReference")) == 1
+    assert running.stop() == 0
 
 
 def test_a_conflict_is_reconciled_field_by_field(live, api, sim, clinician2, page_for):
