@@ -237,6 +237,14 @@ def short(value: Any, length: int = 8) -> str:
 
 
 @register.filter
+def url_breaks(value: Any) -> str:
+    """A URL that may wrap after its slashes (never inside a host or a path segment)."""
+    from django.utils.html import escape
+
+    return mark_safe(escape(str(value or "")).replace("/", "/<wbr>"))  # noqa: S308 (escaped above)
+
+
+@register.filter
 def get(mapping: dict | None, key: Any) -> Any:
     return (mapping or {}).get(key, 0) if isinstance(mapping, dict) else 0
 

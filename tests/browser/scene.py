@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from django.contrib.auth import get_user_model
 
 from adapters.simulator import SimulatorHandle, start_simulator
+from console.preferences import save_zone
 from writeback import demo
 from writeback.models import Alert, Tenant, Write
 from writeback.services import approvals, compensation
@@ -67,14 +68,15 @@ def build(settings) -> Scene:
     _medication(state, "pat-1012", "314076", "lisinopril 5 MG Oral Tablet", "start", "5 mg by mouth daily")
     _approve_latest(bob, "pat-1012")
     drain()
-    # A paged failure: an approved medication the EHR keeps failing (very high risk: 3 tries, then a page
-    # alert that holds the generic-main x MedicationStatement queue).
+    # A paged failure: an approved medication the EHR keeps turning away (a maintenance window: 503 with
+    # Retry-After, so nothing landed; very high risk: 3 tries, then a page alert that holds the
+    # generic-main x MedicationStatement queue).
     med = Write.objects.filter(
         tenant=generic, resource_type="MedicationStatement", state=WriteState.AWAITING_APPROVAL
     ).first()
     if med is not None:
         approvals.write_approve(write=med, user=bob, rationale="Reconciled with the patient at the visit.")
-        sims["generic"].set_faults("error_5xx=1")
+        sims["generic"].set_faults("maintenance=0..600")
         drain_until(lambda: Write.objects.get(pk=med.pk).state == WriteState.FAILED_TERMINAL)
         sims["generic"].clear_faults()
     _medication(state, "pat-1012", "314076", "lisinopril 10 MG Oral Tablet", "change", "10 mg by mouth daily")
@@ -142,6 +144,9 @@ def build(settings) -> Scene:
     for slug in ("generic-main", "epic-main"):
         capabilities_refresh(tenant=Tenant.objects.get(slug=slug), user=eve)
     audit_chain_check(user=user("al.auditor"))
+    # The operators work at Springfield General (Illinois): times in their own zone, as they chose it.
+    for username, _ in demo.PEOPLE:
+        save_zone(user(username), "America/Chicago")
     return scene
 
 
