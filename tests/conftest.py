@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 
 from adapters.simulator import start_simulator
 from writeback.services.consents import consent_create
+from writeback.services.discovery import capabilities_discover
 from writeback.services.tenants import tenant_create, tenant_grant
 from writeback.services.tokens import api_token_create
 
@@ -164,6 +165,8 @@ def live(tenant, sim, clinician, api, settings):
     settings.WRITEBACK_HTTP_READ_TIMEOUT = 2.0
     tenant.base_url = sim.fhir_base
     tenant.save()
+    # As an engineer would: read what the target declares (the generic simulator: conditional create).
+    capabilities_discover(tenant=tenant)
     for patient in ("pat-1001", "pat-1002", "pat-1003"):
         consent_create(tenant=tenant, patient_ref=patient, actor=None)
     return tenant

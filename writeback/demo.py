@@ -18,6 +18,7 @@ from rest_framework.test import APIClient
 from adapters.simulator import SimulatorHandle, start_simulator
 from writeback.models import Tenant, TenantMode
 from writeback.services.consents import consent_create
+from writeback.services.discovery import capabilities_discover
 from writeback.services.tenants import tenant_create, tenant_grant
 from writeback.services.tokens import api_token_create
 
@@ -110,6 +111,7 @@ def seed(sims: dict[str, SimulatorHandle], out: TextIO) -> Demo:
         tenant = Tenant.objects.filter(slug=spec["slug"]).first()
         if tenant is None:
             tenant = tenant_create(actor="demo", **spec)
+            capabilities_discover(tenant=tenant, actor="demo")
             for user in people.values():
                 tenant_grant(tenant=tenant, user=user, actor="demo")
             for patient in PATIENTS:

@@ -36,6 +36,7 @@ from writeback.models import Alert, Tenant, Write
 from writeback.services.alerts import alert_acknowledge
 from writeback.services.approvals import write_approve
 from writeback.services.consents import consent_create
+from writeback.services.discovery import capabilities_discover
 from writeback.services.tenants import tenant_create, tenant_grant
 from writeback.services.tokens import api_token_create
 from writeback.states import CLAIMABLE, WriteState
@@ -399,6 +400,7 @@ def drill(transactional_db, drill_sim: SimulatorHandle, workers: Workers, say, s
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # The defaults: 8 threads per worker, at most 4 writes of one tenant in flight per worker.
     tenant = tenant_create(slug=TENANT_SLUG, vendor=drill_sim.profile, base_url=drill_sim.fhir_base)
+    capabilities_discover(tenant=tenant)  # what the target declares (never widening the manual registry)
     initiator = make_user("amy.clinician", "clinician")
     approver = make_user("bob.clinician", "clinician")
     engineer = make_user("eve.engineer", "integration_engineer")

@@ -225,7 +225,7 @@ class WriteProcessor:
         """Reads the target before changing it: records the version we commit against and the values we
         replace (the pre-image a rollback restores), and refuses to go on if the target already moved.
         For the two-phase surrogate (referral Task status) this is phase 1, visible on the write."""
-        current = adapter.read(write.resource_type, req.target_id)
+        current = adapter.read(write.resource_type, req.target_id, correlation_id=write.correlation_id)
         if current.resource is None:
             what = f"{write.resource_type}/{req.target_id}"
             if current.outcome == Outcome.TERMINAL:
@@ -326,7 +326,9 @@ class WriteProcessor:
         if result.outcome == Outcome.CONFLICT:
             theirs, version, reads = result.current, result.current_version, []
             if theirs is None and write.target_resource_id:
-                current = adapter.read(write.resource_type, write.target_resource_id)
+                current = adapter.read(
+                    write.resource_type, write.target_resource_id, correlation_id=write.correlation_id
+                )
                 theirs, version, reads = current.resource, current.version, current.exchanges
             self._conflict(
                 write,
@@ -353,7 +355,11 @@ class WriteProcessor:
     ) -> None:
         base, reads = None, list(reads)
         if write.base_version and req.target_id:
-            past = adapter.read(write.resource_type, f"{req.target_id}/_history/{write.base_version}")
+            past = adapter.read(
+                write.resource_type,
+                f"{req.target_id}/_history/{write.base_version}",
+                correlation_id=write.correlation_id,
+            )
             base = past.resource
             reads += past.exchanges
         rows = diffs.three_way(
@@ -380,7 +386,7 @@ class WriteProcessor:
             return None
         if stored is not None:
             return Readback([], diffs.readback_diff(sent, stored))
-        current = adapter.read(write.resource_type, resource_id)
+        current = adapter.read(write.resource_type, resource_id, correlation_id=write.correlation_id)
         if current.resource is None:
             return Readback(current.exchanges, [], warning=f"read-back failed: {current.message}")
         return Readback(current.exchanges, diffs.readback_diff(sent, current.resource))

@@ -126,3 +126,22 @@ def test_one_failing_payload_never_blocks_the_writes_behind_it(live, sim, api):
     drain()
     assert Write.objects.get(pk=bad[0].pk).state == WriteState.FAILED_TERMINAL
     assert Write.objects.get(pk=good[0].pk).state == WriteState.COMMITTED
+
+
+def test_every_request_for_a_write_carries_its_correlation_id(live, sim, api):
+    """From the API request to the EHR: the send, the read-back and the prepare read of an update all
+    name the write's correlation id, so one id finds everything on both sides."""
+    version = next(p for p in sim.resources("Patient") if p["id"] == "pat-1001")["meta"]["versionId"]
+    problem = post(api, "problem.confirmed")[0]
+    demographics = post(api, "demographics.updated", base_version=version)[0]
+    drain()
+    requests = [r for r in sim.requests(200) if not r["path"].startswith(("/_sim", "/fhir/metadata"))]
+    by_id: dict[str, list[str]] = {}
+    for r in requests:
+        headers = {k.lower(): v for k, v in r["headers"].items()}
+        by_id.setdefault(headers.get("x-correlation-id", ""), []).append(r["method"])
+    demographics.refresh_from_db()
+    assert demographics.state == "committed"
+    assert "" not in by_id, by_id  # nothing went out without one
+    assert sorted(by_id[problem.correlation_id]) == ["GET", "POST"]  # the create and its read-back
+    assert sorted(by_id[demographics.correlation_id]) == ["GET", "GET", "PATCH"]  # prepare, patch, read-back
