@@ -209,6 +209,8 @@ def _resend(write: Write, user: Any, reason: str, request_id: str) -> Write:
             "next_attempt_at": timezone.now(),
             "lease_owner": "",
             "lease_expires_at": None,
+            # A fresh count of failed checks by read too: the alert comes again if they keep failing.
+            "context": {k: v for k, v in write.context.items() if k != "failed_checks"},
         }
         if target == write.state:
             Write.objects.filter(pk=write.pk).update(**fields)

@@ -174,6 +174,7 @@ class WriteProcessor:
                 exchanges=found.exchanges,
                 counted=False,
                 message=f"check by read failed: {found.message}",
+                failed_check=True,
             )
             return Result("ambiguous", write)
         moved = write.operation != "create" and found.version and write.base_version

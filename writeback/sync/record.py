@@ -264,10 +264,23 @@ class Recorder:
         message: str,
         counted: bool = True,
         outcome: str = WriteAttempt.Outcome.AMBIGUOUS,
+        failed_check: bool = False,
     ) -> None:
-        """The write may have landed: park it as outcome unknown; the next claim checks by read first."""
+        """The write may have landed: park it as outcome unknown; the next claim checks by read first.
+
+        `failed_check`: the check by read itself failed (the target is down). The write stays outcome
+        unknown, the truth, with checks further apart each time; once as many checks failed as the
+        write may have attempts, an alert asks a person to look (it does not become a failure: a
+        resend could make a second chart entry)."""
         attempts = write.attempts + (1 if counted else 0)
-        when = next_attempt_at(max(1, attempts))
+        checks = (write.context or {}).get("failed_checks", 0) + (1 if failed_check else 0)
+        when = next_attempt_at(max(1, attempts + checks))
+        alert = None
+        if failed_check and checks == write.max_attempts:
+            alert = (
+                "outcome-unknown",
+                f"the outcome is unknown and {checks} checks by read failed: {message}",
+            )
         self._schedule(
             write,
             WriteState.OUTCOME_UNKNOWN,
@@ -277,7 +290,9 @@ class Recorder:
             outcome=outcome,
             message=message,
             when=when,
-            data={"attempts": attempts, "check_at": when},
+            data={"attempts": attempts, "check_at": when, **({"failed_checks": checks} if checks else {})},
+            more_fields={"context": {**write.context, "failed_checks": checks}} if failed_check else None,
+            alert=alert,
         )
 
     def lost(self, write: Write, *, previous_owner: str) -> None:
@@ -330,11 +345,17 @@ class Recorder:
         message: str,
         when,
         data: dict[str, Any],
+        more_fields: dict[str, Any] | None = None,
+        alert: tuple[str, str] | None = None,
     ) -> None:
         """Records an attempt and when to try (or check) again: a transition into `to`, or, when the
         write is already there, the same fields with an audit entry of its own."""
         fields = _release_fields(
-            attempts=attempts, next_attempt_at=when, last_outcome=outcome, last_error=message[:4000]
+            attempts=attempts,
+            next_attempt_at=when,
+            last_outcome=outcome,
+            last_error=message[:4000],
+            **(more_fields or {}),
         )
         with transaction.atomic():
             WriteAttempt.objects.bulk_create(
@@ -370,6 +391,8 @@ class Recorder:
                     guard=self._guard(write),
                     defer_audit=drafts,
                 )
+            if alert is not None:
+                _alert(write, *alert, drafts)
             audit.record_many(drafts)
 
     def terminal(

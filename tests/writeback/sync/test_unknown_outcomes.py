@@ -230,3 +230,36 @@ def test_an_unknown_outcome_under_its_cap_is_checked_then_sent(live, sim, api):
     w.refresh_from_db()
     assert w.state == WriteState.COMMITTED
     assert ours(sim) == {str(w.uid): 1}
+
+
+def test_an_unknown_outcome_whose_checks_keep_failing_stays_unknown_and_raises_one_alert(
+    live, sim, api, settings
+):
+    """A target that answers 5xx to everything: the check by read cannot settle the write. It stays
+    outcome unknown (the truth: a resend could duplicate it), each check further apart, and once as
+    many checks failed as it may have attempts, an alert asks a person to look."""
+    from writeback.models import Alert
+
+    settings.WRITEBACK_BACKOFF_BASE_SECONDS = 1  # delays of seconds: their order is not noise
+    w = post(api, "problem.confirmed")[0]
+    Write.objects.filter(pk=w.pk).update(
+        state=WriteState.OUTCOME_UNKNOWN, attempts=1, last_outcome="ambiguous", max_attempts=3
+    )
+    sim.set_faults("error_5xx=1,seed=2")
+    delays = []
+    for _ in range(4):
+        _due(w)
+        drain()
+        w.refresh_from_db()
+        delays.append((w.next_attempt_at - timezone.now()).total_seconds())
+    assert w.state == WriteState.OUTCOME_UNKNOWN and w.attempts == 1
+    assert w.context["failed_checks"] == 4
+    assert delays == sorted(delays)  # backing off
+    assert Alert.objects.filter(write=w, code="outcome-unknown").count() == 1
+    assert not [r for r in sim.requests(100) if r["method"] == "POST"]  # never sent blind
+    sim.clear_faults()
+    _due(w)
+    drain()
+    w.refresh_from_db()
+    assert w.state == WriteState.COMMITTED
+    assert ours(sim) == {str(w.uid): 1}
