@@ -244,8 +244,8 @@ def task(make):
     )
 
 
-@pytest.mark.parametrize("persona", ["admin_user", "engineer"])
-def test_admins_and_engineers_confirm_a_manual_task(request, task, persona):
+def test_a_clinician_confirms_a_clinicians_manual_task(request, task):
+    persona = "clinician2"
     who = person(request, persona)
     before = timezone.now()
     r = client_for(who).post(f"/tasks/{task.uid}/confirm", {"note": "  Marked entered-in-error at 10:02.  "})
@@ -329,6 +329,19 @@ def test_an_outsider_cannot_engage_or_release_a_kill_switch(tenant, switch, outs
     switch.refresh_from_db()
     assert switch.released_at is None
     assert [e.tenant for e in refusals(rule="tenant-forbidden")] == [tenant.slug, tenant.slug]
+
+
+@pytest.mark.parametrize("persona", ["admin_user", "engineer"])
+def test_only_the_tasks_role_can_say_it_was_done_in_the_ehr(request, task, persona):
+    """The confirmation attests that the change was made in the EHR: a task for a clinician is
+    confirmed by a clinician, not by an admin or an engineer on their behalf."""
+    who = person(request, persona)
+    r = client_for(who).post(f"/tasks/{task.uid}/confirm", {"note": "done"})
+    assert r.status_code == 403
+    task.refresh_from_db()
+    assert task.status == ManualTask.Status.OPEN and task.confirmed_by is None
+    (entry,) = refusals(action="confirm_manual_task", rule="role-required")
+    assert entry.actor == who.username and "for a clinician" in entry.data["reason"]
 
 
 def test_an_outsider_cannot_confirm_a_manual_task(task, outside_engineer):

@@ -16,7 +16,7 @@ from django.utils import timezone
 from writeback.errors import DomainError
 from writeback.models import BusinessEvent, Compensation, ContractRule, ManualTask, Write
 from writeback.services import audit
-from writeback.services.permissions import require
+from writeback.services.permissions import refuse, require, roles_of
 from writeback.services.targets import adapter_for
 from writeback.services.transitions import transition, transition_many
 from writeback.states import ALLOWED_TRANSITIONS, WriteState
@@ -252,6 +252,19 @@ def manual_task_confirm(
         request_id=request_id,
         channel=channel,
     )
+    if task.role and not user.is_superuser and task.role not in roles_of(user):
+        # The confirmation attests that the change was made in the EHR by someone who may make it there.
+        refuse(
+            user,
+            "confirm_manual_task",
+            f"this task is for a {task.role}: only a {task.role} can say it was done in the EHR",
+            rule="role-required",
+            tenant=task.tenant,
+            object_type="manual_task",
+            object_id=str(task.uid),
+            request_id=request_id,
+            channel=channel,
+        )
     if not note or not note.strip():
         raise DomainError(400, "note-required", "say what was done in the EHR", "note")
     with transaction.atomic():
