@@ -99,9 +99,22 @@ def test_workers_killed_every_second(drill: Drill) -> None:
         .count()
     )
     found = _attempts(drill, outcome=WriteAttempt.Outcome.FOUND)
-    extra = {"kills": kills, "reclaimed_after_lease": reclaimed, "found_by_read": found}
+    # Each of them showed as outcome unknown (a `lost` attempt naming the killed worker) until settled.
+    shown_unknown = (
+        WriteAttempt.objects.filter(write__tenant=drill.tenant, outcome=WriteAttempt.Outcome.LOST)
+        .values("write")
+        .distinct()
+        .count()
+    )
+    extra = {
+        "kills": kills,
+        "reclaimed_after_lease": reclaimed,
+        "shown_unknown": shown_unknown,
+        "found_by_read": found,
+    }
     report = check_drill(drill, "sigkill-workers", extra=extra)
     assert kills >= 10 and reclaimed + found > 0, report.line()
+    assert shown_unknown == reclaimed, report.line()
 
 
 def test_same_events_posted_three_times(drill: Drill) -> None:
