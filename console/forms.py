@@ -1,7 +1,6 @@
 """Console forms: parse and check what people type; the services decide what it means."""
 
 import json
-import re
 from typing import Any
 
 import django_filters
@@ -10,15 +9,12 @@ from django import forms
 from console.preferences import is_zone, zone_choices
 from writeback.filters import WriteFilter
 from writeback.models import ContractRule, KillSwitch, Risk, TenantMode
-from writeback.selectors import write_search
 from writeback.services.bulk import DEFAULT_RATE, MAX_RATE, MIN_RATE
 from writeback.services.capabilities import OPERATIONS
 from writeback.services.replay import MODES
 from writeback.states import WriteState
 
 TEXTAREA = {"rows": 3}
-# "Observation/123" or "Observation/123/_history/2", as the write page shows an EHR resource.
-EHR_REFERENCE = re.compile(r"([A-Z][A-Za-z]+)/([^/\s]+(?:/_history/[^/\s]+)?)")
 
 
 def resource_type_choices(blank: str = "Any resource type") -> list[tuple[str, str]]:
@@ -118,15 +114,6 @@ class ConsoleWriteFilter(WriteFilter):
         super().__init__(*args, **kwargs)
         self.filters["tenant"].extra["choices"] = [(t.slug, t.slug) for t in tenants]
         self.filters["resource_type"].extra["choices"] = resource_type_choices()[1:]
-
-    def search(self, queryset, name, value):
-        """The API's search, plus EHR references as the console shows them: `Type/id` and
-        `Type/id/_history/version` (the type narrows the match)."""
-        text = value.strip()
-        typed = EHR_REFERENCE.fullmatch(text)
-        if typed is None:
-            return write_search(queryset, text)
-        return write_search(queryset, text) | write_search(queryset.filter(resource_type=typed[1]), typed[2])
 
     def in_range(self, queryset, name, value):
         from datetime import timedelta

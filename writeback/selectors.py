@@ -1,5 +1,7 @@
 """Reads: the querysets the API and the console show, scoped to what the person may see."""
 
+import re
+
 from django.db.models import Q, QuerySet
 
 from writeback.models import ApiToken, AuditEntry, BusinessEvent, Tenant, Write
@@ -23,12 +25,24 @@ def events_visible_to(user, token: ApiToken | None = None) -> QuerySet[BusinessE
     return BusinessEvent.objects.filter(tenant__in=tenants_visible_to(user, token)).select_related("tenant")
 
 
+# "Observation/123" or "Observation/123/_history/2", as the console shows an EHR resource.
+_EHR_REFERENCE = re.compile(r"([A-Z][A-Za-z]+)/([^/\s]+(?:/_history/[^/\s]+)?)")
+
+
 def write_search(qs: QuerySet[Write], text: str) -> QuerySet[Write]:
     """Free-text search on ids and clinical keys: write/event id, idempotency key, correlation id,
-    patient id or MRN, EHR resource id (optionally `id/_history/version`)."""
+    patient id or MRN, EHR resource id (optionally `id/_history/version`, or the reference as shown:
+    `Type/id` and `Type/id/_history/version`, where the type narrows the match)."""
     text = text.strip()
     if not text:
         return qs
+    typed = _EHR_REFERENCE.fullmatch(text)
+    if typed is not None:
+        return _key_search(qs, text) | _key_search(qs.filter(resource_type=typed[1]), typed[2])
+    return _key_search(qs, text)
+
+
+def _key_search(qs: QuerySet[Write], text: str) -> QuerySet[Write]:
     resource_id, _, version = text.partition("/_history/")
     q = (
         Q(correlation_id=text)

@@ -128,3 +128,15 @@ def test_bad_filter_values_are_400(ready, params, path):
     assert outcome["resourceType"] == "OperationOutcome"
     assert outcome["issue"][0]["expression"] == [path]
     assert _code(r) == "bad-request"
+
+
+def test_writes_by_ehr_reference_as_the_console_shows_it(ready):
+    note = _post(ready, "note.signed", "n")["writes"][0]["id"]
+    problem = _post(ready, "problem.confirmed", "p")["writes"][0]["id"]
+    Write.objects.filter(uid=note).update(target_resource_id="doc-7", target_version="3")
+    Write.objects.filter(uid=problem).update(target_resource_id="doc-7", target_version="1")
+    assert _ids(ready.get(WRITES, {"q": "doc-7"})) == {note, problem}
+    assert _ids(ready.get(WRITES, {"q": "DocumentReference/doc-7"})) == {note}
+    assert _ids(ready.get(WRITES, {"q": "DocumentReference/doc-7/_history/3"})) == {note}
+    assert _ids(ready.get(WRITES, {"q": "DocumentReference/doc-7/_history/1"})) == set()
+    assert _ids(ready.get(WRITES, {"q": "Condition/doc-7/_history/1"})) == {problem}
