@@ -188,11 +188,25 @@ class ReplayForm(forms.Form):
     shadow = forms.BooleanField(
         label="Shadow only: compare with the EHR, write nothing", required=False, initial=False
     )
+    scope = forms.ChoiceField(
+        label="Scope",
+        choices=[
+            ("write", "This write"),
+            ("event", "Every write of its event (what is in the chart or still queued is left alone)"),
+        ],
+        widget=forms.RadioSelect,
+        initial="write",
+        required=False,
+    )
     reason = forms.CharField(label="Reason", max_length=2000, widget=forms.Textarea(attrs=TEXTAREA))
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        data["scope"] = data.get("scope") or "write"
         if data.get("mode") not in MODES:
+            return data
+        if data["scope"] == "event" and data.get("mode") == "edit":
+            self.add_error("scope", "An edited payload replays one write: choose this write.")
             return data
         if data.get("mode") == "edit":
             text = (data.get("payload") or "").strip()

@@ -1,8 +1,10 @@
 import json
+from collections import Counter
 
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from console.decorators import HtmxHttpRequest, console_view
@@ -12,7 +14,7 @@ from console.views.writes import detail_context
 from writeback.models import Write
 from writeback.services.operations import write_resolve
 from writeback.services.permissions import require
-from writeback.services.replay import write_replay
+from writeback.services.replay import event_replay, write_replay
 from writeback.states import WriteState
 
 
@@ -43,6 +45,8 @@ def replay(request: HtmxHttpRequest, uid) -> HttpResponse:
     if not form.is_valid():
         return render(request, "console/replay.html", _form_context(write, form), status=422)
     data = form.cleaned_data
+    if data["scope"] == "event":
+        return _replay_event(request, write, data)
     new = write_replay(
         write=write,
         user=request.user,
@@ -61,6 +65,24 @@ def replay(request: HtmxHttpRequest, uid) -> HttpResponse:
         where = "compared with the EHR (shadow)" if data["shadow"] else "sent"
         messages.success(request, f"Replay ({data['mode']}) queued as this new write, to be {where}.")
     return redirect("console-write", new.uid)
+
+
+def _replay_event(request: HtmxHttpRequest, write: Write, data: dict) -> HttpResponse:
+    rows = event_replay(
+        event=write.event,
+        user=request.user,
+        mode=data["mode"],
+        reason=data["reason"],
+        shadow=data["shadow"],
+        request_id=request_id(request),
+        channel="console",
+    )
+    done = Counter(r["action"] for r in rows)
+    reasons = sorted({r["reason"] for r in rows if r["action"] == "left"})
+    summary = f"Event replay ({data['mode']}): {done['replayed']} replayed, {done['added']} added"
+    summary += f", {done['left']} left alone ({'; '.join(reasons)})." if reasons else "."
+    messages.success(request, summary)
+    return redirect(f"{reverse('console-writes')}?q={write.event.uid}")
 
 
 @console_view()

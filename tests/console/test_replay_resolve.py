@@ -125,3 +125,36 @@ def test_the_failed_write_page_shows_the_operation_outcome(broken, admin_user):
     assert "error: subject is required" in body
     assert "Attempt 1: POST → 422" in body
     assert broken.correlation_id in body
+
+
+def test_an_engineer_replays_a_whole_event_from_the_console(make, engineer):
+    """Six vitals writes, the last two failed: the event replay resends those two and leaves the four
+    in the chart alone, and says so."""
+    event_writes = make("vitals.recorded", all_writes=True)
+    first = event_writes[0]
+    for w in event_writes[:4]:
+        committed(w)
+    for w in event_writes[4:]:
+        failed(w)
+    c = client_for(engineer)
+    r = c.post(
+        f"/writes/{event_writes[4].uid}/replay/run",
+        {"mode": "resend", "scope": "event", "reason": "Vendor outage over."},
+    )
+    assert r.status_code == 302 and r.url == f"/writes/?q={first.event.uid}"
+    states = [Write.objects.get(pk=w.pk).state for w in event_writes]
+    assert states == [WriteState.COMMITTED] * 4 + [WriteState.PENDING] * 2
+    assert audit_actions().count("write.replayed") == 2
+    page = c.get(r.url).content.decode()
+    assert "2 replayed, 0 added, 4 left alone (in the chart already" in page
+
+
+def test_an_edited_payload_cannot_replay_a_whole_event(broken, engineer):
+    r = client_for(engineer).post(
+        f"/writes/{broken.uid}/replay/run",
+        {"mode": "edit", "scope": "event", "payload": json.dumps(broken.payload), "reason": "x"},
+    )
+    assert r.status_code == 422
+    assert "An edited payload replays one write" in r.content.decode()
+    assert not Write.objects.filter(replay_of=broken).exists()
+    assert Write.objects.get(pk=broken.pk).state == WriteState.FAILED_TERMINAL
