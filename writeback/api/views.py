@@ -18,13 +18,11 @@ from rest_framework.views import APIView
 from writeback.api import serializers as s
 from writeback.api.errors import ApiError
 from writeback.api.filters import ApiWriteFilter
-from writeback.errors import DomainError
 from writeback.models import BusinessEvent, Consent, Tenant, Write
 from writeback.selectors import events_visible_to, tenants_visible_to, writes_visible_to
 from writeback.services import approvals, compensation, consents, intake, operations, replay, two_phase
-from writeback.services.permissions import record_event_refusal, refuse
+from writeback.services.permissions import refuse
 from writeback.services.tokens import token_may_access
-from writeback.validation.outcome import ValidationFailed
 
 
 def request_id(request: Request) -> str:
@@ -63,19 +61,7 @@ class EventCreateApi(APIView):
             request_id=request_id(request),
             correlation_id=correlation_id(request),
         )
-        try:
-            result = intake.event_ingest(req)
-        except (DomainError, ValidationFailed) as exc:
-            if not req.dry_run:
-                record_event_refusal(
-                    exc,
-                    user=request.user,
-                    body=body,
-                    idempotency_key=str(req.header_idempotency_key or body.get("idempotency_key") or ""),
-                    request_id=req.request_id,
-                    correlation_id=req.correlation_id,
-                )
-            raise
+        result = intake.event_ingest(req)
         return Response(result.body, status=result.status)
 
     @staticmethod

@@ -28,7 +28,7 @@ from writeback.models import ApiToken, BusinessEvent, PatientIdentity, Tenant, W
 from writeback.services import audit
 from writeback.services.consents import consent_check
 from writeback.services.contract import TenantContract, event_field_name
-from writeback.services.permissions import refuse
+from writeback.services.permissions import record_event_refusal, refuse
 from writeback.services.tokens import token_may_access
 from writeback.services.transitions import transition_many
 from writeback.states import WriteState
@@ -62,6 +62,25 @@ def content_hash(tenant_slug: str, event: CanonicalEvent) -> str:
 
 
 def event_ingest(req: IntakeRequest) -> IntakeResult:
+    """Takes one event in. A reused key and a contract refusal are audited (`event.refused`) whoever
+    calls; a dry run stores nothing, its refusals included."""
+    try:
+        return _ingest(req)
+    except (DomainError, ValidationFailed) as exc:
+        if not req.dry_run:
+            body = req.body if isinstance(req.body, dict) else {}
+            record_event_refusal(
+                exc,
+                user=req.user,
+                body=req.body,
+                idempotency_key=str(req.header_idempotency_key or body.get("idempotency_key") or ""),
+                request_id=req.request_id,
+                correlation_id=req.correlation_id,
+            )
+        raise
+
+
+def _ingest(req: IntakeRequest) -> IntakeResult:
     body = req.body
     key = _idempotency_key(body, req.header_idempotency_key)
     result = canonicalize(body, now=timezone.now())
@@ -436,7 +455,7 @@ def _store(tenant, event, planned, contract, req, key, chash, initiator, consent
             )
         amended = Write.objects.filter(uid=amends_uid).first() if amends_uid else None
         writes = Write.objects.bulk_create(
-            [_new_write(p, i, stored, tenant, contract, now, amended) for i, p in enumerate(planned)]
+            [write_row(p, i, stored, tenant, contract, now, amended) for i, p in enumerate(planned)]
         )
         drafts.append(
             audit.draft(
@@ -500,7 +519,7 @@ def payload_hash(resource: dict) -> str:
     return audit.sha256_text(resource)
 
 
-def _new_write(
+def write_row(
     p: PlannedWrite, position: int, event: BusinessEvent, tenant: Tenant, contract, now, amended: Write | None
 ) -> Write:
     rule = contract.rule_for(p.resource_type)

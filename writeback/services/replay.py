@@ -20,6 +20,7 @@ from writeback.fhir_mapping import SINGLE_IDENTIFIER, plan_writes
 from writeback.models import RISK_ORDER, BusinessEvent, Risk, Write
 from writeback.services import audit
 from writeback.services.contract import TenantContract, touched_fields
+from writeback.services.intake import write_row
 from writeback.services.permissions import require
 from writeback.services.transitions import transition
 from writeback.states import ALLOWED_TRANSITIONS, WriteState
@@ -151,13 +152,11 @@ def _why_left_alone(write: Write, mode: str, shadow: bool) -> str:
 def _added_by_rederive(event: BusinessEvent, known: set[int], user: Any, request_id: str) -> list[Write]:
     """Writes for the positions today's mapping adds to the event (a mapping that learned to write
     more). Each is a new write of the same event, queued like intake queues one."""
-    from writeback.services.intake import _new_write as intake_write
-
     planned = _planned_today(event)
     contract = TenantContract.load(event.tenant)
     now = timezone.now()
     added = [
-        intake_write(p, i, event, event.tenant, contract, now, None)
+        write_row(p, i, event, event.tenant, contract, now, None)
         for i, p in enumerate(planned)
         if i not in known and contract.rule_for(p.resource_type) is not None
     ]

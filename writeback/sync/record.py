@@ -300,15 +300,15 @@ class Recorder:
         reached the target is unknown. The write shows as outcome unknown, with a `lost` attempt that
         names the worker, until a check by read settles it. The caller may hold the lease (a takeover) or
         not (the sweep); either way the write stays due now."""
-        guard = self._guard(write) or {"last_outcome": "in_flight", "lease_expires_at__lt": timezone.now()}
-        keep_lease = bool(self._guard(write))
+        held = self._guard(write)
+        guard = held or {"last_outcome": "in_flight", "lease_expires_at__lt": timezone.now()}
         message = f"{previous_owner or 'a worker'} lost its lease mid-call; the outcome is unknown"
         fields = {
             "last_outcome": WriteAttempt.Outcome.LOST,
             "last_error": message,
             "next_attempt_at": timezone.now(),
         }
-        if not keep_lease:
+        if not held:
             fields = _release_fields(**fields)
         with transaction.atomic():
             drafts: list[audit.AuditDraft] = []
