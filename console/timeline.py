@@ -7,7 +7,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from writeback.models import Approval, AuditEntry, BusinessEvent, Write, WriteAttempt
+from writeback.models import (
+    Approval,
+    AuditAction,
+    AuditEntry,
+    BusinessEvent,
+    Write,
+    WriteAttempt,
+    audit_title,
+)
 from writeback.states import WriteState
 
 TRANSITION_TITLES = {
@@ -37,26 +45,7 @@ TONE = {
 }
 ATTEMPT_TONE = {"committed": "ok", "found": "ok", "terminal": "bad", "conflict": "bad", "retryable": "warn"}
 # Audit actions told by other items (approvals have their own rows with the rationale in clear).
-SKIPPED_ACTIONS = {"write.approved", "write.rejected"}
-AUDIT_TITLES = {
-    "write.replayed": "Replay requested",
-    "write.rollback_requested": "Technical rollback requested",
-    "write.correction_requested": "Clinical correction requested",
-    "alert.raised": "Alert raised",
-    "alert.acknowledged": "Alert acknowledged",
-    "approval.voided": "Approval voided",
-    "conflict.resolved": "Conflict reconciled",
-    "manual_task.created": "Manual task created",
-    "manual_task.confirmed": "Manual task confirmed",
-    "access.refused": "Action refused",
-    "audit.exported": "Audit trail exported",
-    "bulk.item_processed": "Bulk replay item",
-    "write.created": "Write created from the event",
-    "write.readback": "Read back after commit",
-    "write.prepared": "Prepared: current version read and recorded",
-    "write.retry_scheduled": "Retry scheduled",
-    "write.check_scheduled": "Check by read scheduled",
-}
+SKIPPED_ACTIONS = {AuditAction.WRITE_APPROVED, AuditAction.WRITE_REJECTED}
 
 
 @dataclass
@@ -119,7 +108,7 @@ def build(
 
 def _from_entry(e: AuditEntry) -> Item:
     data = e.data or {}
-    if e.action == "write.transition":
+    if e.action == AuditAction.WRITE_TRANSITION:
         to = data.get("to", "")
         reason = data.get("reason") or ""
         facts = []
@@ -150,7 +139,7 @@ def _from_entry(e: AuditEntry) -> Item:
         for k, v in data.items()
         if k not in ("reason",) and not isinstance(v, dict | list)
     ]
-    if e.action == "write.created" and data.get("state") == WriteState.VALIDATED:
+    if e.action == AuditAction.WRITE_CREATED and data.get("state") == WriteState.VALIDATED:
         # Intake validates before it records: the write is born validated.
         return Item(
             at=e.at,
@@ -165,8 +154,8 @@ def _from_entry(e: AuditEntry) -> Item:
     return Item(
         at=e.at,
         kind="audit",
-        title=AUDIT_TITLES.get(e.action, e.action),
-        tone="bad" if e.action == "access.refused" else "neutral",
+        title=audit_title(e.action),
+        tone="bad" if e.action == AuditAction.ACCESS_REFUSED else "neutral",
         actor=e.actor,
         facts=facts[:6],
         text=reason if isinstance(reason, str) else "",

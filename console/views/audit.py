@@ -8,37 +8,8 @@ from django.views.decorators.http import require_POST
 from console.decorators import HtmxHttpRequest, console_view
 from console.fetch import get_write_for_user, request_id, visible_tenants
 from console.forms import AuditSearchForm
-from writeback.models import AuditEntry
+from writeback.models import AuditAction, AuditEntry
 from writeback.services.audit_export import audit_chain_check, last_chain_check, write_export
-
-KNOWN_ACTIONS = [
-    "access.refused",
-    "alert.acknowledged",
-    "alert.raised",
-    "approval.voided",
-    "audit.chain_verified",
-    "audit.exported",
-    "bulk.started",
-    "bulk.item_processed",
-    "capability.change_requested",
-    "capability.change_approved",
-    "capability.changed",
-    "conflict.resolved",
-    "consent.created",
-    "event.duplicate_suppressed",
-    "event.received",
-    "kill_switch.engaged",
-    "kill_switch.released",
-    "manual_task.confirmed",
-    "tenant.mode_changed",
-    "write.approved",
-    "write.rejected",
-    "write.replayed",
-    "write.resolved",
-    "write.rollback_requested",
-    "write.correction_requested",
-    "write.transition",
-]
 
 
 @console_view("view_audit")
@@ -69,7 +40,7 @@ def audit_log(request: HtmxHttpRequest) -> HttpResponse:
     context = {
         "form": form,
         "page": page,
-        "actions": KNOWN_ACTIONS,
+        "actions": AuditAction.values,
         "last_check": last_chain_check(),
         "query": request.GET.urlencode(),
     }

@@ -1,5 +1,5 @@
 from writeback.models.alerts import Alert
-from writeback.models.audit import AuditEntry
+from writeback.models.audit import AuditAction, AuditEntry, audit_title
 from writeback.models.bulk import BulkItem, BulkOperation
 from writeback.models.choices import (
     RISK_ORDER,
@@ -30,6 +30,7 @@ __all__ = [
     "Alert",
     "ApiToken",
     "Approval",
+    "AuditAction",
     "AuditEntry",
     "BulkItem",
     "BulkOperation",
@@ -53,4 +54,5 @@ __all__ = [
     "Write",
     "WriteAttempt",
     "WritePattern",
+    "audit_title",
 ]

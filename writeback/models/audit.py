@@ -3,6 +3,68 @@
 from django.db import models
 
 
+class AuditAction(models.TextChoices):
+    """Every action the audit trail records, with the title the console shows for it.
+
+    `writeback.services.audit` refuses any other value, so a new action is added here first. Persisted
+    values are never renamed or reused: verifiers and exports of old entries rely on them."""
+
+    ACCESS_REFUSED = "access.refused", "Action refused"
+    ALERT_ACKNOWLEDGED = "alert.acknowledged", "Alert acknowledged"
+    ALERT_RAISED = "alert.raised", "Alert raised"
+    API_TOKEN_CREATED = "api_token.created", "API token created"
+    API_TOKEN_REVOKED = "api_token.revoked", "API token revoked"
+    APPROVAL_VOIDED = "approval.voided", "Approval voided"
+    AUDIT_CHAIN_VERIFIED = "audit.chain_verified", "Audit chain verified"
+    AUDIT_EXPORTED = "audit.exported", "Audit trail exported"
+    BULK_ABORTED = "bulk.aborted", "Bulk replay aborted"
+    BULK_FINISHED = "bulk.finished", "Bulk replay finished"
+    BULK_ITEM_PROCESSED = "bulk.item_processed", "Bulk replay item"
+    BULK_RESUMED = "bulk.resumed", "Bulk replay resumed"
+    BULK_STARTED = "bulk.started", "Bulk replay started"
+    CAPABILITIES_DISCOVERED = "capabilities.discovered", "Capabilities discovered"
+    CAPABILITIES_DISCOVERY_FAILED = "capabilities.discovery_failed", "Capability discovery failed"
+    CAPABILITY_CHANGE_APPROVED = "capability.change_approved", "Capability change approved"
+    CAPABILITY_CHANGE_REJECTED = "capability.change_rejected", "Capability change rejected"
+    CAPABILITY_CHANGE_REQUESTED = "capability.change_requested", "Capability change requested"
+    CAPABILITY_CHANGED = "capability.changed", "Capability changed"
+    CONFLICT_RESOLVED = "conflict.resolved", "Conflict reconciled"
+    CONSENT_CREATED = "consent.created", "Consent recorded"
+    CONSENT_REVOKED = "consent.revoked", "Consent revoked"
+    EVENT_DUPLICATE_SUPPRESSED = "event.duplicate_suppressed", "Duplicate event suppressed"
+    EVENT_RECEIVED = "event.received", "Event received"
+    EVENT_REFUSED = "event.refused", "Event refused"
+    KILL_SWITCH_ENGAGED = "kill_switch.engaged", "Kill switch engaged"
+    KILL_SWITCH_RELEASED = "kill_switch.released", "Kill switch released"
+    MANUAL_TASK_CONFIRMED = "manual_task.confirmed", "Manual task confirmed"
+    MANUAL_TASK_CREATED = "manual_task.created", "Manual task created"
+    PERMISSION_GRANTED = "permission.granted", "Permission granted"
+    TENANT_ACCESS_GRANTED = "tenant.access_granted", "Tenant access granted"
+    TENANT_ACCESS_REVOKED = "tenant.access_revoked", "Tenant access revoked"
+    TENANT_CONSENT_POLICY_CHANGED = "tenant.consent_policy_changed", "Tenant consent policy changed"
+    TENANT_CREATED = "tenant.created", "Tenant created"
+    TENANT_MODE_CHANGED = "tenant.mode_changed", "Tenant mode changed"
+    WRITE_APPROVED = "write.approved", "Write approved"
+    WRITE_CHECK_SCHEDULED = "write.check_scheduled", "Check by read scheduled"
+    WRITE_CORRECTION_REQUESTED = "write.correction_requested", "Clinical correction requested"
+    WRITE_CREATED = "write.created", "Write created from the event"
+    WRITE_PREPARED = "write.prepared", "Prepared: current version read and recorded"
+    WRITE_READBACK = "write.readback", "Read back after commit"
+    WRITE_REJECTED = "write.rejected", "Write rejected"
+    WRITE_REPLAYED = "write.replayed", "Replay requested"
+    WRITE_RETRY_SCHEDULED = "write.retry_scheduled", "Retry scheduled"
+    WRITE_ROLLBACK_REQUESTED = "write.rollback_requested", "Technical rollback requested"
+    WRITE_TRANSITION = "write.transition", "State changed"
+
+
+def audit_title(action: str) -> str:
+    """The console's title for an action (entries written before an action was named keep their code)."""
+    try:
+        return AuditAction(action).label
+    except ValueError:
+        return action
+
+
 class AuditEntry(models.Model):
     # Assigned under the chain lock as previous + 1, so a missing row is as visible as an altered one.
     seq = models.BigIntegerField(primary_key=True)

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from writeback.errors import DomainError
-from writeback.models import Alert
+from writeback.models import Alert, AuditAction
 from writeback.services import audit
 from writeback.services.permissions import require
 
@@ -42,7 +42,7 @@ def alert_acknowledge(
         alert = Alert.objects.select_related("tenant", "write").get(pk=alert.pk)
         released = alert.holds_queue and not queue_held(alert.tenant_id, alert.resource_type)
         audit.record(
-            "alert.acknowledged",
+            AuditAction.ALERT_ACKNOWLEDGED,
             actor=user,
             tenant=alert.tenant.slug,
             object_type="alert",

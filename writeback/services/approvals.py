@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from writeback.errors import DomainError
-from writeback.models import Approval, Write
+from writeback.models import Approval, AuditAction, Write
 from writeback.services import audit
 from writeback.services.permissions import refuse, require
 from writeback.services.transitions import transition
@@ -90,13 +90,14 @@ def _decide(
             data={"approval": approval.pk, "payload_hash": write.payload_hash},
             defer_audit=drafts,
         )
-        drafts.append(_decision_entry(f"write.{decision}", write, user, approval, request_id))
+        entry_action = AuditAction.WRITE_APPROVED if approve else AuditAction.WRITE_REJECTED
+        drafts.append(_decision_entry(entry_action, write, user, approval, request_id))
         audit.record_many(drafts)
     return approval
 
 
 def _decision_entry(
-    action: str, write: Write, user: Any, approval: Approval, request_id: str
+    action: AuditAction, write: Write, user: Any, approval: Approval, request_id: str
 ) -> audit.AuditDraft:
     return audit.draft(
         action,
@@ -136,7 +137,7 @@ def void_approvals(*, write: Write, reason: str, actor: Any, drafts: list[audit.
     if count:
         drafts.append(
             audit.draft(
-                "approval.voided",
+                AuditAction.APPROVAL_VOIDED,
                 actor=actor,
                 tenant=write.tenant.slug,
                 object_type="write",

@@ -18,7 +18,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
-from writeback.models import AuditEntry
+from writeback.models import AuditAction, AuditEntry
 
 GENESIS_HASH = "0" * 64
 # Any constant works; it names the one advisory lock that serializes appends to the chain.
@@ -27,7 +27,7 @@ _CHAIN_LOCK_KEY = 0x57B_A0D17
 
 @dataclass
 class AuditDraft:
-    action: str
+    action: AuditAction
     actor: str
     actor_user_id: int | None = None
     tenant: str = ""
@@ -39,6 +39,10 @@ class AuditDraft:
     request_id: str = ""
     target_ack: bool | None = None
     data: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # One vocabulary: an action the enum lacks is a bug (ValueError), never a new free string.
+        self.action = AuditAction(self.action)
 
 
 def actor_fields(actor: Any) -> tuple[str, int | None]:
@@ -146,12 +150,12 @@ def record_many(drafts: Iterable[AuditDraft]) -> list[AuditEntry]:
     return entries
 
 
-def record(action: str, *, actor: Any = None, **fields: Any) -> AuditEntry:
+def record(action: AuditAction, *, actor: Any = None, **fields: Any) -> AuditEntry:
     name, user_id = actor_fields(actor)
     return record_many([AuditDraft(action=action, actor=name, actor_user_id=user_id, **fields)])[0]
 
 
-def draft(action: str, *, actor: Any = None, **fields: Any) -> AuditDraft:
+def draft(action: AuditAction, *, actor: Any = None, **fields: Any) -> AuditDraft:
     name, user_id = actor_fields(actor)
     return AuditDraft(action=action, actor=name, actor_user_id=user_id, **fields)
 

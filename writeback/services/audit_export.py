@@ -15,7 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from writeback.errors import DomainError
-from writeback.models import AuditEntry, Write
+from writeback.models import AuditAction, AuditEntry, Write
 from writeback.services import audit
 from writeback.services.permissions import require
 
@@ -41,7 +41,7 @@ def write_export(*, write: Write, user: Any, fmt: str, request_id: str = "", cha
     entries = _entries(write)
     body = export_json(write, entries) if fmt == "json" else export_fhir_bundle(write, entries)
     audit.record(
-        "audit.exported",
+        AuditAction.AUDIT_EXPORTED,
         actor=user,
         tenant=write.tenant.slug,
         object_type="write",
@@ -249,18 +249,18 @@ def _target_reference(write: Write) -> dict:
 
 def _action_code(entry: AuditEntry) -> str:
     data = entry.data or {}
-    if entry.action == "write.transition" and data.get("to") == "committed":
+    if entry.action == AuditAction.WRITE_TRANSITION and data.get("to") == "committed":
         return "C"
     if entry.action.startswith(("write.rollback", "write.correction", "capability.", "kill_switch.")):
         return "U"
-    if entry.action.startswith("audit.exported"):
+    if entry.action == AuditAction.AUDIT_EXPORTED:
         return "R"
     return "E"
 
 
 def _outcome(entry: AuditEntry) -> str:
     data = entry.data or {}
-    if entry.action == "access.refused" or entry.target_ack is False:
+    if entry.action == AuditAction.ACCESS_REFUSED or entry.target_ack is False:
         return "4"
     if data.get("to") == "failed_terminal":
         return "8"
@@ -438,7 +438,7 @@ def audit_chain_check(*, user: Any, request_id: str = "", channel: str = "api") 
     require(user, "view_audit", None, object_type="audit", request_id=request_id, channel=channel)
     report = audit.verify_chain()
     audit.record(
-        "audit.chain_verified",
+        AuditAction.AUDIT_CHAIN_VERIFIED,
         actor=user,
         object_type="audit",
         request_id=request_id,
@@ -454,4 +454,4 @@ def audit_chain_check(*, user: Any, request_id: str = "", channel: str = "api") 
 
 
 def last_chain_check() -> AuditEntry | None:
-    return AuditEntry.objects.filter(action="audit.chain_verified").order_by("-seq").first()
+    return AuditEntry.objects.filter(action=AuditAction.AUDIT_CHAIN_VERIFIED).order_by("-seq").first()

@@ -24,7 +24,7 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from writeback.errors import DomainError
-from writeback.models import BulkItem, BulkOperation, Write
+from writeback.models import AuditAction, BulkItem, BulkOperation, Write
 from writeback.services import audit
 from writeback.services.permissions import ADMIN, ActionRefused, refuse, require, roles_of
 from writeback.services.replay import write_replay
@@ -121,7 +121,7 @@ def bulk_replay_start(
             BulkItem(operation=op, position=i, write=w) for i, w in enumerate(chosen)
         )
         audit.record(
-            "bulk.started",
+            AuditAction.BULK_STARTED,
             actor=user,
             object_type="bulk",
             object_id=str(op.uid),
@@ -155,7 +155,7 @@ def bulk_abort(*, op: BulkOperation, user: Any, request_id: str = "", channel: s
         BulkOperation.objects.filter(pk=op.pk).update(skipped=F("skipped") + skipped)
         op.refresh_from_db()
         audit.record(
-            "bulk.aborted",
+            AuditAction.BULK_ABORTED,
             actor=user,
             object_type="bulk",
             object_id=str(op.uid),
@@ -172,7 +172,9 @@ def bulk_resume(*, op: BulkOperation, user: Any, request_id: str = "", channel: 
         raise DomainError(409, "not-running", "this bulk operation is no longer running")
     if not runner_lost(op):
         raise DomainError(409, "runner-alive", "a runner is processing this operation")
-    audit.record("bulk.resumed", actor=user, object_type="bulk", object_id=str(op.uid), request_id=request_id)
+    audit.record(
+        AuditAction.BULK_RESUMED, actor=user, object_type="bulk", object_id=str(op.uid), request_id=request_id
+    )
     start_runner(op.uid)
     return op
 
@@ -262,7 +264,7 @@ def _process_item(op: BulkOperation, item: BulkItem, now: datetime) -> None:
     counter = "succeeded" if outcome == BulkItem.Status.DONE else "failed"
     BulkOperation.objects.filter(pk=op.pk).update(**{counter: F(counter) + 1, "heartbeat_at": now})
     audit.record(
-        "bulk.item_processed",
+        AuditAction.BULK_ITEM_PROCESSED,
         actor=op.requested_by,
         tenant=write.tenant.slug,
         object_type="bulk",
@@ -281,7 +283,7 @@ def _finish(op: BulkOperation, now: datetime) -> None:
     if changed:
         op.refresh_from_db()
         audit.record(
-            "bulk.finished",
+            AuditAction.BULK_FINISHED,
             actor=op.requested_by,
             object_type="bulk",
             object_id=str(op.uid),

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from adapters.registry import adapter_class
 from writeback.errors import DomainError
-from writeback.models import Capability, CapabilityChange, ContractRule, Tenant
+from writeback.models import AuditAction, Capability, CapabilityChange, ContractRule, Tenant
 from writeback.services import audit
 from writeback.services.permissions import refuse, require
 
@@ -155,7 +155,7 @@ def capability_change_request(
                 requested_by=user,
             )
             audit.record(
-                "capability.change_requested",
+                AuditAction.CAPABILITY_CHANGE_REQUESTED,
                 actor=user,
                 tenant=tenant.slug,
                 object_type="capability_change",
@@ -192,7 +192,7 @@ def capability_change_request(
         ).update(status=CapabilityChange.Status.REJECTED, decided_by=user, decided_at=now)
         drafts = [
             audit.draft(
-                "capability.change_requested",
+                AuditAction.CAPABILITY_CHANGE_REQUESTED,
                 actor=user,
                 tenant=tenant.slug,
                 object_type="capability_change",
@@ -222,7 +222,7 @@ def capability_change_approve(
         change.status = CapabilityChange.Status.APPLIED
         change.decided_by, change.decided_at = user, timezone.now()
         change.save(update_fields=["status", "decided_by", "decided_at"])
-        drafts = [_decision_entry("capability.change_approved", change, user, note, request_id)]
+        drafts = [_decision_entry(AuditAction.CAPABILITY_CHANGE_APPROVED, change, user, note, request_id)]
         drafts.append(_apply(change, user, request_id))
         audit.record_many(drafts)
     return change
@@ -249,7 +249,9 @@ def capability_change_reject(
         change.status = CapabilityChange.Status.REJECTED
         change.decided_by, change.decided_at = user, timezone.now()
         change.save(update_fields=["status", "decided_by", "decided_at"])
-        audit.record_many([_decision_entry("capability.change_rejected", change, user, note, request_id)])
+        audit.record_many(
+            [_decision_entry(AuditAction.CAPABILITY_CHANGE_REJECTED, change, user, note, request_id)]
+        )
     return change
 
 
@@ -347,7 +349,7 @@ def _apply(change: CapabilityChange, user: Any, request_id: str) -> audit.AuditD
     # Workers cache a tenant's adapter until the tenant row changes: make them rebuild it (no history row).
     Tenant.objects.filter(pk=change.tenant_id).update(updated_at=timezone.now())
     return audit.draft(
-        "capability.changed",
+        AuditAction.CAPABILITY_CHANGED,
         actor=user,
         tenant=change.tenant.slug,
         object_type="capability",
@@ -365,7 +367,7 @@ def _apply(change: CapabilityChange, user: Any, request_id: str) -> audit.AuditD
 
 
 def _decision_entry(
-    action: str, change: CapabilityChange, user: Any, note: str, request_id: str
+    action: AuditAction, change: CapabilityChange, user: Any, note: str, request_id: str
 ) -> audit.AuditDraft:
     return audit.draft(
         action,

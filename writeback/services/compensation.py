@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from writeback.errors import DomainError
-from writeback.models import BusinessEvent, Compensation, ContractRule, ManualTask, Write
+from writeback.models import AuditAction, BusinessEvent, Compensation, ContractRule, ManualTask, Write
 from writeback.services import audit
 from writeback.services.permissions import refuse, require, roles_of
 from writeback.services.targets import adapter_for
@@ -26,6 +26,10 @@ KIND_ACTION = {Compensation.Kind.ROLLBACK: "rollback", Compensation.Kind.CORRECT
 KIND_EVENT_TYPE = {
     Compensation.Kind.ROLLBACK: "compensation.rollback",
     Compensation.Kind.CORRECTION: "compensation.correction",
+}
+REQUESTED_ACTION = {
+    Compensation.Kind.ROLLBACK: AuditAction.WRITE_ROLLBACK_REQUESTED,
+    Compensation.Kind.CORRECTION: AuditAction.WRITE_CORRECTION_REQUESTED,
 }
 
 
@@ -149,7 +153,7 @@ def compensate(
         )
         drafts = [
             audit.draft(
-                f"write.{kind}_requested",
+                REQUESTED_ACTION[kind],
                 actor=user,
                 tenant=write.tenant.slug,
                 object_type="compensation",
@@ -224,7 +228,7 @@ def compensate(
             )
             drafts.append(
                 audit.draft(
-                    "manual_task.created",
+                    AuditAction.MANUAL_TASK_CREATED,
                     actor=user,
                     tenant=write.tenant.slug,
                     object_type="manual_task",
@@ -280,7 +284,7 @@ def manual_task_confirm(
         task.save(update_fields=["status", "confirmed_by", "confirmed_at", "confirmation_note"])
         drafts = [
             audit.draft(
-                "manual_task.confirmed",
+                AuditAction.MANUAL_TASK_CONFIRMED,
                 actor=user,
                 tenant=task.tenant.slug,
                 object_type="manual_task",

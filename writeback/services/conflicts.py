@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from writeback.errors import DomainError
-from writeback.models import Conflict, Write
+from writeback.models import AuditAction, Conflict, Write
 from writeback.services import audit
 from writeback.services.permissions import require
 from writeback.services.transitions import transition
@@ -123,7 +123,7 @@ def conflict_resolve(
         )
         drafts.append(
             audit.draft(
-                "conflict.resolved",
+                AuditAction.CONFLICT_RESOLVED,
                 actor=user,
                 tenant=write.tenant.slug,
                 object_type="conflict",

@@ -12,7 +12,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from writeback.models import Consent, Tenant
+from writeback.models import AuditAction, Consent, Tenant
 from writeback.services import audit
 
 WRITE_ACTION = "write"
@@ -135,7 +135,7 @@ def consent_create(
             created_by=actor if getattr(actor, "pk", None) else None,
         )
         audit.record(
-            "consent.created",
+            AuditAction.CONSENT_CREATED,
             actor=actor,
             tenant=tenant.slug,
             object_type="consent",
@@ -169,7 +169,7 @@ def _revoke(consent: Consent, actor: Any, reason: str, request_id: str) -> Conse
     consent.revoke_reason = reason
     consent.save(update_fields=["status", "revoked_at", "revoked_by", "revoke_reason"])
     audit.record(
-        "consent.revoked",
+        AuditAction.CONSENT_REVOKED,
         actor=actor,
         tenant=consent.tenant.slug,
         object_type="consent",

@@ -24,7 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from adapters.base import DiscoveredCapability, DiscoveryResult, VendorAdapter
-from writeback.models import Capability, ContractRule, Operation, Tenant
+from writeback.models import AuditAction, Capability, ContractRule, Operation, Tenant
 from writeback.services import audit
 from writeback.services.targets import adapter_for
 
@@ -126,7 +126,7 @@ def _record_success(
             counts=counts,
         )
         audit.record(
-            "capabilities.discovered",
+            AuditAction.CAPABILITIES_DISCOVERED,
             actor=actor,
             tenant=tenant.slug,
             object_type="tenant",
@@ -147,7 +147,7 @@ def _record_failure(
     with transaction.atomic():
         _remember(tenant, ok=False, error=error)
         audit.record(
-            "capabilities.discovery_failed",
+            AuditAction.CAPABILITIES_DISCOVERY_FAILED,
             actor=actor,
             tenant=tenant.slug,
             object_type="tenant",

@@ -24,7 +24,7 @@ from adapters.registry import adapter_class
 from writeback.canonical import CanonicalEvent, canonicalize
 from writeback.errors import DomainError
 from writeback.fhir_mapping import PlannedWrite, plan_writes
-from writeback.models import ApiToken, BusinessEvent, PatientIdentity, Tenant, Write
+from writeback.models import ApiToken, AuditAction, BusinessEvent, PatientIdentity, Tenant, Write
 from writeback.services import audit
 from writeback.services.consents import consent_check
 from writeback.services.contract import TenantContract, event_field_name
@@ -252,7 +252,7 @@ def _duplicate_answer(existing: BusinessEvent, req: IntakeRequest) -> IntakeResu
     writes = list(existing.writes.order_by("position", "id"))
     if not req.dry_run:
         audit.record(
-            "event.duplicate_suppressed",
+            AuditAction.EVENT_DUPLICATE_SUPPRESSED,
             actor=req.user,
             tenant=existing.tenant.slug,
             object_type="event",
@@ -459,7 +459,7 @@ def _store(tenant, event, planned, contract, req, key, chash, initiator, consent
         )
         drafts.append(
             audit.draft(
-                "event.received",
+                AuditAction.EVENT_RECEIVED,
                 actor=req.user,
                 tenant=tenant.slug,
                 object_type="event",
@@ -480,7 +480,7 @@ def _store(tenant, event, planned, contract, req, key, chash, initiator, consent
         for w in writes:
             drafts.append(
                 audit.draft(
-                    "write.created",
+                    AuditAction.WRITE_CREATED,
                     actor=req.user,
                     tenant=tenant.slug,
                     object_type="write",

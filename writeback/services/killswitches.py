@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from writeback.errors import DomainError
-from writeback.models import ContractRule, KillSwitch, Tenant, TenantMode, Write
+from writeback.models import AuditAction, ContractRule, KillSwitch, Tenant, TenantMode, Write
 from writeback.services import audit
 from writeback.services.permissions import refuse, require
 from writeback.services.tenants import tenant_set_mode, tenants_for_user
@@ -78,7 +78,7 @@ def kill_switch_engage(
             created_by=user,
         )
         audit.record(
-            "kill_switch.engaged",
+            AuditAction.KILL_SWITCH_ENGAGED,
             actor=user,
             tenant=tenant.slug if tenant and scope != Scope.GLOBAL else "",
             object_type="kill_switch",
@@ -109,7 +109,7 @@ def kill_switch_release(
             raise DomainError(409, "already-released", "this switch was already released")
         switch.refresh_from_db()
         audit.record(
-            "kill_switch.released",
+            AuditAction.KILL_SWITCH_RELEASED,
             actor=user,
             tenant=switch.tenant.slug if switch.tenant else "",
             object_type="kill_switch",

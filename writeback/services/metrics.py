@@ -22,7 +22,16 @@ from django.db.models import Aggregate, Count, FloatField, Q, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from writeback.models import Alert, AuditEntry, BusinessEvent, Severity, Tenant, Write, WriteAttempt
+from writeback.models import (
+    Alert,
+    AuditAction,
+    AuditEntry,
+    BusinessEvent,
+    Severity,
+    Tenant,
+    Write,
+    WriteAttempt,
+)
 from writeback.states import CLAIMABLE, NEEDS_OPERATOR, WriteState
 
 LATENCY_SAMPLE = 5000
@@ -272,7 +281,7 @@ def dashboard(tenants: QuerySet[Tenant], *, hours: int = 24, now: datetime | Non
 
     # 6. Suppressed duplicates (counted by intake in the audit trail).
     duplicates = AuditEntry.objects.filter(
-        action="event.duplicate_suppressed", at__gte=since, tenant__in=[t.slug for t in rows]
+        action=AuditAction.EVENT_DUPLICATE_SUPPRESSED, at__gte=since, tenant__in=[t.slug for t in rows]
     ).count()
 
     # 7. Open alerts by severity.

@@ -10,7 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser, Permission
 from django.db import transaction
 
 from writeback.errors import DomainError
-from writeback.models import AuditEntry, Tenant
+from writeback.models import AuditAction, AuditEntry, Tenant
 from writeback.services import audit
 from writeback.services.tenants import user_may_access
 from writeback.validation.outcome import Issue, ValidationFailed, error
@@ -77,7 +77,7 @@ def grant_action_permission(user: AbstractBaseUser, action: str, *, actor: Any =
     for cache in ("_perm_cache", "_user_perm_cache"):
         user.__dict__.pop(cache, None)
     audit.record(
-        "permission.granted",
+        AuditAction.PERMISSION_GRANTED,
         actor=actor,
         object_type="user",
         object_id=user.get_username(),
@@ -142,7 +142,7 @@ def refuse(
     """Audits a refused action and raises ActionRefused. Call it outside any transaction the caller
     will roll back, or the audit entry goes with it."""
     audit.record(
-        "access.refused",
+        AuditAction.ACCESS_REFUSED,
         actor=user if getattr(user, "is_authenticated", False) else "anonymous",
         tenant=tenant.slug if tenant else "",
         object_type=object_type,
@@ -188,7 +188,7 @@ def record_event_refusal(
     patient = body.get("patient")
     patient_id = patient.get("id") if isinstance(patient, dict) else None
     return audit.record(
-        "event.refused",
+        AuditAction.EVENT_REFUSED,
         actor=user if getattr(user, "is_authenticated", False) else "anonymous",
         tenant=str(body.get("tenant", ""))[:64],
         object_type="event",

@@ -17,7 +17,7 @@ from django.utils import timezone
 from writeback.canonical import canonicalize
 from writeback.errors import DomainError
 from writeback.fhir_mapping import SINGLE_IDENTIFIER, plan_writes
-from writeback.models import RISK_ORDER, BusinessEvent, Risk, Write
+from writeback.models import RISK_ORDER, AuditAction, BusinessEvent, Risk, Write
 from writeback.services import audit
 from writeback.services.contract import TenantContract, touched_fields
 from writeback.services.intake import write_row
@@ -344,7 +344,7 @@ def _new_write(
 
 def _replay_entry(original: Write, new: Write, user, mode: str, reason: str, shadow: bool, request_id: str):
     return audit.draft(
-        "write.replayed",
+        AuditAction.WRITE_REPLAYED,
         actor=user,
         tenant=original.tenant.slug,
         object_type="write",

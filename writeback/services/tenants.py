@@ -10,7 +10,7 @@ from guardian.shortcuts import assign_perm, get_objects_for_user, remove_perm
 from simple_history.utils import bulk_create_with_history
 
 from writeback.errors import DomainError
-from writeback.models import Capability, ContractRule, Tenant, TenantMode
+from writeback.models import AuditAction, Capability, ContractRule, Tenant, TenantMode
 from writeback.services import audit
 
 ACCESS_PERM = "writeback.access_tenant"
@@ -45,7 +45,7 @@ def tenant_create(
     tenant.save()
     _seed_capabilities(tenant, actor)
     audit.record(
-        "tenant.created",
+        AuditAction.TENANT_CREATED,
         actor=actor,
         tenant=tenant.slug,
         object_type="tenant",
@@ -104,7 +104,7 @@ def tenant_set_mode(*, tenant: Tenant, mode: str, actor: Any, reason: str = "") 
         tenant.mode = mode
         tenant.save(update_fields=["mode", "updated_at"])
         audit.record(
-            "tenant.mode_changed",
+            AuditAction.TENANT_MODE_CHANGED,
             actor=actor,
             tenant=tenant.slug,
             object_type="tenant",
@@ -151,7 +151,7 @@ def tenant_set_consent_policy(
         tenant._change_reason = reason  # simple-history keeps it with the history row
         tenant.save(update_fields=["consent_required", "consent_waived_resource_types", "updated_at"])
         audit.record(
-            "tenant.consent_policy_changed",
+            AuditAction.TENANT_CONSENT_POLICY_CHANGED,
             actor=actor,
             tenant=tenant.slug,
             object_type="tenant",
@@ -174,7 +174,7 @@ def _require_configure(actor: Any, tenant: Tenant) -> None:
 def tenant_grant(*, tenant: Tenant, user: AbstractBaseUser, actor: Any = None) -> None:
     assign_perm("access_tenant", user, tenant)
     audit.record(
-        "tenant.access_granted",
+        AuditAction.TENANT_ACCESS_GRANTED,
         actor=actor,
         tenant=tenant.slug,
         object_type="user",
@@ -187,7 +187,7 @@ def tenant_grant(*, tenant: Tenant, user: AbstractBaseUser, actor: Any = None) -
 def tenant_revoke(*, tenant: Tenant, user: AbstractBaseUser, actor: Any = None) -> None:
     remove_perm("access_tenant", user, tenant)
     audit.record(
-        "tenant.access_revoked",
+        AuditAction.TENANT_ACCESS_REVOKED,
         actor=actor,
         tenant=tenant.slug,
         object_type="user",

@@ -7,7 +7,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from writeback.models import ApiToken, Tenant
+from writeback.models import ApiToken, AuditAction, Tenant
 from writeback.models.tokens import PREFIX_LENGTH, hash_key
 from writeback.services import audit
 from writeback.services.tenants import tenant_grant, user_may_access
@@ -27,7 +27,7 @@ def api_token_create(
     token = ApiToken.objects.create(user=user, name=name, prefix=key[:PREFIX_LENGTH], key_hash=hash_key(key))
     token.tenants.set(tenants)
     audit.record(
-        "api_token.created",
+        AuditAction.API_TOKEN_CREATED,
         actor=actor,
         object_type="api_token",
         object_id=token.prefix,
@@ -42,7 +42,7 @@ def api_token_revoke(*, token: ApiToken, actor: Any = None) -> None:
         return
     token.revoked_at = timezone.now()
     token.save(update_fields=["revoked_at"])
-    audit.record("api_token.revoked", actor=actor, object_type="api_token", object_id=token.prefix)
+    audit.record(AuditAction.API_TOKEN_REVOKED, actor=actor, object_type="api_token", object_id=token.prefix)
 
 
 def token_may_access(token: ApiToken | None, user: AbstractBaseUser, tenant: Tenant) -> bool:

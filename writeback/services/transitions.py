@@ -5,7 +5,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from writeback.models import Write
+from writeback.models import AuditAction, Write
 from writeback.services import audit
 from writeback.states import InvalidTransition, check_transition
 
@@ -41,7 +41,7 @@ def transition(
             for name, value in updates.items():
                 setattr(write, name, value)
             entry = audit.draft(
-                "write.transition",
+                AuditAction.WRITE_TRANSITION,
                 actor=actor,
                 tenant=write.tenant.slug,
                 object_type="write",
@@ -91,7 +91,7 @@ def transition_many(
         w.state, w.state_changed_at = to, now
         defer_audit.append(
             audit.draft(
-                "write.transition",
+                AuditAction.WRITE_TRANSITION,
                 actor=actor,
                 tenant=tenant_slug,
                 object_type="write",

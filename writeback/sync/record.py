@@ -8,7 +8,16 @@ from django.db import transaction
 from django.utils import timezone
 
 from adapters.base import HttpExchange
-from writeback.models import RISK_SEVERITY, Alert, Compensation, Conflict, Risk, Write, WriteAttempt
+from writeback.models import (
+    RISK_SEVERITY,
+    Alert,
+    AuditAction,
+    Compensation,
+    Conflict,
+    Risk,
+    Write,
+    WriteAttempt,
+)
 from writeback.services import audit
 from writeback.services.transitions import transition
 from writeback.states import ALLOWED_TRANSITIONS, WriteState
@@ -35,7 +44,7 @@ class Readback:
 
     def audit_draft(self, write: Write, worker_id: str) -> audit.AuditDraft:
         return audit.draft(
-            "write.readback",
+            AuditAction.WRITE_READBACK,
             actor=worker_id,
             tenant=write.tenant.slug,
             object_type="write",
@@ -109,7 +118,7 @@ def _alert(write: Write, code: str, message: str, drafts: list[audit.AuditDraft]
     )
     drafts.append(
         audit.draft(
-            "alert.raised",
+            AuditAction.ALERT_RAISED,
             actor="system",
             tenant=write.tenant.slug,
             object_type="alert",
@@ -247,7 +256,7 @@ class Recorder:
         self._schedule(
             write,
             WriteState.FAILED_RETRYABLE,
-            "write.retry_scheduled",
+            AuditAction.WRITE_RETRY_SCHEDULED,
             exchanges=exchanges,
             attempts=attempts,
             outcome=outcome,
@@ -284,7 +293,7 @@ class Recorder:
         self._schedule(
             write,
             WriteState.OUTCOME_UNKNOWN,
-            "write.check_scheduled",
+            AuditAction.WRITE_CHECK_SCHEDULED,
             exchanges=exchanges,
             attempts=attempts,
             outcome=outcome,
@@ -337,7 +346,7 @@ class Recorder:
         self,
         write: Write,
         to: str,
-        same_state_action: str,
+        same_state_action: AuditAction,
         *,
         exchanges: list[HttpExchange],
         attempts: int,
@@ -555,7 +564,7 @@ class Recorder:
             )
             write.phase, write.base_version, write.context = phase, base, context
             audit.record(
-                "write.prepared",
+                AuditAction.WRITE_PREPARED,
                 actor=self.worker_id,
                 tenant=write.tenant.slug,
                 object_type="write",
