@@ -55,7 +55,6 @@ urlpatterns = [
     path("bulk/start", bulk.bulk_start, name="console-bulk-start"),
     path("bulk/<uuid:uid>/", bulk.bulk_detail, name="console-bulk"),
     path("bulk/<uuid:uid>/abort", bulk.bulk_abort_view, name="console-bulk-abort"),
-    path("bulk/<uuid:uid>/resume", bulk.bulk_resume_view, name="console-bulk-resume"),
     # Work queues
     path("approvals/", approvals.approval_queue, name="console-approvals"),
     path("conflicts/", conflicts.conflict_list, name="console-conflicts"),

@@ -17,8 +17,7 @@ from writeback.services.bulk import (
     bulk_abort,
     bulk_replay_preview,
     bulk_replay_start,
-    bulk_resume,
-    runner_lost,
+    worker_stalled,
 )
 
 
@@ -86,7 +85,7 @@ def bulk_detail(request: HtmxHttpRequest, uid) -> HttpResponse:
         .defer("write__payload", "result_write__payload")
         .order_by("position")[:500]
     )
-    context = {"op": op, "items": items, "runner_lost": runner_lost(op)}
+    context = {"op": op, "items": items, "worker_stalled": worker_stalled(op)}
     if request.htmx:
         response = render(request, "console/bulk.html#progress", context)
         # The page stops asking once the operation is over.
@@ -100,13 +99,4 @@ def bulk_abort_view(request: HtmxHttpRequest, uid) -> HttpResponse:
     op = get_bulk_for_user(request, uid)
     op = bulk_abort(op=op, user=request.user, request_id=request_id(request), channel="console")
     messages.success(request, f"Aborted: {op.skipped} writes were not replayed.")
-    return redirect("console-bulk", op.uid)
-
-
-@console_view()
-@require_POST
-def bulk_resume_view(request: HtmxHttpRequest, uid) -> HttpResponse:
-    op = get_bulk_for_user(request, uid)
-    bulk_resume(op=op, user=request.user, request_id=request_id(request), channel="console")
-    messages.success(request, "Resumed.")
     return redirect("console-bulk", op.uid)

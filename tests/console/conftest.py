@@ -17,12 +17,6 @@ RECORDER = Recorder("worker:console-tests")
 _keys = itertools.count(1)
 
 
-@pytest.fixture(autouse=True)
-def _no_bulk_threads(settings):
-    # Bulk operations are processed by calling the service in tests (no background thread).
-    settings.WRITEBACK_BULK_RUN_IN_THREAD = False
-
-
 @pytest.fixture
 def consented(tenant):
     for patient in ("pat-1001", "pat-1002", "pat-1003"):

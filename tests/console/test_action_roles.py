@@ -1,8 +1,6 @@
 """Action × role for the console's operational actions: who may (database state changed as intended) and
 who may not (nothing changed, and the refusal is in the audit trail)."""
 
-from datetime import timedelta
-
 import pytest
 from django.utils import timezone
 
@@ -18,7 +16,6 @@ from writeback.models import (
     Tenant,
     TenantMode,
 )
-from writeback.services import bulk as bulk_service
 from writeback.services.capabilities import capability_change_request
 from writeback.services.killswitches import kill_switch_engage
 from writeback.services.tenants import tenant_grant
@@ -41,7 +38,7 @@ def outside_engineer(other_tenant):
     return user
 
 
-# -- bulk replay: abort and resume ------------------------------------------------------------------
+# -- bulk replay: abort ------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -66,56 +63,6 @@ def test_only_admins_abort_a_bulk_replay(request, running, persona):
     new = refusals()[refused_before:]
     assert len(new) == 1 and new[0].object_type == "bulk" and new[0].data["rule"] == "role-required"
     assert new[0].actor == person(request, persona).username
-
-
-def _lose_the_runner(op: BulkOperation) -> None:
-    BulkOperation.objects.filter(pk=op.pk).update(
-        started_at=timezone.now() - timedelta(minutes=2), heartbeat_at=timezone.now() - timedelta(minutes=1)
-    )
-
-
-def test_an_admin_resumes_a_bulk_replay_whose_runner_was_lost(running, admin_user, monkeypatch):
-    started = []
-    monkeypatch.setattr(bulk_service, "start_runner", started.append)
-    c = client_for(admin_user)
-    r = c.post(f"/bulk/{running.uid}/resume", HTTP_REFERER=f"http://testserver/bulk/{running.uid}/")
-    assert r.status_code == 302  # the runner is alive: nothing to resume
-    assert "A runner is processing this operation." in c.get(r.url).content.decode()
-    assert started == [] and "bulk.resumed" not in audit_actions(object_id=str(running.uid))
-
-    _lose_the_runner(running)
-    r = c.post(f"/bulk/{running.uid}/resume")
-    assert r.status_code == 302 and r.url == f"/bulk/{running.uid}/"
-    assert started == [running.uid]
-    entry = AuditEntry.objects.get(action="bulk.resumed", object_id=str(running.uid))
-    assert entry.actor == admin_user.username
-    running.refresh_from_db()
-    assert running.status == BulkOperation.Status.RUNNING
-    # The resumed operation runs to its end.
-    bulk_service.bulk_process(running, now=timezone.now() + timedelta(minutes=5))
-    running.refresh_from_db()
-    assert running.status == BulkOperation.Status.DONE and running.succeeded == 3
-
-
-@pytest.mark.parametrize("persona", NOT_ADMINS)
-def test_only_admins_resume_a_bulk_replay(request, running, persona, monkeypatch):
-    started = []
-    monkeypatch.setattr(bulk_service, "start_runner", started.append)
-    _lose_the_runner(running)
-    r = client_for(person(request, persona)).post(f"/bulk/{running.uid}/resume")
-    assert r.status_code == 403
-    assert started == []
-    assert "bulk.resumed" not in audit_actions(object_id=str(running.uid))
-    assert [e.object_type for e in refusals(rule="role-required")] == ["bulk"]
-
-
-def test_an_outsider_cannot_resume_a_bulk_replay(running, outside_engineer, monkeypatch):
-    started = []
-    monkeypatch.setattr(bulk_service, "start_runner", started.append)
-    _lose_the_runner(running)
-    assert client_for(outside_engineer).post(f"/bulk/{running.uid}/resume").status_code == 403
-    assert started == []
-    assert refusals(rule="tenant-forbidden", channel="console")[0].object_id == str(running.uid)
 
 
 # -- capability widening: a second engineer decides ------------------------------------------------

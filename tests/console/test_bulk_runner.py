@@ -1,16 +1,20 @@
-"""The bulk runner in its own thread, as the console starts it (committed data: transactional tests)."""
+"""Bulk operations run in the sync workers, never in the web process (committed data: transactional tests)."""
 
+import threading
 import time
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from tests.conftest import make_user
 from tests.console.conftest import client_for, failed
 from tests.writeback.helpers import consent_for, event
 from writeback.models import BulkOperation, Write
-from writeback.services.bulk import bulk_process_due, bulk_run
+from writeback.services.bulk import bulk_process_due, bulk_replay_start
 from writeback.services.tenants import tenant_grant
 from writeback.states import WriteState
+from writeback.sync.worker import SyncWorker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,47 +49,47 @@ def wait_until(predicate, timeout: float = 10.0) -> None:
     raise AssertionError("timed out")
 
 
-def test_the_console_starts_a_runner_that_finishes_the_operation(broken, admin, settings):
-    settings.WRITEBACK_BULK_RUN_IN_THREAD = True
+def test_the_console_starts_no_thread_and_a_sync_worker_finishes_the_operation(broken, admin):
+    threads_before = {t.ident for t in threading.enumerate()}
     r = client_for(admin).post(
         "/bulk/start", {"uid": [str(w.uid) for w in broken], "reason": "outage over", "rate": "20"}
     )
     assert r.status_code == 302
+    # The web request only recorded the operation: no background thread, nothing replayed yet.
+    assert {t.ident for t in threading.enumerate()} <= threads_before
     op = BulkOperation.objects.get()
-    wait_until(lambda: BulkOperation.objects.get(pk=op.pk).status == BulkOperation.Status.DONE)
+    assert op.status == BulkOperation.Status.RUNNING and op.processed == 0
+    worker = SyncWorker(worker_id="worker:bulk-tests", until_idle=True, idle_sleep=0.05)
+
+    def worker_pass() -> bool:
+        worker.housekeeping()
+        return BulkOperation.objects.get(pk=op.pk).status == BulkOperation.Status.DONE
+
+    wait_until(worker_pass)
     assert all(Write.objects.get(pk=w.pk).state == WriteState.PENDING for w in broken)
 
 
-def test_the_runner_paces_itself_by_the_rate(broken, admin):
-    from writeback.services.bulk import bulk_replay_start
-
+def test_items_are_paced_by_the_rate_whoever_processes_them(broken, admin):
     op = bulk_replay_start(
-        user=admin,
-        writes=Write.objects.filter(pk__in=[w.pk for w in broken]),
-        reason="x",
-        rate_per_second=10,
-        run_in_background=False,
+        user=admin, writes=Write.objects.filter(pk__in=[w.pk for w in broken]), reason="x", rate_per_second=10
     )
-    started = time.monotonic()
-    bulk_run(op.uid)
-    elapsed = time.monotonic() - started
+    started = op.started_at
+    # However often the workers call in, item n is not replayed before started_at + n / rate.
+    assert bulk_process_due(now=started) == 1
+    assert bulk_process_due(now=started) == 0
+    assert bulk_process_due(now=started + timedelta(seconds=0.25)) == 2
+    assert bulk_process_due(now=started + timedelta(seconds=1)) == 1
     op.refresh_from_db()
     assert op.status == BulkOperation.Status.DONE and op.succeeded == 4
-    assert elapsed >= 0.25  # 4 items at 10 per second: the last one no earlier than 0.3 s after the start
 
 
-def test_the_worker_loop_can_process_due_items(broken, admin):
-    from writeback.services.bulk import bulk_replay_start
-
-    bulk_replay_start(
-        user=admin,
-        writes=Write.objects.filter(pk__in=[w.pk for w in broken]),
-        reason="x",
-        rate_per_second=20,
-        run_in_background=False,
+def test_the_console_says_when_no_worker_processes_a_running_operation(broken, admin):
+    op = bulk_replay_start(
+        user=admin, writes=Write.objects.filter(pk__in=[w.pk for w in broken]), reason="x", rate_per_second=1
     )
-    assert bulk_process_due() >= 1  # the first at once; the rest as their time comes
-    wait_until(
-        lambda: bulk_process_due() == 0 and not BulkOperation.objects.filter(status="running").exists()
+    c = client_for(admin)
+    assert "No sync worker has processed" not in c.get(f"/bulk/{op.uid}/").content.decode()
+    BulkOperation.objects.filter(pk=op.pk).update(
+        started_at=timezone.now() - timedelta(minutes=2), heartbeat_at=timezone.now() - timedelta(minutes=1)
     )
-    assert BulkOperation.objects.get().succeeded == 4
+    assert "No sync worker has processed" in c.get(f"/bulk/{op.uid}/").content.decode()

@@ -1,25 +1,21 @@
 """Bulk replay of failed writes by an admin: preview first, then one item at a time at a capped rate,
 abortable, every item audited.
 
-How items run: `bulk_replay_start` records the operation and its items, and (after commit) starts a
-background thread running `bulk_run`, which calls `bulk_process` until the operation is done or aborted.
-`bulk_process` is idempotent and safe to call from several places at once (items are claimed under a
-row lock), so the sync worker loop can also call `bulk_process_due()` each cycle: an operation whose
-web process died is then finished by the workers, and the console offers "resume" when no runner has
-touched it for a while. The rate is enforced from the operation's start time, so however many runners
-there are, item n is never replayed before started_at + n / rate.
+How items run: `bulk_replay_start` only records the operation and its items; the sync workers' housekeeping
+calls `bulk_process_due()` about once a second (the web process never starts background work).
+`bulk_process` is idempotent and safe to call from several workers at once (items are claimed under a
+row lock), and the rate is enforced from the operation's start time, so however many workers there are,
+item n is never replayed before started_at + n / rate. When no worker has touched a running operation
+for a while, the console says so: no sync worker is running.
 """
 
 import logging
 import math
-import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
@@ -36,7 +32,7 @@ ELIGIBLE = (WriteState.FAILED_TERMINAL, WriteState.FAILED_RETRYABLE)
 MAX_ITEMS = 500
 SAMPLE_SIZE = 10
 MIN_RATE, MAX_RATE, DEFAULT_RATE = 0.2, 20.0, 2.0
-# A running operation nobody has processed for this long has lost its runner.
+# A running operation no worker has processed for this long: the workers are down.
 STALE_AFTER = timedelta(seconds=15)
 
 
@@ -82,7 +78,6 @@ def bulk_replay_start(
     rate_per_second: float = DEFAULT_RATE,
     request_id: str = "",
     channel: str = "api",
-    run_in_background: bool | None = None,
 ) -> BulkOperation:
     _require_admin(user, request_id, channel)
     reason = (reason or "").strip()
@@ -136,8 +131,6 @@ def bulk_replay_start(
                 "writes": [str(w.uid) for w in chosen],
             },
         )
-        if run_in_background if run_in_background is not None else _threads_enabled():
-            transaction.on_commit(lambda: start_runner(op.uid))
     return op
 
 
@@ -165,21 +158,8 @@ def bulk_abort(*, op: BulkOperation, user: Any, request_id: str = "", channel: s
     return op
 
 
-def bulk_resume(*, op: BulkOperation, user: Any, request_id: str = "", channel: str = "api") -> BulkOperation:
-    """Starts a runner again for an operation whose runner went away (a restarted web process)."""
-    _require_admin(user, request_id, channel)
-    if not op.is_running:
-        raise DomainError(409, "not-running", "this bulk operation is no longer running")
-    if not runner_lost(op):
-        raise DomainError(409, "runner-alive", "a runner is processing this operation")
-    audit.record(
-        AuditAction.BULK_RESUMED, actor=user, object_type="bulk", object_id=str(op.uid), request_id=request_id
-    )
-    start_runner(op.uid)
-    return op
-
-
-def runner_lost(op: BulkOperation, now: datetime | None = None) -> bool:
+def worker_stalled(op: BulkOperation, now: datetime | None = None) -> bool:
+    """A running operation no sync worker has processed for a while: the workers are down."""
     now = now or timezone.now()
     last = op.heartbeat_at or op.started_at
     return op.is_running and now - last > STALE_AFTER
@@ -218,31 +198,6 @@ def bulk_process_due(now: datetime | None = None) -> int:
     for op in BulkOperation.objects.filter(status=BulkOperation.Status.RUNNING).order_by("created_at"):
         total += bulk_process(op, now=now)
     return total
-
-
-def bulk_run(op_uid, *, sleep=time.sleep) -> None:
-    """Runs one operation to its end, pacing itself by the rate (the background thread's body)."""
-    try:
-        while True:
-            op = BulkOperation.objects.filter(uid=op_uid).first()
-            if op is None or not op.is_running:
-                return
-            bulk_process(op)
-            op.refresh_from_db()
-            if not op.is_running:
-                return
-            due_at = op.started_at + timedelta(seconds=op.processed / op.rate_per_second)
-            sleep(min(max((due_at - timezone.now()).total_seconds(), 0.05), 1.0))
-    except Exception:
-        log.exception("bulk operation %s: runner stopped", op_uid)
-    finally:
-        close_old_connections()
-
-
-def start_runner(op_uid) -> threading.Thread:
-    thread = threading.Thread(target=bulk_run, args=(op_uid,), name=f"bulk-{op_uid}", daemon=True)
-    thread.start()
-    return thread
 
 
 def _process_item(op: BulkOperation, item: BulkItem, now: datetime) -> None:
@@ -304,7 +259,3 @@ def _require_admin(user: Any, request_id: str, channel: str) -> None:
             request_id=request_id,
             channel=channel,
         )
-
-
-def _threads_enabled() -> bool:
-    return getattr(settings, "WRITEBACK_BULK_RUN_IN_THREAD", True)

@@ -195,14 +195,17 @@ class SyncWorker:
             log.exception("%s: lease renewal failed", self.worker_id)
 
     def _housekeeping(self) -> None:
-        """At most once a second: mark writes whose worker died mid-call as outcome unknown (so the
-        ledger shows it even while nobody takes them over, e.g. under a hold), and move console bulk
-        replays on (rate-limited), so they finish even when the console process that started them is
-        gone."""
         now = time.monotonic()
         if now - self._last_housekeeping < 1.0:
             return
         self._last_housekeeping = now
+        self.housekeeping()
+
+    def housekeeping(self) -> None:
+        """One pass of the work no write claim carries (the loop runs it at most once a second): mark
+        writes whose worker died mid-call as outcome unknown (so the ledger shows it even while nobody
+        takes them over, e.g. under a hold), and move bulk operations on (rate-limited). Background work
+        lives here, never in the web process."""
         try:
             for write in lapsed_in_flight():
                 # InvalidTransition: taken over meanwhile, and the new holder records it.
