@@ -59,7 +59,6 @@ class Entry:
     patch: list[Any] | None = None  # a PATCH entry's JSON Patch operations
     target: str = ""  # "Type/id" this entry writes or matches, once resolved
     assigned_id: str = ""  # the id a create here stores under (decided before anything is written)
-    stale: bool = False  # the stale_version fault picked this entry
 
     @property
     def parts(self) -> list[str]:
@@ -183,7 +182,7 @@ class Run:
         try:
             with self.store.atomic():
                 for entry in self._ordered(entries, 0):
-                    answers[entry.index] = self._guarded(entry, lambda e: self._resolve_and_run(e))
+                    answers[entry.index] = self._guarded(entry, self._resolve_and_run)
                 for entry in entries:
                     if entry.method != "DELETE":
                         self._guarded(entry, self._resolve)
@@ -245,11 +244,13 @@ class Run:
         entry = next((e for e in entries if e.if_match and e.method != "GET"), None)
         if entry is None:
             return
-        if len(entry.parts) == 2:
-            with contextlib.suppress(NotFound):
-                self.store.modify(entry.parts[0], entry.parts[1], lambda current: current)
-        else:  # conditional: the target is only known under the lock
-            entry.stale = True
+        with contextlib.suppress(FhirError, NotFound):
+            if len(entry.parts) == 2:
+                target: Resource | None = {"id": entry.parts[1]}
+            else:
+                target = self._match(entry.parts[0], entry.query, "the stale_version fault")
+            if target is not None:
+                self.store.modify(entry.parts[0], target["id"], lambda current: current)
 
     def _resolve_and_run(self, entry: Entry) -> dict[str, Any]:
         self._resolve(entry)
@@ -368,7 +369,6 @@ class Run:
             query=parse_qs(entry.query, keep_blank_values=True),
             headers=headers,
             body=body,
-            stale_version=entry.stale,
             assigned_id=entry.assigned_id,
         )
         return self._answer(entry, self.profile.route(sub))

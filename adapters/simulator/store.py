@@ -107,6 +107,12 @@ class Store:
         self._journal: dict[Key, tuple[Resource | None, list[Resource] | None]] | None = None
 
     @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Holds the lock for the block: a search and the one write it decides are a single step."""
+        with self._lock:
+            yield
+
+    @contextmanager
     def atomic(self) -> Iterator[None]:
         """Holds the lock for the block; if the block raises, every write it made is undone."""
         with self._lock:

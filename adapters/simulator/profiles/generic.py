@@ -55,7 +55,7 @@ class GenericProfile(Profile):
         body_id = resource.get("id")
         if body_id is not None and not (isinstance(body_id, str) and FHIR_ID.match(body_id)):
             raise FhirError(400, f"{body_id!r} is not a valid FHIR id", issue="value", expression=["id"])
-        with self.store.atomic():
+        with self.store.exclusive():
             target = self.only_match(resource_type, where, "conditional update")
             if target is not None and body_id and body_id != target["id"]:
                 raise FhirError(
@@ -130,7 +130,7 @@ class GenericProfile(Profile):
         """`DELETE Type?criteria`, single-resource (R4 `conditionalDelete: single`): no match or one match
         is an ordinary delete, several are 412."""
         where = criteria(req.query, "conditional delete")
-        with self.store.atomic():
+        with self.store.exclusive():
             target = self.only_match(resource_type, where, "conditional delete")
             if target is None:
                 if if_match_version(req) is not None:

@@ -534,6 +534,22 @@ def test_stale_version_fails_a_transaction_but_the_concurrent_edit_stands(generi
     assert generic.faults()["fired"]["stale_version"] == 0  # no If-Match entry: not version-aware
 
 
+def test_stale_version_on_conditional_writes_leaves_the_concurrent_edit(generic, client):
+    generic.set_faults("stale_version=1.0,seed=2")
+    url = f"{generic.fhir_base}/Patient?identifier={MRN}|MRN1001"
+    body = {"resourceType": "Patient", "identifier": [{"system": MRN, "value": "MRN1001"}], "gender": "other"}
+    patient = f"{generic.fhir_base}/Patient/pat-1001"
+    assert client.put(url, json=body, headers={"If-Match": 'W/"1"'}).status_code == 412
+    assert client.get(patient).json()["meta"]["versionId"] == "2"
+    assert client.delete(url, headers={"If-Match": 'W/"2"'}).status_code == 412
+    assert client.get(patient).json()["meta"]["versionId"] == "3"
+    in_bundle = bundle(entry("PUT", f"Patient?identifier={MRN}|MRN1001", body, ifMatch='W/"3"'))
+    assert client.post(generic.fhir_base, json=in_bundle, headers=FHIR_JSON).status_code == 412
+    current = client.get(patient).json()
+    assert current["meta"]["versionId"] == "4" and current["gender"] != "other"
+    assert generic.faults()["fired"]["stale_version"] == 3
+
+
 # -- SMART scopes ----------------------------------------------------------------------------------
 
 
