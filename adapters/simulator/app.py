@@ -99,7 +99,7 @@ class Simulator:
 
     def _faulted(self, req: Request, surface: str) -> Response:
         if self.profile.faultable(req):
-            plan = self.faults.plan(has_if_match=bool(req.header("if-match")))
+            plan = self.faults.plan(has_if_match=self.profile.carries_if_match(req))
         else:
             plan = FaultPlan()
         if plan.slow_seconds:

@@ -36,8 +36,17 @@ CORE_READ_TYPES = (
 
 
 def _statement(
-    *, software: str, version: str, base: str, resources: list[dict[str, Any]], publisher: str
+    *,
+    software: str,
+    version: str,
+    base: str,
+    resources: list[dict[str, Any]],
+    publisher: str,
+    system_interactions: tuple[str, ...] = (),
 ) -> dict[str, Any]:
+    rest: dict[str, Any] = {"mode": "server", "resource": resources}
+    if system_interactions:
+        rest["interaction"] = [{"code": code} for code in system_interactions]
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -49,7 +58,7 @@ def _statement(
         "fhirVersion": "4.0.1",
         "format": ["json"],
         "patchFormat": ["application/json-patch+json"] if any(_has(r, "patch") for r in resources) else [],
-        "rest": [{"mode": "server", "resource": resources}],
+        "rest": [rest],
     }
 
 
@@ -64,6 +73,8 @@ def _resource(
     versioning: str = "versioned",
     conditional_create: bool = False,
     update_create: bool = False,
+    conditional_update: bool = False,
+    conditional_delete: str = "not-supported",
 ) -> dict[str, Any]:
     return {
         "type": resource_type,
@@ -73,16 +84,23 @@ def _resource(
         "updateCreate": update_create,
         "conditionalCreate": conditional_create,
         "conditionalRead": "not-supported",
-        "conditionalUpdate": False,
-        "conditionalDelete": "not-supported",
+        "conditionalUpdate": conditional_update,
+        "conditionalDelete": conditional_delete,
         "searchParam": [{"name": name, "type": kind} for name, kind in SEARCH_PARAMS.items()],
     }
 
 
 def generic(base: str) -> dict[str, Any]:
-    interactions = ["read", "vread", "search-type", "history-instance", "create", "update", "patch"]
+    interactions = ["read", "vread", "search-type", "history-instance", "create", "update", "patch", "delete"]
     resources = [
-        _resource(t, interactions, conditional_create=True, update_create=True)
+        _resource(
+            t,
+            interactions,
+            conditional_create=True,
+            update_create=True,
+            conditional_update=True,
+            conditional_delete="single",
+        )
         for t in sorted(R4_RESOURCE_TYPES)
     ]
     return _statement(
@@ -91,6 +109,7 @@ def generic(base: str) -> dict[str, Any]:
         base=base,
         resources=resources,
         publisher="fhir-writeback",
+        system_interactions=("transaction", "batch"),
     )
 
 

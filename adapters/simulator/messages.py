@@ -25,6 +25,9 @@ class Request:
     body: bytes = b""
     # Set by the fault injector: a concurrent edit lands just before this If-Match request is applied.
     stale_version: bool = False
+    # Set by a transaction for an entry that may create: the id decided before any entry is written, so
+    # the other entries' references to it can be resolved first.
+    assigned_id: str = ""
 
     def header(self, name: str, default: str = "") -> str:
         return self.headers.get(name.lower(), default)

@@ -149,6 +149,23 @@ def compile_search(query: dict[str, list[str]]) -> SearchSpec:
     )
 
 
+def criteria(query: dict[str, list[str]], what: str) -> Filter:
+    """The Filter for a conditional interaction's criteria (If-None-Exist, conditional update and
+    delete, a conditional reference). Stricter than a search, which ignores what it does not know: here
+    an unsupported parameter, a modifier or an empty value would silently widen the match (a conditional
+    delete of the wrong resource, a create answered with an unrelated one), so each is a 400."""
+    if not query:
+        raise FhirError(400, f"{what} needs search criteria (e.g. identifier=system|value)", issue="invalid")
+    for name, values in query.items():
+        if ":" in name or _matcher(name, "x") is None:
+            raise FhirError(
+                400, f"{what}: {name!r} is not a search parameter this server supports", issue="not-supported"
+            )
+        if not all(values):
+            raise FhirError(400, f"{what}: {name} has an empty value", issue="value")
+    return compile_search(query).where
+
+
 def searchset(
     matches: list[Resource], spec: SearchSpec, *, type_url: str, query: dict[str, list[str]]
 ) -> dict[str, Any]:

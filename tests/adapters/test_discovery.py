@@ -220,8 +220,14 @@ def test_each_profile_records_its_conditional_operations(sims):
     row = Capability.objects.get(
         tenant=tenant, source="discovered", resource_type="Patient", operation="update"
     )
+    assert row.notes.endswith("conditionalCreate=true; conditionalUpdate=true; conditionalDelete=single")
+    epic = _tenant("epic-cond", "epic", sims["epic"].fhir_base)
+    capabilities_discover(tenant=epic)
+    row = Capability.objects.get(
+        tenant=epic, source="discovered", resource_type="Observation", operation="update"
+    )
     assert row.notes.endswith(
-        "conditionalCreate=true; conditionalUpdate=false; conditionalDelete=not-supported"
+        "conditionalCreate=false; conditionalUpdate=false; conditionalDelete=not-supported"
     )
 
 

@@ -1,7 +1,8 @@
 """What every profile shares: the FHIR REST routing, reads, searches, history, and how answers look.
 
-A profile subclass says what its vendor accepts (by overriding the write interactions) and how its
-errors look on each API surface it serves (`fhir`, and `v1` / `unity` for the proprietary APIs).
+A profile subclass says what its vendor accepts (by overriding the write interactions: create, update,
+patch, delete, conditional update and delete, Bundles posted to the base) and how its errors look on each
+API surface it serves (`fhir`, and `v1` / `unity` for the proprietary APIs).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from datetime import datetime
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
+from ..bundles import entry_requests, is_bundle_post
 from ..capability_statements import generic as generic_statement
 from ..messages import BadRequest, Request, Response, fhir_response
 from ..outcomes import FhirError, operation_outcome
@@ -18,7 +20,7 @@ from ..redact import redact_body
 from ..resource_types import R4_RESOURCE_TYPES
 from ..search import compile_search, searchset
 from ..smart import scope_covers
-from ..store import Resource, version_of
+from ..store import Resource, is_deletion, version_of
 
 if TYPE_CHECKING:
     from ..app import Simulator
@@ -75,6 +77,38 @@ def check_structure(resource_type: str, resource: Resource) -> None:
         value = resource.get(field)
         if value is not None and not (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
             raise refuse(field, "a list of objects")
+
+
+def _access(method: str, rel: str) -> tuple[str, str] | None:
+    """(resource type, c|r|u|d|s) an interaction at `rel` (below the base) needs; None for no type."""
+    parts = rel.strip("/").split("/")
+    if parts[0] not in R4_RESOURCE_TYPES:
+        return None
+    if len(parts) == 1:
+        return parts[0], {"GET": "s", "POST": "c", "PUT": "u", "DELETE": "d"}.get(method, "c")
+    return parts[0], {"GET": "r", "PUT": "u", "PATCH": "u", "DELETE": "d"}.get(method, "r")
+
+
+def _history_entry(version: Resource, older: Resource | None, url: str, base: str) -> dict[str, Any]:
+    """One entry of a history Bundle. A deletion has no resource and `request.method` DELETE (R4); the
+    version after a deletion was a create by update."""
+    if is_deletion(version):
+        method, status = "DELETE", "204 No Content"
+    elif older is None:
+        method, status = "POST", "201 Created"
+    else:
+        method, status = "PUT", "201 Created" if is_deletion(older) else "200 OK"
+    entry: dict[str, Any] = {"fullUrl": f"{base}/{url}"}
+    if not is_deletion(version):
+        entry["resource"] = version
+    return entry | {
+        "request": {"method": method, "url": url},
+        "response": {
+            "status": status,
+            "etag": f'W/"{version_of(version)}"',
+            "lastModified": version["meta"]["lastUpdated"],
+        },
+    }
 
 
 def http_date(instant: str) -> str:
@@ -149,27 +183,35 @@ class Profile:
             and req.path.rstrip("/") == f"{self.fhir_base_path}/metadata"
         )
 
-    def fhir_access(self, req: Request) -> tuple[str, str] | None:
-        """(resource type, c|r|u|d|s) a FHIR request needs, or None when it names no resource type."""
-        parts = req.path[len(self.fhir_base_path) :].strip("/").split("/")
-        if not parts or parts[0] not in R4_RESOURCE_TYPES:
-            return None
-        if len(parts) == 1:
-            return parts[0], {"GET": "s", "POST": "c"}.get(req.method, "c")
-        return parts[0], {"GET": "r", "PUT": "u", "PATCH": "u", "DELETE": "d"}.get(req.method, "r")
+    def fhir_access(self, req: Request) -> list[tuple[str, str, str]]:
+        """(where, resource type, c|r|u|d|s) for each access a FHIR request needs: one for a REST
+        interaction, one per entry of a Bundle posted to the base (which names no type itself)."""
+        if is_bundle_post(req, self.fhir_base_path):
+            return [
+                (f"{entry.label}: ", *need)
+                for entry in entry_requests(req, self.fhir_base)
+                if (need := _access(entry.method, entry.path)) is not None
+            ]
+        need = _access(req.method, req.path[len(self.fhir_base_path) :])
+        return [("", *need)] if need is not None else []
 
     def scope_problem(self, req: Request, surface: str, scopes: tuple[str, ...]) -> str:
         """'' when the token's scopes cover the request, else the insufficient_scope reason."""
-        need = self.fhir_access(req) if surface == "fhir" else None
-        if need is None:
-            return ""
-        rtype, access = need
-        if scope_covers(scopes, rtype, access):
-            return ""
-        return (
-            f"insufficient_scope: the access token does not allow {ACCESS_WORDS[access]} on {rtype} "
-            f"(needs system/{rtype}.{access} or system/{rtype}.{V1_WORDS[access]})"
-        )
+        for where, rtype, access in self.fhir_access(req) if surface == "fhir" else []:
+            if not scope_covers(scopes, rtype, access):
+                return (
+                    f"insufficient_scope: {where}the access token does not allow {ACCESS_WORDS[access]} on "
+                    f"{rtype} (needs system/{rtype}.{access} or system/{rtype}.{V1_WORDS[access]})"
+                )
+        return ""
+
+    def carries_if_match(self, req: Request) -> bool:
+        """Whether the request is version-aware (the stale_version fault applies only then)."""
+        if req.header("if-match"):
+            return True
+        if not is_bundle_post(req, self.fhir_base_path):
+            return False
+        return any(entry.if_match for entry in entry_requests(req, self.fhir_base))
 
     # -- answers shaped per surface ----------------------------------------------------------------
     def error(
@@ -199,21 +241,20 @@ class Profile:
     # -- FHIR REST routing -------------------------------------------------------------------------
     def fhir(self, req: Request) -> Response:
         try:
-            return self._route(req)
+            return self.route(req)
         except FhirError as err:
             return self.outcome(err)
         except BadRequest as exc:
             return self.outcome(FhirError(400, str(exc), issue="structure"))
 
-    def _route(self, req: Request) -> Response:
+    def route(self, req: Request) -> Response:
+        """The interaction a FHIR request asks for; raises FhirError (or BadRequest) for any refusal."""
         rel = req.path[len(self.fhir_base_path) :].strip("/")
         parts = rel.split("/") if rel else []
         if not parts:
-            raise FhirError(
-                404 if req.method == "GET" else 405,
-                "batch and transaction are not supported",
-                issue="not-supported",
-            )
+            if self._allow(req, "GET", "POST") == "GET":
+                raise FhirError(404, "system-level search is not supported", issue="not-supported")
+            return self.bundle(req)
         if parts == ["metadata"]:
             self._allow(req, "GET")
             return fhir_response(200, self.capability_statement())
@@ -221,9 +262,14 @@ class Profile:
         if resource_type not in R4_RESOURCE_TYPES:
             raise FhirError(404, f"unknown resource type {resource_type!r}", issue="not-supported")
         if len(parts) == 1:
-            if self._allow(req, "GET", "POST") == "GET":
+            method = self._allow(req, "GET", "POST", "PUT", "DELETE")
+            if method == "GET":
                 return self.search(req, resource_type)
-            return self.create(req, resource_type)
+            if method == "POST":
+                return self.create(req, resource_type)
+            if method == "PUT":
+                return self.conditional_update(req, resource_type)
+            return self.conditional_delete(req, resource_type)
         resource_id = parts[1]
         if len(parts) == 2:
             method = self._allow(req, "GET", "PUT", "PATCH", "DELETE")
@@ -233,7 +279,7 @@ class Profile:
                 return self.update(req, resource_type, resource_id)
             if method == "PATCH":
                 return self.patch(req, resource_type, resource_id)
-            return self.refuse(f"delete is not supported on {resource_type}")
+            return self.delete(req, resource_type, resource_id)
         if parts[2] == "_history" and len(parts) in (3, 4):
             self._allow(req, "GET")
             if len(parts) == 3:
@@ -269,7 +315,7 @@ class Profile:
     def read(self, req: Request, resource_type: str, resource_id: str) -> Response:
         resource = self.store.read(resource_type, resource_id)
         if resource is None:
-            raise self.not_found(resource_type, resource_id)
+            raise self.absent(resource_type, resource_id)
         return self.resource_response(resource)
 
     def vread(self, req: Request, resource_type: str, resource_id: str, version: str) -> Response:
@@ -278,6 +324,10 @@ class Profile:
         resource = self.store.vread(resource_type, resource_id, version)
         if resource is None:
             raise FhirError(404, f"{resource_type}/{resource_id} has no version {version}", issue="not-found")
+        if is_deletion(resource):
+            raise FhirError(
+                410, f"version {version} of {resource_type}/{resource_id} is its deletion", issue="deleted"
+            )
         return self.resource_response(resource)
 
     def history(self, req: Request, resource_type: str, resource_id: str) -> Response:
@@ -286,27 +336,12 @@ class Profile:
         versions = self.store.history(resource_type, resource_id)
         if not versions:
             raise self.not_found(resource_type, resource_id)
-        bundle = {
-            "resourceType": "Bundle",
-            "type": "history",
-            "total": len(versions),
-            "entry": [
-                {
-                    "fullUrl": f"{self.fhir_base}/{resource_type}/{resource_id}",
-                    "resource": r,
-                    "request": {
-                        "method": "POST" if version_of(r) == "1" else "PUT",
-                        "url": f"{resource_type}/{resource_id}",
-                    },
-                    "response": {
-                        "status": "201 Created" if version_of(r) == "1" else "200 OK",
-                        "etag": f'W/"{version_of(r)}"',
-                        "lastModified": r["meta"]["lastUpdated"],
-                    },
-                }
-                for r in versions
-            ],
-        }
+        url = f"{resource_type}/{resource_id}"
+        entries = [
+            _history_entry(version, versions[n + 1] if n + 1 < len(versions) else None, url, self.fhir_base)
+            for n, version in enumerate(versions)
+        ]
+        bundle = {"resourceType": "Bundle", "type": "history", "total": len(versions), "entry": entries}
         return fhir_response(200, bundle)
 
     def create(self, req: Request, resource_type: str) -> Response:
@@ -318,15 +353,39 @@ class Profile:
     def patch(self, req: Request, resource_type: str, resource_id: str) -> Response:
         return self.refuse(f"patch is not supported on {resource_type}")
 
+    def delete(self, req: Request, resource_type: str, resource_id: str) -> Response:
+        return self.refuse(f"delete is not supported on {resource_type}")
+
+    def conditional_update(self, req: Request, resource_type: str) -> Response:
+        return self.refuse(f"conditional update is not supported on {resource_type}")
+
+    def conditional_delete(self, req: Request, resource_type: str) -> Response:
+        return self.refuse(f"conditional delete is not supported on {resource_type}")
+
+    def bundle(self, req: Request) -> Response:
+        return self.refuse("batch and transaction are not supported")
+
     # -- helpers for the profiles' handlers --------------------------------------------------------
     def not_found(self, resource_type: str, resource_id: str) -> FhirError:
         return FhirError(404, f"{resource_type}/{resource_id} is not known", issue="not-found")
 
-    def resource_body(self, req: Request, resource_type: str, *, resource_id: str = "") -> Resource:
-        """The resource in a create/update body, after the checks every FHIR server makes."""
+    def gone(self, resource_type: str, resource_id: str) -> FhirError:
+        return FhirError(410, f"{resource_type}/{resource_id} was deleted", issue="deleted")
+
+    def absent(self, resource_type: str, resource_id: str) -> FhirError:
+        """410 for a deleted resource, 404 for one never stored."""
+        if self.store.deleted(resource_type, resource_id) is not None:
+            return self.gone(resource_type, resource_id)
+        return self.not_found(resource_type, resource_id)
+
+    def json_body(self, req: Request) -> Any:
         if req.content_type not in JSON_TYPES:
             raise FhirError(415, f"Content-Type {req.content_type!r} is not FHIR JSON", issue="not-supported")
-        resource = req.json()
+        return req.json()
+
+    def resource_body(self, req: Request, resource_type: str, *, resource_id: str = "") -> Resource:
+        """The resource in a create/update body, after the checks every FHIR server makes."""
+        resource = self.json_body(req)
         if not isinstance(resource, dict):
             raise FhirError(400, "the body must be a JSON object (a FHIR resource)", issue="structure")
         if resource.get("resourceType") != resource_type:

@@ -143,13 +143,23 @@ def test_search_pages_with_count_and_next_link(generic, client):
     assert second["entry"][0]["resource"]["id"] == "pat-1051"
 
 
-def test_metadata_declares_conditional_create_versioning_and_patch(generic, client):
+def test_metadata_declares_what_the_profile_serves(generic, client):
     statement = client.get(f"{generic.fhir_base}/metadata").json()
     assert statement["resourceType"] == "CapabilityStatement" and statement["fhirVersion"] == "4.0.1"
-    observation = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Observation")
+    rest = statement["rest"][0]
+    assert rest["interaction"] == [{"code": "transaction"}, {"code": "batch"}]
+    observation = next(r for r in rest["resource"] if r["type"] == "Observation")
     assert observation["conditionalCreate"] is True and observation["versioning"] == "versioned"
-    assert {"create", "read", "vread", "update", "patch", "search-type", "history-instance"} <= {
-        i["code"] for i in observation["interaction"]
+    assert observation["conditionalUpdate"] is True and observation["conditionalDelete"] == "single"
+    assert {i["code"] for i in observation["interaction"]} == {
+        "create",
+        "read",
+        "vread",
+        "update",
+        "patch",
+        "delete",
+        "search-type",
+        "history-instance",
     }
 
 
@@ -167,8 +177,9 @@ def test_request_errors_are_operation_outcomes(generic, client):
         f"{base}/Observation", json={"resourceType": "Observation", "identifier": "x"}
     )
     assert bad_identifier.status_code == 422
-    not_a_method = client.delete(f"{base}/Patient/pat-1001")
+    not_a_method = client.delete(f"{base}/Patient/pat-1001/_history")
     assert not_a_method.status_code == 405 and issue(not_a_method)["code"] == "not-supported"
+    assert not_a_method.headers["allow"] == "GET"
 
 
 def test_keep_alive_requests_are_fast(generic):

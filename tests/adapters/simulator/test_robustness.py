@@ -21,7 +21,8 @@ def test_a_handler_crash_is_a_500_operation_outcome(generic, client, monkeypatch
 
 def test_unknown_paths_and_unreadable_requests(generic, client):
     assert client.get(f"{generic.origin}/nothing/here").status_code == 404
-    assert client.post(f"{generic.fhir_base}", json={}).status_code == 405  # no batch/transaction
+    assert client.post(f"{generic.fhir_base}", json={}).status_code == 400  # not a Bundle
+    assert client.put(f"{generic.fhir_base}", json={}).status_code == 405
     assert client.get(f"{generic.fhir_base}/Patient", params={"_count": "many"}).status_code == 400
     r = client.post(
         f"{generic.fhir_base}/Patient", content=b"<Patient/>", headers={"Content-Type": "application/xml"}
