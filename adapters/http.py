@@ -599,7 +599,7 @@ class FhirClient:
                 source=source, url=shown, reason=reason, method=method, correlation_id=correlation_id
             )
         )
-        logger.warning("refused %s %s: %s", method, shown, reason)
+        logger.warning("%s %s", method, reason)
         exchange = HttpExchange(method=method, url=shown, request_id="", error=f"refused: {reason}")
         self.journal.append(exchange)
         reply = HttpReply(method=method, url=shown, exchanges=[exchange])

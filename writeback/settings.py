@@ -206,5 +206,8 @@ WRITEBACK_BACKOFF_CAP_SECONDS = float(env("WRITEBACK_BACKOFF_CAP_SECONDS", "900"
 # Worker threads per process, and writes claimed per claim query (batched claims are ~2.5x cheaper).
 WRITEBACK_WORKER_CONCURRENCY = env_int("WRITEBACK_WORKER_CONCURRENCY", 8)
 WRITEBACK_IDLE_SLEEP_SECONDS = float(env("WRITEBACK_IDLE_SLEEP_SECONDS", "1.0"))
+# Live EHR reads from the console (chart comparison, plan prediction) per person: a burst of this many,
+# refilled at this many a minute (0: no limit).
+WRITEBACK_CONSOLE_EHR_READS_PER_MINUTE = env_int("WRITEBACK_CONSOLE_EHR_READS_PER_MINUTE", 20)
 # Serve static files straight from static/ (no collectstatic needed for the demo); production collects.
 WHITENOISE_USE_FINDERS = True
