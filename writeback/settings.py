@@ -6,6 +6,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from writeback.deploy import DEVELOPMENT_SECRET_KEY as _development_key
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -30,8 +32,9 @@ def env_secret(name: str, default: str = "") -> str:
 
 
 DEBUG = env_bool("DEBUG", False)
-# The fallback key only serves local runs; production_settings refuses to start without SECRET_KEY.
-SECRET_KEY = env_secret("SECRET_KEY", "insecure-local-development-key-change-me-" + "x" * 20)
+# The fallback key only serves local runs and tests: production_settings refuses to load without a real
+# SECRET_KEY, and writeback.wsgi / writeback.asgi refuse to serve on it with DEBUG off.
+SECRET_KEY = env_secret("SECRET_KEY", _development_key)
 ALLOWED_HOSTS = [
     h.strip() for h in env("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",") if h
 ]
