@@ -113,7 +113,9 @@ def test_every_console_page_carries_the_policy_and_no_inline_code(objects, admin
             for directive, value in POLICY.items():
                 assert policy.get(directive) == value, (name, directive, policy)
             if r.get("Content-Type", "").startswith("text/html"):
-                assert inline_problems(r.content.decode()) == [], (name, url)
+                html = r.content.decode()
+                assert inline_problems(html) == [], (name, url)
+                assert "{#" not in html and "{%" not in html, (name, url)  # no template text leaks
     # The real pages answered (POST-only actions answer 405), not a wall of errors.
     pages = {n for n, s in statuses.items() if s == 200}
     assert pages >= PAGES, statuses
