@@ -586,10 +586,18 @@ class FhirClient:
         return any(root.admits(parsed) for root in roots)
 
     def refuse(
-        self, source: str, method: str, url: str, correlation_id: str, *, roots: Iterable[UrlRoot]
+        self,
+        source: str,
+        method: str,
+        url: str,
+        correlation_id: str,
+        *,
+        roots: Iterable[UrlRoot],
+        journal: bool = True,
     ) -> HttpReply:
         """Records a request that is not made (its URL lies outside `roots`) and answers it with a
-        terminal failure: nothing was sent, no credential left."""
+        terminal failure: nothing was sent, no credential left. `journal`: also list it among the call's
+        exchanges (a redirect's own 3xx exchange already is)."""
         shown = redact_url(url)[:MAX_REFUSED_URL]
         allowed = ", ".join(str(r) for r in roots)
         what = {"next-link": "a search next link", "redirect": "a redirect"}.get(source, "a request")
@@ -601,7 +609,8 @@ class FhirClient:
         )
         logger.warning("%s %s", method, reason)
         exchange = HttpExchange(method=method, url=shown, request_id="", error=f"refused: {reason}")
-        self.journal.append(exchange)
+        if journal:
+            self.journal.append(exchange)
         reply = HttpReply(method=method, url=shown, exchanges=[exchange])
         reply.failure = Failure(Outcome.TERMINAL, f"refused: {reason}")
         return reply
@@ -617,7 +626,7 @@ class FhirClient:
         except (httpx.InvalidURL, TypeError, ValueError):
             return  # not a URL anyone could follow
         if target and not self._under(target, self.roots):
-            self.refuse("redirect", spec.method, target, correlation_id, roots=self.roots)
+            self.refuse("redirect", spec.method, target, correlation_id, roots=self.roots, journal=False)
 
     @staticmethod
     def _body_hash(spec: RequestSpec, content: bytes) -> str:

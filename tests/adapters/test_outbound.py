@@ -157,6 +157,7 @@ def test_a_redirect_to_another_host_is_never_followed(elsewhere, key_pem, monkey
     assert elsewhere.seen == []
     assert [r.source for r in refusals] == ["redirect"]
     assert "not followed" in result.message
+    assert [e.status for e in result.exchanges] == [status]  # the 3xx itself decides the attempt
     # 307/308 were not acted on; after a 301/302 a POST may have been (POST-redirect-GET): check by read.
     assert result.outcome is (Outcome.TERMINAL if status in (307, 308) else Outcome.AMBIGUOUS)
 
