@@ -71,6 +71,22 @@ class HttpExchange:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class OutboundRefusal:
+    """A request the HTTP layer did not make because its URL lies outside the tenant: not under the
+    tenant's FHIR base (origin and base path) or a configured vendor API root. Nothing was sent, so no
+    credential left. The domain raises an alert for it (`VendorAdapter.take_refusals`).
+
+    `source`: where the URL came from: `next-link` (a search Bundle's paging link), `redirect` (a 3xx
+    answer's Location, never followed) or `request` (a request an adapter built)."""
+
+    source: str
+    url: str  # query secrets removed
+    reason: str
+    method: str = "GET"
+    correlation_id: str = ""
+
+
 @dataclass
 class WriteRequest:
     """One ledger write, as the worker asks an adapter to perform it."""
@@ -273,6 +289,11 @@ class VendorAdapter(abc.ABC):
     @abc.abstractmethod
     def discover(self, *, correlation_id: str = "") -> DiscoveryResult:
         """Reads /metadata (CapabilityStatement)."""
+
+    def take_refusals(self) -> list[OutboundRefusal]:
+        """The requests refused since the last call (URLs outside the tenant), and forgets them. The
+        worker and the services call it after each use of the adapter and raise an alert per refusal."""
+        return []
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Releases connections."""

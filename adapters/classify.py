@@ -5,7 +5,8 @@
     retryable  408, 423, 425, 429, 503 (with Retry-After), other 5xx, connect errors: nothing landed
     ambiguous  timeout or connection lost after the request was sent: it may have landed; a 5xx to a
                create (see below)
-    terminal   400/422 (OperationOutcome kept), 401 after one token refresh, 403, 404/405, other 4xx
+    terminal   400/422 (OperationOutcome kept), 401 after one token refresh, 403, 404/405, other 4xx;
+               a redirect (never followed), except a non-307/308 one to a write, which is ambiguous
 
 One refinement of the 5xx rule: a 5xx to a create (POST) is *ambiguous*, not retryable, unless the
 tenant's conditional create support is confirmed (`conditional_trusted`) and the POST carried
@@ -241,6 +242,8 @@ def classify(
     ):
         wait = retry_after if retry_after is not None else _athena_quota_retry_after(reply.headers)
         return Classification(Outcome.RETRYABLE, _http_message(reply, dialect, "throttled"), wait)
+    if 300 <= status < 400:
+        return _classify_redirect(reply, dialect)
     if status == 412:
         return Classification(Outcome.CONFLICT, _http_message(reply, dialect, "version conflict"))
     if status == 409:
@@ -269,6 +272,16 @@ def classify(
             return Classification(Outcome.AMBIGUOUS, _http_message(reply, dialect, why), retry_after)
         return Classification(Outcome.RETRYABLE, _http_message(reply, dialect), retry_after)
     return Classification(Outcome.TERMINAL, _http_message(reply, dialect, "unexpected answer"))
+
+
+def _classify_redirect(reply: HttpReply, dialect: Dialect) -> Classification:
+    """Redirects are never followed (`adapters.http`). 307/308 say the request was not acted on; after
+    any other 3xx a POST/PUT/PATCH may have been (POST-redirect-GET), so it is checked by read."""
+    location = reply.headers.get("Location") or "no Location"
+    message = _http_message(reply, dialect, f"redirect to {location[:300]} not followed")
+    if reply.method.upper() in ("GET", "HEAD") or reply.status in (307, 308):
+        return Classification(Outcome.TERMINAL, message)
+    return Classification(Outcome.AMBIGUOUS, f"{message}; the request may have been acted on")
 
 
 def _classify_success(reply: HttpReply, dialect: Dialect) -> Classification:

@@ -21,6 +21,7 @@ from adapters.base import (
     DiscoveryResult,
     Guarantee,
     LookupResult,
+    OutboundRefusal,
     Outcome,
     PlannedRequest,
     ReadResult,
@@ -223,6 +224,7 @@ class FhirRestAdapter(VendorAdapter):
         self._transport = transport
         self._client: FhirClient | None = None
         self._journal: list = []
+        self._refusals: list[OutboundRefusal] = []
         self._journal_mark = 0
         self._unsafe_mark = 0
         self._depth = 0
@@ -249,9 +251,20 @@ class FhirRestAdapter(VendorAdapter):
                 read_timeout=self.target.read_timeout,
                 auth=token_source,
                 transport=self._transport,
+                api_roots=self.api_roots(),
             )
             self._client.journal = self._journal
+            self._client.refusals = self._refusals
         return self._client
+
+    def api_roots(self) -> tuple[str, ...]:
+        """Configured roots of the vendor's proprietary API, where requests may go besides the FHIR base."""
+        return ()
+
+    def take_refusals(self) -> list[OutboundRefusal]:
+        taken = list(self._refusals)
+        del self._refusals[:]
+        return taken
 
     def _unsafe_sent(self) -> int:
         return self._client.unsafe_sent if self._client is not None else 0

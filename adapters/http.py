@@ -9,6 +9,13 @@ body, the status, a truncated answer (OperationOutcome text kept) and the latenc
 Requests are first described as a `RequestSpec`, so an adapter's `plan()` shows exactly what `write()`
 would send. Network failures are never raised: `HttpReply.failure` says whether the request could have
 reached the server (see `adapters.classify.classify_exception`).
+
+Credentials go to the tenant and nowhere else. Every request must lie under one of the client's roots
+(the FHIR base: scheme, host, port and base path; plus any vendor API root the adapter was configured
+with), and a URL the EHR hands us at run time (a search's `next` link) must lie under the FHIR base. Anything
+else is not requested at all: the refusal is kept in `FhirClient.refusals` (an `OutboundRefusal`) for the
+domain to alert on. Redirects are never followed; one that points outside the tenant is a refusal too.
+`Location` headers are only ever parsed for an id and a version.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsp
 
 import httpx
 
-from adapters.base import HttpExchange, Outcome, PlannedRequest
+from adapters.base import HttpExchange, OutboundRefusal, Outcome, PlannedRequest
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +125,52 @@ def stored_body(text: str, parsed: Any) -> str:
     if len(text) > MAX_STORED_BODY:
         text = f"{text[:MAX_STORED_BODY]}...[{len(text) - MAX_STORED_BODY} more characters]"
     return text
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_REFUSED_URL = 500
+
+
+@dataclass(frozen=True)
+class UrlRoot:
+    """A place requests may go: one scheme, host and port, and everything under one path."""
+
+    scheme: str
+    host: bytes
+    port: int
+    path: str  # no trailing slash; "" admits the whole origin
+
+    @classmethod
+    def of(cls, url: str) -> UrlRoot:
+        parsed = httpx.URL(url)
+        port = parsed.port or _DEFAULT_PORTS.get(parsed.scheme, 0)
+        return cls(parsed.scheme, parsed.raw_host, port, parsed.path.rstrip("/"))
+
+    def admits(self, url: httpx.URL) -> bool:
+        if url.scheme != self.scheme or url.raw_host != self.host:
+            return False
+        if (url.port or _DEFAULT_PORTS.get(url.scheme, 0)) != self.port:
+            return False
+        # Userinfo is how `https://evil.example\@ehr/` tricks differ between parsers; dot segments and
+        # backslashes (percent-encoded ones survive httpx's normalisation) can climb out of the base path.
+        if url.userinfo:
+            return False
+        path = url.path
+        if "\\" in path or any(segment in (".", "..") for segment in path.split("/")):
+            return False
+        return not self.path or path == self.path or path.startswith(self.path + "/")
+
+    def __str__(self) -> str:
+        default = _DEFAULT_PORTS.get(self.scheme)
+        port = "" if self.port == default else f":{self.port}"
+        return f"{self.scheme}://{self.host.decode('ascii', 'replace')}{port}{self.path}"
+
+
+def _parsed(url: str) -> httpx.URL | None:
+    try:
+        return httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return None
 
 
 def _sha256(data: bytes) -> str:
@@ -274,13 +327,19 @@ class FhirClient:
         auth: TokenSource | None = None,
         transport: httpx.BaseTransport | None = None,
         user_agent: str = "fhir-writeback",
+        api_roots: Iterable[str] = (),
     ) -> None:
+        """`api_roots`: configured vendor API roots (athenaOne v1, Unity) requests may also go to."""
         self.base_url = base_url.rstrip("/")
         self.auth = auth
+        self.fhir_root = UrlRoot.of(self.base_url)
+        self.roots = (self.fhir_root, *(UrlRoot.of(r) for r in api_roots if r))
         # Every exchange made, in order (adapters collect a call's exchanges from here), and how many
         # non-GET requests actually left: after an unexpected error, whether a write may have landed.
         self.journal: list[HttpExchange] = []
         self.unsafe_sent = 0
+        # Requests not made because they pointed outside the tenant (adapters hand these to the domain).
+        self.refusals: list[OutboundRefusal] = []
         self._http = httpx.Client(
             timeout=httpx.Timeout(
                 connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
@@ -415,11 +474,13 @@ class FhirClient:
                 return Searchset(resources, replies, complete=True)
             if len(replies) >= max_pages:
                 return Searchset(resources, replies, complete=False)
-            replies.append(
-                self.send(
-                    RequestSpec("GET", urljoin(self.base_url + "/", nxt)), correlation_id=correlation_id
-                )
-            )
+            url = urljoin(self.base_url + "/", str(nxt))
+            if not self._under(url, (self.fhir_root,)):
+                # The EHR named the next page somewhere else: not asked (the token would go with it),
+                # and the search is incomplete, so "not found" can never be concluded from it.
+                replies.append(self.refuse("next-link", "GET", url, correlation_id, roots=(self.fhir_root,)))
+                return Searchset(resources, replies, complete=False)
+            replies.append(self.send(RequestSpec("GET", url), correlation_id=correlation_id))
 
     # --- sending ---------------------------------------------------------------------------------------
 
@@ -431,6 +492,8 @@ class FhirClient:
     def send(self, spec: RequestSpec, *, correlation_id: str = "") -> HttpReply:
         """Sends `spec`; on a 401 with a token, refreshes the token once and sends again (a 401 means the
         server refused the request before acting on it)."""
+        if not self._under(spec.url, self.roots):
+            return self.refuse("request", spec.method, spec.full_url, correlation_id, roots=self.roots)
         exchanges: list[HttpExchange] = []
         reply = HttpReply(method=spec.method, url=redact_url(spec.full_url), exchanges=exchanges)
         use_auth = self.auth is not None and spec.authenticate
@@ -502,6 +565,8 @@ class FhirClient:
         reply.failure = None
         reply.status, reply.headers = response.status_code, response.headers
         reply.text = response.text
+        if response.is_redirect:
+            self._note_redirect(spec, request.url, response, correlation_id)
         if spec.secret_response:
             exchange.response_body = REDACTED
         else:
@@ -509,6 +574,59 @@ class FhirClient:
         logger.debug(
             "%s %s -> %s in %.0f ms", spec.method, reply.url, response.status_code, exchange.latency_ms
         )
+
+    # --- where requests may go ----------------------------------------------------------------------
+
+    @staticmethod
+    def _under(url: str, roots: Iterable[UrlRoot]) -> bool:
+        parsed = _parsed(url)
+        if parsed is None or not parsed.is_absolute_url:
+            # httpx refuses to build it (a terminal failure): it cannot reach any host.
+            return True
+        return any(root.admits(parsed) for root in roots)
+
+    def refuse(
+        self,
+        source: str,
+        method: str,
+        url: str,
+        correlation_id: str,
+        *,
+        roots: Iterable[UrlRoot],
+        journal: bool = True,
+    ) -> HttpReply:
+        """Records a request that is not made (its URL lies outside `roots`) and answers it with a
+        terminal failure: nothing was sent, no credential left. `journal`: also list it among the call's
+        exchanges (a redirect's own 3xx exchange already is)."""
+        shown = redact_url(url)[:MAX_REFUSED_URL]
+        allowed = ", ".join(str(r) for r in roots)
+        what = {"next-link": "a search next link", "redirect": "a redirect"}.get(source, "a request")
+        reason = f"{what} to {shown} lies outside the tenant ({allowed}): not requested"
+        self.refusals.append(
+            OutboundRefusal(
+                source=source, url=shown, reason=reason, method=method, correlation_id=correlation_id
+            )
+        )
+        logger.warning("%s %s", method, reason)
+        exchange = HttpExchange(method=method, url=shown, request_id="", error=f"refused: {reason}")
+        if journal:
+            self.journal.append(exchange)
+        reply = HttpReply(method=method, url=shown, exchanges=[exchange])
+        reply.failure = Failure(Outcome.TERMINAL, f"refused: {reason}")
+        return reply
+
+    def _note_redirect(
+        self, spec: RequestSpec, sent_to: httpx.URL, response: httpx.Response, correlation_id: str
+    ) -> None:
+        """Redirects are never followed (the classifier says so); one that points outside the tenant
+        is also a refusal, because following it would carry our credentials away."""
+        location = response.headers.get("Location", "")
+        try:
+            target = str(sent_to.join(location)) if location else ""
+        except (httpx.InvalidURL, TypeError, ValueError):
+            return  # not a URL anyone could follow
+        if target and not self._under(target, self.roots):
+            self.refuse("redirect", spec.method, target, correlation_id, roots=self.roots, journal=False)
 
     @staticmethod
     def _body_hash(spec: RequestSpec, content: bytes) -> str:

@@ -8,6 +8,7 @@ answers count; anything else is reported as an error.
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import tempfile
 import threading
@@ -32,7 +33,8 @@ class IntakeRun:
 
 def gunicorn(database_url: str, port: int, conn_max_age: int) -> tuple[subprocess.Popen, str]:
     """The server, and the file its stderr goes to."""
-    env = django_env(database_url, CONN_MAX_AGE=str(conn_max_age))
+    # writeback.wsgi refuses to serve on the development key with DEBUG off (as in production).
+    env = django_env(database_url, CONN_MAX_AGE=str(conn_max_age), SECRET_KEY=secrets.token_urlsafe(64))
     args = [
         PY, "-m", "gunicorn", "writeback.wsgi:application",
         "-w", "2", "-k", "sync", "-b", f"127.0.0.1:{port}", "--log-level", "warning",

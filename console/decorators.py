@@ -39,6 +39,8 @@ def console_view(action: str = "view") -> Callable:
             except ActionRefused as exc:
                 return problem(request, f"Refused: {exc}.", status=403, title="Not allowed")
             except DomainError as exc:
+                if exc.status == 429:
+                    return slow_down(request, exc)
                 return not_done(request, _sentence(str(exc)), status=_status(exc.status))
             except InvalidTransition as exc:
                 return not_done(request, _sentence(str(exc)), status=409)
@@ -57,6 +59,13 @@ def problem(request: HtmxHttpRequest, message: str, *, status: int, title: str) 
         response["HX-Reswap"] = "innerHTML"
         return response
     return render(request, "console/problem.html", {"title": title, "message": message}, status=status)
+
+
+def slow_down(request: HtmxHttpRequest, exc: DomainError) -> HttpResponse:
+    """A rate limit: 429 with Retry-After, and the reason in the page's message region."""
+    response = problem(request, _sentence(str(exc)), status=429, title="Too many requests")
+    response["Retry-After"] = str(getattr(exc, "retry_after", 60))
+    return response
 
 
 def not_done(request: HtmxHttpRequest, message: str, *, status: int) -> HttpResponse:

@@ -1,12 +1,22 @@
-"""Shows times in the operator's own time zone: their stored preference, activated on every request."""
+"""Per-request console concerns: the operator's own time zone, and signing out idle sessions."""
 
+import time
 import zoneinfo
 from collections.abc import Callable
+from urllib.parse import urlencode
 
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import logout
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import resolve_url
 from django.utils import timezone
 
 from console.preferences import is_zone, stored_zone
+
+LAST_ACTIVITY = "last_activity"
+# Activity is written to the session at most this often: one session save per minute, not per request.
+ACTIVITY_GRANULARITY_S = 60
 
 
 class UserTimezoneMiddleware:
@@ -25,3 +35,40 @@ class UserTimezoneMiddleware:
             return self.get_response(request)
         finally:
             timezone.deactivate()
+
+
+def mark_signed_in(sender, request: HttpRequest, user, **kwargs) -> None:
+    """A sign-in is activity (connected to `user_logged_in` in `ConsoleConfig.ready`)."""
+    if hasattr(request, "session"):
+        request.session[LAST_ACTIVITY] = time.time()
+
+
+class IdleSessionTimeoutMiddleware:
+    """Signs a person out after WRITEBACK_SESSION_IDLE_MINUTES without a request of their own.
+
+    Background refreshes (the overview's poll sends `X-Background-Refresh`) are not activity, so a tab
+    left open on a screen does not keep its session, and the patient data on it, alive for ever."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated or not hasattr(request, "session"):
+            return self.get_response(request)
+        now = time.time()
+        idle_limit = settings.WRITEBACK_SESSION_IDLE_MINUTES * 60
+        last = request.session.get(LAST_ACTIVITY)
+        if last is not None and now - float(last) > idle_limit:
+            logout(request)
+            minutes = settings.WRITEBACK_SESSION_IDLE_MINUTES
+            messages.info(request, f"You were signed out after {minutes} minutes without activity.")
+            if getattr(request, "htmx", False):
+                # A swapped-in fragment cannot show the sign-in page: send the whole page there.
+                login = f"{resolve_url(settings.LOGIN_URL)}?{urlencode({'next': request.get_full_path()})}"
+                return HttpResponse(status=204, headers={"HX-Redirect": login})
+            return self.get_response(request)
+        background = request.headers.get("X-Background-Refresh") == "1"
+        if not background and (last is None or now - float(last) >= ACTIVITY_GRANULARITY_S):
+            request.session[LAST_ACTIVITY] = now
+        return self.get_response(request)

@@ -1,6 +1,7 @@
 """The demo: EHR simulators for all four vendors, tenants pointed at them, people in every role,
 a realistic ledger (committed writes, approvals waiting, a conflict, a parked stream, a shadow tenant),
-a sync worker, a trickle of new events, and the console. Local use only: fixed demo passwords."""
+a sync worker, a trickle of new events, and the console. Local use only: fixed demo passwords, so the
+command refuses any database but a local SQLite file (`database_problem`)."""
 
 import itertools
 import os
@@ -19,7 +20,7 @@ from adapters.simulator import SimulatorHandle, start_simulator
 from writeback.models import Tenant, TenantMode
 from writeback.services.consents import consent_create
 from writeback.services.discovery import capabilities_discover
-from writeback.services.tenants import tenant_create, tenant_grant
+from writeback.services.tenants import tenant_create, tenant_grant, tenant_set_base_url
 from writeback.services.tokens import api_token_create
 
 DEMO_PASSWORD = "demo"
@@ -34,6 +35,18 @@ PEOPLE = [
 PROFILES = ["generic", "epic", "athena", "veradigm"]
 PATIENTS = [f"pat-{n}" for n in range(1001, 1021)]
 UNITY_PASSWORD_ENV = "WRITEBACK_DEMO_UNITY_PASSWORD"
+
+
+def database_problem() -> str:
+    """Why this database must not get the demo ('' for a local SQLite file): the demo makes users
+    whose password is 'demo', points its tenants at local simulators and prints an API token."""
+    from django.db import connections
+
+    db = connections["default"]
+    if db.vendor == "sqlite":
+        return ""
+    where = db.settings_dict.get("HOST") or "a local socket"
+    return f"the database is {db.vendor} ({db.settings_dict.get('NAME')} on {where}), not a local SQLite file"
 
 
 @dataclass
@@ -118,9 +131,13 @@ def seed(sims: dict[str, SimulatorHandle], out: TextIO) -> Demo:
                 consent_create(tenant=tenant, patient_ref=patient, actor="demo")
         elif tenant.base_url != spec["base_url"]:
             # The simulators may run on other ports than last time.
-            Tenant.objects.filter(pk=tenant.pk).update(base_url=spec["base_url"])
+            tenant_set_base_url(
+                tenant=tenant, base_url=spec["base_url"], actor="demo", reason="demo simulators restarted"
+            )
     service = User.objects.get_or_create(username="intake-portal")[0]
-    _, key = api_token_create(user=service, tenants=list(Tenant.objects.all()), name="demo", actor="demo")
+    # The token reaches the demo's own tenants only, whatever else the database holds.
+    demo_tenants = list(Tenant.objects.filter(slug__in=[spec["slug"] for spec in _tenant_specs(sims)]))
+    _, key = api_token_create(user=service, tenants=demo_tenants, name="demo", actor="demo")
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     demo = Demo(sims=sims, api=api, key=key)

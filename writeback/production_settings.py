@@ -2,14 +2,16 @@
 
 from django.core.exceptions import ImproperlyConfigured
 
+from writeback.deploy import MIN_SECRET_KEY_LENGTH, secret_key_problem
 from writeback.settings import *  # noqa: F403
 from writeback.settings import BASE_DIR, env, env_bool, env_int, env_secret
 
 DEBUG = False
 SECRET_KEY = env_secret("SECRET_KEY")
-if len(SECRET_KEY) < 50 or SECRET_KEY.startswith("insecure"):
+if secret_key_problem(SECRET_KEY):
     raise ImproperlyConfigured(
-        "SECRET_KEY (or SECRET_KEY_FILE) must be set to a random value of 50+ characters"
+        f"{secret_key_problem(SECRET_KEY)}: SECRET_KEY (or SECRET_KEY_FILE) must be set to a random value "
+        f"of {MIN_SECRET_KEY_LENGTH}+ characters"
     )
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

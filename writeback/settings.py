@@ -2,9 +2,13 @@
 
 import os
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.utils.csp import CSP
+
+from writeback.deploy import DEVELOPMENT_SECRET_KEY as _development_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -30,8 +34,9 @@ def env_secret(name: str, default: str = "") -> str:
 
 
 DEBUG = env_bool("DEBUG", False)
-# The fallback key only serves local runs; production_settings refuses to start without SECRET_KEY.
-SECRET_KEY = env_secret("SECRET_KEY", "insecure-local-development-key-change-me-" + "x" * 20)
+# The fallback key only serves local runs and tests: production_settings refuses to load without a real
+# SECRET_KEY, and writeback.wsgi / writeback.asgi refuse to serve on it with DEBUG off.
+SECRET_KEY = env_secret("SECRET_KEY", _development_key)
 ALLOWED_HOSTS = [
     h.strip() for h in env("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",") if h
 ]
@@ -50,6 +55,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "simple_history",
     "guardian",
+    "axes",
     "writeback",
     "adapters",
     "console",
@@ -57,6 +63,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -66,7 +73,10 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
+    "console.middleware.IdleSessionTimeoutMiddleware",
     "console.middleware.UserTimezoneMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into the lockout answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "writeback.urls"
@@ -116,6 +126,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out username + address before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
@@ -131,6 +143,39 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "console-login"
 LOGIN_REDIRECT_URL = "console-overview"
 LOGOUT_REDIRECT_URL = "console-login"
+
+# Sign-in throttling (django-axes): after this many failed sign-ins for one username from one address,
+# that pair is locked out for the cool-off time (a success resets the count). Lockouts are audited.
+AXES_FAILURE_LIMIT = env_int("WRITEBACK_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("WRITEBACK_LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "console.views.signin.locked_out"
+AXES_VERBOSE = False  # lockouts are in the audit trail; no banner on every manage.py command
+# Behind a reverse proxy, the client address is the proxy's unless told how many proxies to trust.
+AXES_IPWARE_PROXY_COUNT = env_int("WRITEBACK_TRUSTED_PROXY_COUNT", 0) or None
+if AXES_IPWARE_PROXY_COUNT:
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR")
+
+# Sessions end after this many minutes without a request of the person's own (background refreshes do
+# not count: console.middleware.IdleSessionTimeoutMiddleware), and at most this many hours after sign-in.
+WRITEBACK_SESSION_IDLE_MINUTES = env_int("WRITEBACK_SESSION_IDLE_MINUTES", 30)
+SESSION_COOKIE_AGE = env_int("WRITEBACK_SESSION_MAX_HOURS", 12) * 3600
+
+# Content Security Policy on every page: scripts, styles and everything else only from this origin, no
+# inline script, no inline style, no eval (htmx is configured accordingly in templates/base.html).
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "font-src": [CSP.SELF],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("TIME_ZONE", "UTC")
@@ -159,6 +204,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Business events in, safe FHIR writes out: intake, ledger, approvals, compensation.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema maps every endpoint and field: served to signed-in people and API tokens only.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
 LOGGING = {
@@ -206,5 +253,8 @@ WRITEBACK_BACKOFF_CAP_SECONDS = float(env("WRITEBACK_BACKOFF_CAP_SECONDS", "900"
 # Worker threads per process, and writes claimed per claim query (batched claims are ~2.5x cheaper).
 WRITEBACK_WORKER_CONCURRENCY = env_int("WRITEBACK_WORKER_CONCURRENCY", 8)
 WRITEBACK_IDLE_SLEEP_SECONDS = float(env("WRITEBACK_IDLE_SLEEP_SECONDS", "1.0"))
+# Live EHR reads from the console (chart comparison, plan prediction) per person: a burst of this many,
+# refilled at this many a minute (0: no limit).
+WRITEBACK_CONSOLE_EHR_READS_PER_MINUTE = env_int("WRITEBACK_CONSOLE_EHR_READS_PER_MINUTE", 20)
 # Serve static files straight from static/ (no collectstatic needed for the demo); production collects.
 WHITENOISE_USE_FINDERS = True

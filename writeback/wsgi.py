@@ -2,5 +2,8 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
+from writeback.deploy import refuse_unsafe_start
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "writeback.settings")
+refuse_unsafe_start()
 application = get_wsgi_application()

@@ -34,6 +34,7 @@ from adapters.fhir_changes import change_set, differing, same_value
 from adapters.fhir_rest import (
     FhirRestAdapter,
     adapter_call,
+    api_root,
     code_token_matches,
     first_coding,
     same_instant,
@@ -63,6 +64,9 @@ class AthenaAdapter(FhirRestAdapter):
     def __init__(self, target: TargetConfig, *, transport: httpx.BaseTransport | None = None) -> None:
         super().__init__(target, transport=transport)
         self.v1 = v1.V1(target)
+
+    def api_roots(self) -> tuple[str, ...]:
+        return (api_root(self.target),)  # athenaOne v1 (clinical writes)
 
     @classmethod
     def wire_losses(cls) -> dict[str, tuple[WireLoss, ...]]:

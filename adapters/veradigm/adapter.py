@@ -31,7 +31,7 @@ from adapters.base import (
 from adapters.classify import classify
 from adapters.compensation import compensating_request, expected_values, explained, previous_status
 from adapters.fhir_changes import differing
-from adapters.fhir_rest import FhirRestAdapter, adapter_call, version_of
+from adapters.fhir_rest import FhirRestAdapter, adapter_call, api_root, version_of
 from adapters.identifiers import carries_marker
 from adapters.manual import manual_plan
 from adapters.veradigm import translate
@@ -69,6 +69,9 @@ class VeradigmAdapter(FhirRestAdapter):
         if self._unity is None:
             self._unity = UnitySession(self.client, self.target)
         return self._unity
+
+    def api_roots(self) -> tuple[str, ...]:
+        return (api_root(self.target),)  # Unity (writes and its own token)
 
     def close(self) -> None:
         self._unity = None

@@ -3,7 +3,7 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from console.actions import is_initiator
 from console.decorators import HtmxHttpRequest, console_view
@@ -14,7 +14,7 @@ from console.views.writes import detail_context
 from writeback.models import Write
 from writeback.selectors import writes_visible_to
 from writeback.services import approvals
-from writeback.services.plans import compare_with_chart
+from writeback.services.ehr_reads import ehr_read_chart
 from writeback.states import WriteState
 
 PAGE_SIZE = 20
@@ -29,6 +29,7 @@ def _card(
             write.payload, event_item_for(write.event.canonical_payload, write.position)
         ),
         "can_decide": may(request, "approve", write.tenant),
+        "can_read_ehr": may(request, "read_ehr", write.tenant),
         "is_initiator": is_initiator(write, request.user),
         "form": form,
         "decided": decided,
@@ -53,10 +54,15 @@ def approval_queue(request: HtmxHttpRequest) -> HttpResponse:
 
 
 @console_view()
+@require_http_methods(["GET", "POST"])
 def write_chart(request: HtmxHttpRequest, uid) -> HttpResponse:
-    """The proposed change next to what the chart holds now (reads the EHR once)."""
+    """The proposed change next to what the chart holds now. GET shows the button; only a POST reads
+    the EHR (once: role, rate limit and audit in `ehr_read_chart`)."""
     write = get_write_for_user(request, uid)
-    context = {"write": write, "chart": compare_with_chart(write)}
+    chart = None
+    if request.method == "POST":
+        chart = ehr_read_chart(write=write, user=request.user, request_id=request_id(request))
+    context = {"write": write, "chart": chart, "can_read_ehr": may(request, "read_ehr", write.tenant)}
     template = "console/write_chart.html#chart" if request.htmx else "console/write_chart.html"
     return render(request, template, context)
 

@@ -3,15 +3,17 @@ from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import HttpResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_http_methods
 
 from console import timeline
 from console.actions import write_actions
 from console.decorators import HtmxHttpRequest, console_view
-from console.fetch import get_write_for_user, may, visible_tenants
+from console.fetch import get_write_for_user, may, request_id, visible_tenants
 from console.forms import ConsoleWriteFilter, NoteForm, RationaleForm
 from console.summaries import clinical_summary, event_item_for
 from writeback.models import Compensation, Write
 from writeback.selectors import audit_for_write, writes_visible_to
+from writeback.services.ehr_reads import ehr_read_plan
 from writeback.services.permissions import ADMIN, roles_of
 from writeback.services.plans import stream_blocker, write_plan
 from writeback.states import WriteState
@@ -104,6 +106,7 @@ def detail_context(request: HtmxHttpRequest, write: Write, **forms) -> dict:
         "reject_form": forms.get("reject_form") or RationaleForm(),
         "resolve_form": forms.get("resolve_form") or NoteForm(),
         "ttl_hours": settings.WRITEBACK_APPROVAL_TTL_HOURS,
+        "can_read_ehr": may(request, "read_ehr", write.tenant),
     }
 
 
@@ -116,9 +119,21 @@ def write_detail(request: HtmxHttpRequest, uid) -> HttpResponse:
 
 
 @console_view()
+@require_http_methods(["GET", "POST"])
 def write_plan_view(request: HtmxHttpRequest, uid) -> HttpResponse:
-    """The exact requests the worker will make, and the predicted outcome (reads the target once)."""
+    """The exact requests the worker will make. GET plans without reading the EHR (for anyone who may
+    see the write); POST also reads the target once to predict the outcome (role, rate limit, audit)."""
     write = get_write_for_user(request, uid)
-    context = {"write": write, "plan": write_plan(write)}
+    read = request.method == "POST"
+    if read:
+        plan = ehr_read_plan(write=write, user=request.user, request_id=request_id(request))
+    else:
+        plan = write_plan(write, read_target=False)
+    context = {
+        "write": write,
+        "plan": plan,
+        "read": read,
+        "can_read_ehr": may(request, "read_ehr", write.tenant),
+    }
     template = "console/write_plan.html#plan" if request.htmx else "console/write_plan.html"
     return render(request, template, context)

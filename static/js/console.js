@@ -67,10 +67,17 @@
 
   document.addEventListener("DOMContentLoaded", function () { on(document); detectTimezone(); });
   document.addEventListener("htmx:load", function (evt) { if (evt.target !== document.body) { on(evt.target); } });
+  // Background refreshes (data-refresh-when-visible) wait while the tab is hidden.
+  document.addEventListener("htmx:beforeRequest", function (evt) {
+    var elt = evt.detail.elt;
+    if (elt && elt.hasAttribute("data-refresh-when-visible") && document.visibilityState !== "visible") {
+      evt.preventDefault();
+    }
+  });
   // Tell assistive technology when a region is being refreshed.
   document.addEventListener("htmx:beforeRequest", function (evt) {
     var target = evt.detail.target;
-    if (target) { target.setAttribute("aria-busy", "true"); }
+    if (target && !evt.defaultPrevented) { target.setAttribute("aria-busy", "true"); }
   });
   document.addEventListener("htmx:afterRequest", function (evt) {
     var target = evt.detail.target;

@@ -7,7 +7,7 @@ from tests.browser.worker import WorkerProcess, wait_for
 from tests.conftest import api_client_for
 from tests.writeback.helpers import event
 from tests.writeback.sync.conftest import drain, post
-from writeback.models import Compensation, Conflict, Tenant, TenantMode, Write
+from writeback.models import AuditEntry, Compensation, Conflict, Tenant, TenantMode, Write
 from writeback.services.consents import consent_create
 from writeback.services.tenants import tenant_create, tenant_grant
 from writeback.states import WriteState
@@ -36,7 +36,12 @@ def test_a_clinician_approves_a_medication_reconciliation(live, api, sim, clinic
     card = page.locator(f"#approval-{med.uid}")
     card.wait_for()
     assert "Amlodipine 5 MG Oral Tablet — continue — 5 mg by mouth once daily" in card.inner_text()
+    # Reading the chart is a deliberate, audited act: a POST from the card's button.
+    card.get_by_role("button", name="Compare with the current chart").click()
     card.locator(".chart-compare").wait_for()  # the current chart, read from the EHR
+    assert AuditEntry.objects.filter(
+        action="ehr.read", write_uid=str(med.uid), actor="bob.clinician"
+    ).exists()
     card.get_by_label("Clinical rationale").fill("Matches the patient's own list; dose confirmed.")
     card.get_by_role("button", name="Approve").click()
     page.locator(f"#approval-{med.uid} .decided-approve").wait_for()

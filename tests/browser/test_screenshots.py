@@ -75,7 +75,9 @@ def test_screenshots(built, out, page_for, anonymous_page):
     cpage = page_for(clinician, width=1440, height=1000)
     cpage.goto("/approvals/")
     cpage.wait_for_selector(".approval-card")
-    cpage.wait_for_selector(".chart-compare")
+    for card in cpage.locator(".approval-card").all():
+        card.get_by_role("button", name="Compare with the current chart").click()
+        card.locator(".chart-compare").wait_for()
     shoot(cpage, out, "approval-queue", full_page=True)
 
     if conflict is not None:

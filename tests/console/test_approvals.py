@@ -114,6 +114,6 @@ def test_the_chart_comparison_reads_the_ehr(live, api, clinician2, sim):
     from tests.writeback.sync.conftest import post
 
     med = post(api, "medication.reconciled", key="chart-1")[0]
-    r = client_for(clinician2).get(f"/writes/{med.uid}/chart", **HTMX)
+    r = client_for(clinician2).post(f"/writes/{med.uid}/chart", **HTMX)
     assert r.status_code == 200
     assert b"Current chart" in r.content

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 def test_a_create_plans_a_conditional_create(live, api, admin_user):
     write = post(api, "note.signed", key="plan-1")[0]
-    r = client_for(admin_user).get(f"/writes/{write.uid}/plan", **HTMX)
+    r = client_for(admin_user).post(f"/writes/{write.uid}/plan", **HTMX)
     assert r.status_code == 200
     body = r.content.decode()
     assert "POST" in body and f"{live.base_url}/DocumentReference" in body
@@ -24,7 +24,7 @@ def test_a_create_plans_a_conditional_create(live, api, admin_user):
 def test_a_stale_base_version_is_predicted_to_conflict(live, api, admin_user, sim):
     write = post(api, "demographics.updated", key="plan-2", base_version="1")[0]
     sim.edit("Patient", "pat-1001", {"gender": "female"})
-    body = client_for(admin_user).get(f"/writes/{write.uid}/plan").content.decode()
+    body = client_for(admin_user).post(f"/writes/{write.uid}/plan").content.decode()
     assert "Will conflict" in body
     assert "If-Match" in body
 
@@ -32,7 +32,7 @@ def test_a_stale_base_version_is_predicted_to_conflict(live, api, admin_user, si
 def test_a_held_write_says_so(live, api, engineer, admin_user):
     write = post(api, "note.signed", key="plan-3")[0]
     kill_switch_engage(user=engineer, scope="tenant", behaviour="hold", reason="x", tenant=live)
-    body = client_for(admin_user).get(f"/writes/{write.uid}/plan", **HTMX).content.decode()
+    body = client_for(admin_user).post(f"/writes/{write.uid}/plan", **HTMX).content.decode()
     assert "Held by a kill switch" in body
 
 
@@ -49,7 +49,7 @@ def test_a_parked_stream_names_the_write_it_waits_behind(make, admin_user):
 
 def test_a_write_that_cannot_be_planned_says_why(make, admin_user):
     write = make("note.signed")
-    body = client_for(admin_user).get(f"/writes/{write.uid}/plan", **HTMX).content.decode()
+    body = client_for(admin_user).post(f"/writes/{write.uid}/plan", **HTMX).content.decode()
     assert "Predicted outcome" in body  # the target is unreachable: the read fails, the page still answers
 
 

@@ -13,6 +13,7 @@ from writeback.models.choices import (
 )
 from writeback.models.events import BusinessEvent, ImmutableError
 from writeback.models.ledger import Approval, Compensation, Conflict, ManualTask, Write, WriteAttempt
+from writeback.models.limits import RateBucket
 from writeback.models.tenants import (
     Capability,
     CapabilityChange,
@@ -46,6 +47,7 @@ __all__ = [
     "ManualTask",
     "Operation",
     "PatientIdentity",
+    "RateBucket",
     "Risk",
     "Severity",
     "Tenant",

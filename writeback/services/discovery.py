@@ -26,6 +26,7 @@ from django.utils import timezone
 from adapters.base import DiscoveredCapability, DiscoveryResult, VendorAdapter
 from writeback.models import AuditAction, Capability, ContractRule, Operation, Tenant
 from writeback.services import audit
+from writeback.services.alerts import outbound_refusals_record
 from writeback.services.targets import adapter_for
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,13 @@ def capabilities_discover(
         log.exception("discovery for %s failed", tenant.slug)
         result = DiscoveryResult(ok=False, error=f"{type(exc).__name__}: {exc}")
     finally:
-        if own_adapter and adapter is not None:
-            adapter.close()
+        if adapter is not None:
+            # A redirect of /metadata to another host is not followed: alerted like any refusal.
+            outbound_refusals_record(
+                tenant, adapter.take_refusals(), actor=actor if actor is not None else "system"
+            )
+            if own_adapter:
+                adapter.close()
     if not result.ok:
         return _record_failure(tenant, actor, result, correlation_id)
     return _record_success(tenant, actor, result, correlation_id)

@@ -35,6 +35,9 @@ ACTION_ROLES: dict[str, frozenset[str]] = {
     "kill_switch": frozenset({ENGINEER, ADMIN}),
     "manage_consent": frozenset({CLINICIAN, ADMIN}),
     "view_audit": frozenset({AUDITOR, ADMIN}),
+    # Reading the EHR live from the console (chart comparison, plan prediction): those who act on what
+    # they see (approving, resolving, replaying); auditors read our records, not the chart.
+    "read_ehr": frozenset({CLINICIAN, ADMIN, ENGINEER}),
 }
 
 # Actions a client app's service account may hold without a human role: a Django model permission

@@ -16,6 +16,7 @@ from django.conf import settings
 
 from writeback import diffs
 from writeback.models import TenantMode, Write
+from writeback.services.alerts import outbound_refusals_record
 from writeback.services.targets import adapter_for
 from writeback.states import FINAL, STREAM_BLOCKING, WriteState
 from writeback.sync.holds import current_holds
@@ -78,7 +79,11 @@ def stream_blocker(write: Write) -> Write | None:
     )
 
 
-def write_plan(write: Write, *, read_target: bool = True) -> WritePlan:
+def write_plan(
+    write: Write, *, read_target: bool = True, actor: Any = "system", request_id: str = ""
+) -> WritePlan:
+    """The plan; with `read_target`, the EHR is read once (callers audit that read: see
+    `writeback.services.ehr_reads`). `actor` is named on any refused request's alert."""
     try:
         adapter = adapter_for(write.tenant)
     except Exception as exc:  # an unknown or broken vendor path: say so instead of failing the page
@@ -115,17 +120,27 @@ def write_plan(write: Write, *, read_target: bool = True) -> WritePlan:
             )
         return WritePlan(calls, prediction, chart, guarantees=guarantees)
     finally:
-        adapter.close()
+        _done_with(write, adapter, actor, request_id)
 
 
-def compare_with_chart(write: Write) -> ChartView:
-    """The current chart next to what this write proposes (the approval queue's diff)."""
+def compare_with_chart(write: Write, *, actor: Any = "system", request_id: str = "") -> ChartView:
+    """The current chart next to what this write proposes (the approval queue's diff); reads the EHR."""
     try:
         adapter = adapter_for(write.tenant)
     except Exception as exc:
         return ChartView(error=f"no adapter for this tenant: {exc}", rows=_rows(write, None))
     try:
         return _chart(write, adapter, build_request(write))
+    finally:
+        _done_with(write, adapter, actor, request_id)
+
+
+def _done_with(write: Write, adapter, actor: Any, request_id: str) -> None:
+    try:
+        # A next link or redirect outside the tenant was not followed: alert on it like the worker does.
+        outbound_refusals_record(
+            write.tenant, adapter.take_refusals(), write=write, actor=actor, request_id=request_id
+        )
     finally:
         adapter.close()
 

@@ -114,6 +114,29 @@ def tenant_set_mode(*, tenant: Tenant, mode: str, actor: Any, reason: str = "") 
     return tenant
 
 
+def tenant_set_base_url(*, tenant: Tenant, base_url: str, actor: Any, reason: str = "") -> Tenant:
+    """Points the tenant at another FHIR base. Credentials follow the base (adapters send them only
+    under it), so every change is audited with the URL before and after."""
+    _require_configure(actor, tenant)
+    base_url = base_url.rstrip("/")
+    old = tenant.base_url
+    if old == base_url:
+        return tenant
+    with transaction.atomic():
+        tenant.base_url = base_url
+        tenant._change_reason = reason
+        tenant.save(update_fields=["base_url", "updated_at"])
+        audit.record(
+            AuditAction.TENANT_BASE_URL_CHANGED,
+            actor=actor,
+            tenant=tenant.slug,
+            object_type="tenant",
+            object_id=tenant.slug,
+            data={"old": old, "new": base_url, "reason": reason},
+        )
+    return tenant
+
+
 def tenant_set_consent_policy(
     tenant: Tenant,
     *,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from adapters.base import LookupResult, Outcome, VendorAdapter, WriteResult
 from writeback import diffs
 from writeback.models import Tenant, TenantMode, Write, WriteAttempt
+from writeback.services.alerts import outbound_refusals_record
 from writeback.services.approvals import valid_approval
 from writeback.services.consents import consent_check
 from writeback.services.contract import touched_fields
@@ -60,6 +61,15 @@ class WriteProcessor:
             return Result("held", write)
 
         adapter: VendorAdapter = self.adapters(tenant)
+        try:
+            return self._process_with(write, tenant, adapter, died_mid_call)
+        finally:
+            # Requests the adapter refused to make (URLs outside the tenant): alerted with this write.
+            outbound_refusals_record(tenant, adapter.take_refusals(), write=write, actor=self.worker_id)
+
+    def _process_with(
+        self, write: Write, tenant: Tenant, adapter: VendorAdapter, died_mid_call: bool
+    ) -> Result:
         req = build_request(write)
         # The truth first: a write that may already have landed is looked up before anything else is
         # decided about it (a lapsed approval, a revoked consent or a mode change cannot unsend it).

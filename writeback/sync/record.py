@@ -19,6 +19,7 @@ from writeback.models import (
     WriteAttempt,
 )
 from writeback.services import audit
+from writeback.services.alerts import alert_raise
 from writeback.services.transitions import transition
 from writeback.states import ALLOWED_TRANSITIONS, WriteState
 from writeback.sync.backoff import next_attempt_at
@@ -106,29 +107,16 @@ def _release_fields(**more: Any) -> dict[str, Any]:
 
 
 def _alert(write: Write, code: str, message: str, drafts: list[audit.AuditDraft]) -> Alert:
-    holds = write.risk == Risk.VERY_HIGH
-    alert = Alert.objects.create(
+    return alert_raise(
         tenant=write.tenant,
         write=write,
         resource_type=write.resource_type,
         severity=RISK_SEVERITY[write.risk],
         code=code,
-        message=message[:4000],
-        holds_queue=holds,
+        message=message,
+        holds_queue=write.risk == Risk.VERY_HIGH,
+        drafts=drafts,
     )
-    drafts.append(
-        audit.draft(
-            AuditAction.ALERT_RAISED,
-            actor="system",
-            tenant=write.tenant.slug,
-            object_type="alert",
-            object_id=str(alert.uid),
-            write_uid=str(write.uid),
-            correlation_id=write.correlation_id,
-            data={"severity": alert.severity, "code": code, "holds_queue": holds, "reason": message[:500]},
-        )
-    )
-    return alert
 
 
 class Recorder:

@@ -1,6 +1,6 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from writeback import demo
+from writeback import demo, deploy
 
 
 class Command(BaseCommand):
@@ -13,8 +13,22 @@ class Command(BaseCommand):
         parser.add_argument(
             "--traffic-every", type=float, default=4.0, help="seconds between demo events (0 = no trickle)"
         )
+        parser.add_argument(
+            "--i-know-this-is-not-production",
+            action="store_true",
+            dest="not_production",
+            help="run against a database other than a local SQLite file anyway",
+        )
 
     def handle(self, *args, **opts):
+        problem = demo.database_problem()
+        if problem and not opts["not_production"]:
+            raise CommandError(
+                f"demo refuses to run: {problem}. It creates users whose password is 'demo', points its "
+                "tenants at local EHR simulators and prints an API token. Run it against a local SQLite "
+                "file (unset DATABASE_URL), or pass --i-know-this-is-not-production for a throwaway database."
+            )
+        deploy.allow_development_key()  # Django's development server, this machine, SQLite only
         demo.run(
             host=opts["host"],
             port=opts["port"],
