@@ -19,6 +19,7 @@ from adapters.simulator import SimulatorHandle, start_simulator
 from writeback.models import Tenant, TenantMode
 from writeback.services.consents import consent_create
 from writeback.services.discovery import capabilities_discover
+from writeback.services.permissions import client_app_enroll, grant_action_permission, has_role_for
 from writeback.services.tenants import tenant_create, tenant_grant
 from writeback.services.tokens import api_token_create
 
@@ -120,6 +121,10 @@ def seed(sims: dict[str, SimulatorHandle], out: TextIO) -> Demo:
             # The simulators may run on other ports than last time.
             Tenant.objects.filter(pk=tenant.pk).update(base_url=spec["base_url"])
     service = User.objects.get_or_create(username="intake-portal")[0]
+    if not has_role_for(service, "submit_on_behalf"):
+        # The portal posts events in its clinicians' names (`create_api_token --on-behalf`).
+        client_app_enroll(service, actor="demo")
+        grant_action_permission(service, "submit_on_behalf", actor="demo")
     _, key = api_token_create(user=service, tenants=list(Tenant.objects.all()), name="demo", actor="demo")
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {key}")

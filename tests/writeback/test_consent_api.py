@@ -51,7 +51,7 @@ def test_client_app_with_the_permission_creates_and_revokes(consent_app, tenant)
 
 def test_grant_is_audited(app_user):
     grant_action_permission(app_user, "manage_consent", actor="tests")
-    entry = AuditEntry.objects.get(action="permission.granted")
+    entry = AuditEntry.objects.get(action="permission.granted", data__permission="writeback.change_consent")
     assert entry.object_id == "intake-portal"
     assert entry.data["permission"] == "writeback.change_consent"
     assert app_user.has_perm("writeback.change_consent")
