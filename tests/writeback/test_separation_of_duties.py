@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 from tests.conftest import api_client_for, granted_user, make_client_app
 from tests.console.conftest import client_for, committed, conflicted, failed
 from tests.writeback.helpers import consent_for, event
+from writeback.errors import DomainError
 from writeback.models import (
     Approval,
     AuditEntry,
@@ -25,7 +26,7 @@ from writeback.models import (
 )
 from writeback.services.approvals import payload_shapers, write_approve
 from writeback.services.conflicts import conflict_resolve
-from writeback.services.permissions import ActionRefused
+from writeback.services.permissions import ActionRefused, grant_action_permission
 from writeback.services.replay import write_replay
 from writeback.services.tenants import tenant_grant
 from writeback.states import WriteState
@@ -145,11 +146,27 @@ def test_on_behalf_of_a_clinician_of_the_tenant_records_both(consented, api, cli
     assert payload_shapers(Write.objects.get()) == {clinician.pk: "initiated", app_user.pk: "submitted"}
 
 
+def test_a_person_is_never_granted_submit_on_behalf(clinician, tenant):
+    with pytest.raises(DomainError, match="not a client app's service account"):
+        grant_action_permission(clinician, "submit_on_behalf", actor="tests")
+    assert not clinician.user_permissions.exists()
+    assert not AuditEntry.objects.filter(action="permission.granted").exists()
+    body = event("problem.confirmed")
+    body["initiator"] = {"user": granted_user(tenant, "cy.clinician", "clinician").username}
+    consent_for(tenant)
+    # A superuser is a person too.
+    clinician.is_superuser = True
+    clinician.save()
+    r = api_client_for(clinician, tenant).post(URL, body, format="json")
+    assert r.status_code == 403 and _code(r) == "initiator-forbidden"
+
+
 def test_the_submitter_is_kept_from_approving_even_if_it_held_the_clinician_role(consented, clinician):
     """Made by hand past create_api_token's refusal: an account that posts as a client app and is a
     clinician too still cannot approve what it submitted."""
     odd = make_client_app("odd-app")
     odd.groups.add(Group.objects.get(name="clinician"))
+    odd = type(odd).objects.get(pk=odd.pk)  # roles are read once per user object
     tenant_grant(tenant=consented, user=odd)
     r = api_client_for(odd, consented).post(URL, event("medication.reconciled"), format="json")
     assert r.status_code == 201

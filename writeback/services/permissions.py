@@ -113,8 +113,15 @@ def who_holds(action: str) -> str:
 
 @transaction.atomic
 def grant_action_permission(user: AbstractBaseUser, action: str, *, actor: Any = None) -> None:
-    """Grants a service account the model permission that stands for `action` (see ACTION_MODEL_PERMS),
-    and audits the grant."""
+    """Grants a client app's service account the model permission that stands for `action` (see
+    ACTION_MODEL_PERMS), and audits the grant. Only client apps hold these: enrol the account first."""
+    if not is_client_app(user):
+        raise DomainError(
+            422,
+            "service-account-required",
+            f"{user.get_username()} is not a client app's service account (client_app_enroll first)",
+            "user",
+        )
     app_label, codename = ACTION_MODEL_PERMS[action].split(".")
     perm = Permission.objects.get(content_type__app_label=app_label, codename=codename)
     user.user_permissions.add(perm)
