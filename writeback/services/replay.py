@@ -68,8 +68,9 @@ def write_replay(
         raise DomainError(409, "held-authorization", _LEFT_ALONE[WriteState.HELD_AUTHORIZATION], "state")
     binding = {"user": user, "action": "replay", "request_id": request_id, "channel": channel}
     if mode == "edit":
-        if isinstance(payload, dict):
-            # Before the contract looks at it: moving a write to another patient is refused as that.
+        if isinstance(payload, dict) and payload.get("resourceType") == write.resource_type:
+            # Before the contract looks at it: moving a write to another patient is refused as that
+            # (a payload of another type is refused as malformed below).
             require_same_binding(write, payload, **binding)
         new_payload = _edited(write, payload)
     elif mode == "rederive":
