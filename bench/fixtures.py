@@ -32,6 +32,7 @@ from rest_framework.test import APIClient  # noqa: E402
 
 from writeback.models import ApiToken, Tenant, Write  # noqa: E402
 from writeback.services.consents import consent_create  # noqa: E402
+from writeback.services.permissions import client_app_enroll, grant_action_permission  # noqa: E402
 from writeback.services.tenants import tenant_create, tenant_grant  # noqa: E402
 from writeback.services.tokens import api_token_create  # noqa: E402
 from writeback.states import WriteState  # noqa: E402
@@ -53,7 +54,11 @@ def template(_: argparse.Namespace) -> dict:
         tenant_grant(tenant=tenant, user=user)
     for n in PATIENTS:
         consent_create(tenant=tenant, patient_ref=f"pat-{n}", actor=None)
-    _, key = api_token_create(user=_user("intake-portal"), tenants=[tenant], name="bench")
+    portal = _user("intake-portal")
+    # A client app posting in its clinicians' names, as `create_api_token --on-behalf` makes one.
+    client_app_enroll(portal, actor="bench")
+    grant_action_permission(portal, "submit_on_behalf", actor="bench")
+    _, key = api_token_create(user=portal, tenants=[tenant], name="bench")
     return {"token": key}
 
 

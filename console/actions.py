@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from writeback.models import Compensation, Conflict, Write
+from writeback.services.approvals import DECIDABLE, shaped_by
 from writeback.services.permissions import ACTION_ROLES, allowed, roles_of
 from writeback.states import ALLOWED_TRANSITIONS, WriteState
 
@@ -27,6 +28,7 @@ ROLE_LABELS = {
     "admin": "admins",
     "integration_engineer": "integration engineers",
     "auditor": "auditors",
+    "client_app": "client apps",
 }
 
 
@@ -61,8 +63,9 @@ def who_may(action: str) -> str:
     return " and ".join(ROLE_LABELS.get(r, r) for r in sorted(ACTION_ROLES[action]))
 
 
-def is_initiator(write: Write, user: Any) -> bool:
-    return write.event.initiator_id is not None and write.event.initiator_id == user.pk
+def four_eyes_note(how: str) -> str:
+    """Why someone who shaped the payload sees no approve button."""
+    return f"You {how} this change, so a second clinician must approve or reject it (four-eyes rule)."
 
 
 def write_actions(
@@ -82,13 +85,12 @@ def write_actions(
     tenant = write.tenant
     out = WriteActions(export=may("view_audit", tenant))
     state = write.state
-    if state == S.AWAITING_APPROVAL:
+    if state in DECIDABLE:
+        how = shaped_by(write, user)
         if not may("approve", tenant):
             out.notes.append(f"Only {who_may('approve')} approve or reject writes.")
-        elif is_initiator(write, user):
-            out.notes.append(
-                "You initiated this change, so a second clinician must approve or reject it (four-eyes rule)."
-            )
+        elif how:
+            out.notes.append(four_eyes_note(how))
         else:
             out.approve = True
     if state == S.COMMITTED:

@@ -24,17 +24,24 @@ class HtmxHttpRequest(HttpRequest):
 
 
 def console_view(action: str = "view") -> Callable:
-    """Checks the role for `action` (every page needs one; per-tenant checks happen where the tenant is
-    known: the fetch helpers and the services). Refusals are audited by `require()`."""
+    """Checks that a person (not a client app) is signed in, and their role for `action` (every page
+    needs one; per-tenant checks happen where the tenant is known: the fetch helpers and the services).
+    Refusals are audited by `require()`."""
 
     def decorator(view: Callable) -> Callable:
         @wraps(view)
         @login_required
         def wrapped(request: HtmxHttpRequest, *args, **kwargs) -> HttpResponse:
             try:
-                require(
-                    request.user, action, None, object_type="page", object_id=view.__name__, channel="console"
-                )
+                for needed in ("use_console", action):
+                    require(
+                        request.user,
+                        needed,
+                        None,
+                        object_type="page",
+                        object_id=view.__name__,
+                        channel="console",
+                    )
                 return view(request, *args, **kwargs)
             except ActionRefused as exc:
                 return problem(request, f"Refused: {exc}.", status=403, title="Not allowed")

@@ -1,5 +1,7 @@
-"""Per-request console concerns: the operator's own time zone, and signing out idle sessions."""
+"""Per-request console concerns: the operator's own time zone, signing out idle sessions, and signing
+out people deactivated while signed in."""
 
+import contextlib
 import time
 import zoneinfo
 from collections.abc import Callable
@@ -7,12 +9,13 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import logout
+from django.contrib.auth import SESSION_KEY, get_user_model, logout
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import resolve_url
 from django.utils import timezone
 
 from console.preferences import is_zone, stored_zone
+from writeback.services.permissions import ActionRefused, require
 
 LAST_ACTIVITY = "last_activity"
 # Activity is written to the session at most this often: one session save per minute, not per request.
@@ -71,4 +74,30 @@ class IdleSessionTimeoutMiddleware:
         background = request.headers.get("X-Background-Refresh") == "1"
         if not background and (last is None or now - float(last) >= ACTIVITY_GRANULARITY_S):
             request.session[LAST_ACTIVITY] = now
+        return self.get_response(request)
+
+
+class DeactivatedSessionMiddleware:
+    """A person deactivated while signed in is signed out on their next request, and the refusal is
+    audited (`account-inactive`): Django alone would quietly treat the session as anonymous."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        user_id = request.session.get(SESSION_KEY) if hasattr(request, "session") else None
+        if user_id is not None and not request.user.is_authenticated:
+            person = get_user_model().objects.filter(pk=user_id, is_active=False).first()
+            if person is not None:
+                logout(request)
+                # Audited; the request goes on as anonymous (to the sign-in page).
+                with contextlib.suppress(ActionRefused):
+                    require(
+                        person,
+                        "use_console",
+                        None,
+                        object_type="page",
+                        object_id=request.path[:64],
+                        channel="console",
+                    )
         return self.get_response(request)

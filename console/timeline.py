@@ -33,6 +33,7 @@ TRANSITION_TITLES = {
     WriteState.RESOLVED: "Resolved by hand",
     WriteState.SHADOWED: "Shadowed: compared with the EHR, not written",
     WriteState.PREVIEWED: "Previewed: dry run, not written",
+    WriteState.HELD_AUTHORIZATION: "Held before sending: its authorisation lapsed",
 }
 TONE = {
     WriteState.COMMITTED: "ok",
@@ -42,6 +43,7 @@ TONE = {
     WriteState.FAILED_RETRYABLE: "warn",
     WriteState.OUTCOME_UNKNOWN: "warn",
     WriteState.AWAITING_APPROVAL: "info",
+    WriteState.HELD_AUTHORIZATION: "bad",
 }
 ATTEMPT_TONE = {"committed": "ok", "found": "ok", "terminal": "bad", "conflict": "bad", "retryable": "warn"}
 # Audit actions told by other items (approvals have their own rows with the rationale in clear).

@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 from adapters.simulator import start_simulator
 from writeback.services.consents import consent_create
 from writeback.services.discovery import capabilities_discover
+from writeback.services.permissions import client_app_enroll, grant_action_permission
 from writeback.services.tenants import tenant_create, tenant_grant
 from writeback.services.tokens import api_token_create
 
@@ -56,6 +57,16 @@ def make_user(username: str, *roles: str, password: str = "pw-for-tests-only") -
     user = User.objects.create_user(username=username, password=password, email=f"{username}@example.org")
     for role in roles:
         user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+def make_client_app(username: str, *, on_behalf: bool = True) -> User:
+    """A client app's service account (role client_app), as `create_api_token` makes one; `on_behalf`:
+    it may name a clinician of its tenants as an event's initiator (the spec's examples do)."""
+    user = make_user(username)
+    client_app_enroll(user, actor="tests")
+    if on_behalf:
+        grant_action_permission(user, "submit_on_behalf", actor="tests")
     return user
 
 
@@ -116,9 +127,8 @@ def outsider(db, other_tenant):
 
 @pytest.fixture
 def app_user(db, tenant):
-    """The service account a client app posts events as."""
-    user = make_user("intake-portal")
-    return user
+    """The service account a client app posts events as (in the name of its clinicians)."""
+    return make_client_app("intake-portal")
 
 
 @pytest.fixture

@@ -163,7 +163,8 @@ DEFAULT_CONTRACT = [
     },
 ]
 
-ROLES = ["clinician", "admin", "integration_engineer", "auditor"]
+# People's roles, and `client_app`: the service account a client app posts events with (never a person).
+ROLES = ["clinician", "admin", "integration_engineer", "auditor", "client_app"]
 
 
 def install_defaults(group_model, rule_model) -> None:

@@ -20,6 +20,7 @@ from adapters.simulator import SimulatorHandle, start_simulator
 from writeback.models import Tenant, TenantMode
 from writeback.services.consents import consent_create
 from writeback.services.discovery import capabilities_discover
+from writeback.services.permissions import client_app_enroll, grant_action_permission, has_role_for
 from writeback.services.tenants import tenant_create, tenant_grant, tenant_set_base_url
 from writeback.services.tokens import api_token_create
 
@@ -135,6 +136,10 @@ def seed(sims: dict[str, SimulatorHandle], out: TextIO) -> Demo:
                 tenant=tenant, base_url=spec["base_url"], actor="demo", reason="demo simulators restarted"
             )
     service = User.objects.get_or_create(username="intake-portal")[0]
+    if not has_role_for(service, "submit_on_behalf"):
+        # The portal posts events in its clinicians' names (`create_api_token --on-behalf`).
+        client_app_enroll(service, actor="demo")
+        grant_action_permission(service, "submit_on_behalf", actor="demo")
     # The token reaches the demo's own tenants only, whatever else the database holds.
     demo_tenants = list(Tenant.objects.filter(slug__in=[spec["slug"] for spec in _tenant_specs(sims)]))
     _, key = api_token_create(user=service, tenants=demo_tenants, name="demo", actor="demo")

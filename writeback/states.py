@@ -23,6 +23,7 @@ class WriteState(models.TextChoices):
     RESOLVED = "resolved", "Resolved by hand"
     SHADOWED = "shadowed", "Shadowed (compared, not written)"
     PREVIEWED = "previewed", "Previewed (dry run, not written)"
+    HELD_AUTHORIZATION = "held_authorization", "Held: authorisation lapsed"
 
 
 S = WriteState
@@ -42,6 +43,7 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
             S.SHADOWED,
             S.PREVIEWED,
             S.AWAITING_APPROVAL,  # an approval lapsed or its payload changed before sending
+            S.HELD_AUTHORIZATION,  # the people or token behind it lost their authority before sending
             S.SUPERSEDED,
             S.RESOLVED,
         }
@@ -56,6 +58,7 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
             S.RESOLVED,
             # Checked by read and not there, but its approval lapsed meanwhile: a person decides again.
             S.AWAITING_APPROVAL,
+            S.HELD_AUTHORIZATION,
             S.SHADOWED,
             S.PREVIEWED,
             S.SUPERSEDED,
@@ -71,10 +74,13 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
             S.SHADOWED,
             S.PREVIEWED,
             S.AWAITING_APPROVAL,
+            S.HELD_AUTHORIZATION,
             S.RESOLVED,
             S.SUPERSEDED,
         }
     ),
+    # Never sent: a clinician re-approves it (and answers for it), rejects it, or an admin resolves it.
+    S.HELD_AUTHORIZATION: frozenset({S.PENDING, S.REJECTED, S.RESOLVED}),
     S.FAILED_TERMINAL: frozenset({S.PENDING, S.RESOLVED, S.SUPERSEDED}),
     S.CONFLICT: frozenset({S.SUPERSEDED, S.RESOLVED}),
     S.COMMITTED: frozenset({S.COMPENSATED, S.SUPERSEDED}),
@@ -97,10 +103,17 @@ STREAM_BLOCKING = (
     S.OUTCOME_UNKNOWN,
     S.FAILED_TERMINAL,
     S.CONFLICT,
+    S.HELD_AUTHORIZATION,
 )
 # States in which nothing more will happen without a person.
 FINAL = (S.COMMITTED, S.REJECTED, S.SUPERSEDED, S.COMPENSATED, S.RESOLVED, S.SHADOWED, S.PREVIEWED)
-NEEDS_OPERATOR = (S.FAILED_TERMINAL, S.CONFLICT, S.OUTCOME_UNKNOWN, S.AWAITING_APPROVAL)
+NEEDS_OPERATOR = (
+    S.FAILED_TERMINAL,
+    S.CONFLICT,
+    S.OUTCOME_UNKNOWN,
+    S.AWAITING_APPROVAL,
+    S.HELD_AUTHORIZATION,
+)
 
 
 class InvalidTransition(Exception):

@@ -31,6 +31,7 @@ STATE_GLYPH = {
     "resolved": "✓",
     "shadowed": "◐",
     "previewed": "◌",
+    "held_authorization": "⊗",
 }
 SEVERITY_GLYPH = {"page": "▲", "critical": "■", "warning": "●", "info": "○"}
 
@@ -42,6 +43,7 @@ STATE_SHORT = {
     "shadowed": "Shadowed",
     "previewed": "Dry run",
     "resolved": "Resolved by hand",
+    "held_authorization": "Held: authority",
 }
 
 

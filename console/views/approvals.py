@@ -1,11 +1,12 @@
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
+from django.db.models import Case, When
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from console.actions import is_initiator
+from console.actions import four_eyes_note
 from console.decorators import HtmxHttpRequest, console_view
 from console.fetch import get_write_for_user, may, render_panel, request_id
 from console.forms import RationaleForm
@@ -23,6 +24,7 @@ PAGE_SIZE = 20
 def _card(
     request: HtmxHttpRequest, write: Write, form: RationaleForm | None = None, decided: str = ""
 ) -> dict:
+    how = approvals.shaped_by(write, request.user)
     return {
         "write": write,
         "summary": clinical_summary(
@@ -30,7 +32,9 @@ def _card(
         ),
         "can_decide": may(request, "approve", write.tenant),
         "can_read_ehr": may(request, "read_ehr", write.tenant),
-        "is_initiator": is_initiator(write, request.user),
+        "decidable": write.state in approvals.DECIDABLE,
+        "held": write.state == WriteState.HELD_AUTHORIZATION,
+        "four_eyes": four_eyes_note(how) if how else "",
         "form": form,
         "decided": decided,
         "ttl_hours": settings.WRITEBACK_APPROVAL_TTL_HOURS,
@@ -39,12 +43,13 @@ def _card(
 
 @console_view()
 def approval_queue(request: HtmxHttpRequest) -> HttpResponse:
+    # Held writes first: they were due to go out when their authorisation lapsed.
     writes = (
         writes_visible_to(request.user)
-        .filter(state=WriteState.AWAITING_APPROVAL)
+        .filter(state__in=approvals.DECIDABLE)
         .select_related("event__initiator")
-        .prefetch_related("approvals__approver")
-        .order_by("created_at", "id")
+        .prefetch_related("approvals__approver", "editors")
+        .order_by(Case(When(state=WriteState.HELD_AUTHORIZATION, then=0), default=1), "created_at", "id")
     )
     page = Paginator(writes, PAGE_SIZE).get_page(request.GET.get("page"))
     cards = [_card(request, w) for w in page.object_list]
@@ -69,6 +74,7 @@ def write_chart(request: HtmxHttpRequest, uid) -> HttpResponse:
 
 def _decide(request: HtmxHttpRequest, uid, decision: str) -> HttpResponse:
     write = get_write_for_user(request, uid, related=("event__initiator",))
+    held = write.state == WriteState.HELD_AUTHORIZATION
     form = RationaleForm(request.POST)
     from_queue = request.POST.get("from") == "queue"
     if not form.is_valid():
@@ -85,7 +91,9 @@ def _decide(request: HtmxHttpRequest, uid, decision: str) -> HttpResponse:
     write.refresh_from_db()
     if decision == "approve":
         messages.success(
-            request, f"Approved. {write.resource_type} is queued to send to {write.tenant.slug}."
+            request,
+            f"{'Re-approved' if held else 'Approved'}. {write.resource_type} is queued to send to "
+            f"{write.tenant.slug}.",
         )
     else:
         messages.success(request, f"Rejected. Nothing will be written for this {write.resource_type}.")

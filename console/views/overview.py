@@ -10,6 +10,7 @@ from writeback.states import WriteState
 # Columns of the per-tenant state table, in the order a write moves through them.
 STATE_COLUMNS = [
     (WriteState.AWAITING_APPROVAL, "Approval"),
+    (WriteState.HELD_AUTHORIZATION, "Held"),
     (WriteState.PENDING, "Pending"),
     (WriteState.FAILED_RETRYABLE, "Retrying"),
     (WriteState.OUTCOME_UNKNOWN, "Unknown"),

@@ -59,7 +59,9 @@ def test_rejecting_from_the_write_page(med, clinician2):
 def test_the_initiator_cannot_approve_and_the_page_says_why(med, clinician):
     c = client_for(clinician)
     page = c.get("/approvals/").content.decode()
-    assert "second clinician must (four-eyes rule)" in page
+    assert (
+        "You initiated this change, so a second clinician must approve or reject it (four-eyes rule)" in page
+    )
     assert f"/writes/{med.uid}/approve" not in page
     detail = c.get(f"/writes/{med.uid}/").content.decode()
     assert "a second clinician must approve or reject it (four-eyes rule)" in detail

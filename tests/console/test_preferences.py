@@ -118,7 +118,7 @@ def test_a_person_without_a_role_cannot_use_it(tenant):
     assert c.post(URL, {"tz": "Europe/Paris"}).status_code == 403
     assert c.post(DETECT, {"tz": "Europe/Paris"}).status_code == 403
     assert not OperatorPreference.objects.exists()
-    assert len(refusals(channel="console", rule="role-required", action="view")) == 3
+    assert len(refusals(channel="console", rule="role-required", action="use_console")) == 3
     page = c.get("/").content.decode()
     assert "data-tz-detect" not in page  # nobody asks the browser on a refusal page
 

@@ -30,7 +30,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from adapters.simulator import SimulatorHandle, start_simulator
-from tests.conftest import make_user
+from tests.conftest import make_client_app, make_user
 from tests.writeback.canonical.examples import envelope
 from writeback.models import Alert, Tenant, Write
 from writeback.services.alerts import alert_acknowledge
@@ -404,7 +404,7 @@ def drill(transactional_db, drill_sim: SimulatorHandle, workers: Workers, say, s
     initiator = make_user("amy.clinician", "clinician")
     approver = make_user("bob.clinician", "clinician")
     engineer = make_user("eve.engineer", "integration_engineer")
-    app = make_user("intake-portal")
+    app = make_client_app("intake-portal")
     for user in (initiator, approver, engineer):
         tenant_grant(tenant=tenant, user=user)
     _, key = api_token_create(user=app, tenants=[tenant], name="drill")

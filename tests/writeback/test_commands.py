@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 
 from tests.conftest import make_user
 from tests.writeback.helpers import consent_for, event
-from writeback.models import ApiToken, AuditEntry, Capability, Consent, Tenant
+from writeback.models import ApiToken, AuditEntry, BusinessEvent, Capability, Consent, Tenant
 from writeback.services.tenants import user_may_access
 
 
@@ -106,13 +106,20 @@ def test_create_tenant_duplicate_slug(tenant):
 
 def test_token_acts_on_its_tenant_only(tenant, other_tenant, clinician):
     make_user("portal-app")
-    key = _run("create_api_token", "portal-app", "--tenant", "generic-main", "--name", "portal").strip()
+    key = _run(
+        "create_api_token", "portal-app", "--tenant", "generic-main", "--name", "portal", "--on-behalf"
+    ).strip()
     token = ApiToken.objects.get(user__username="portal-app")
     assert token.name == "portal" and list(token.tenants.values_list("slug", flat=True)) == ["generic-main"]
     assert token.key_hash != key and key.startswith(token.prefix)
     user = User.objects.get(username="portal-app")
     assert user_may_access(user, tenant) and not user_may_access(user, other_tenant)
     assert AuditEntry.objects.get(action="api_token.created").data["tenants"] == ["generic-main"]
+    granted = AuditEntry.objects.filter(action="permission.granted", object_id="portal-app")
+    assert [(e.data.get("role"), e.data.get("permission")) for e in granted] == [
+        ("client_app", None),
+        (None, "writeback.submit_on_behalf"),
+    ]
 
     consent_for(tenant)
     consent_for(other_tenant)
@@ -131,8 +138,34 @@ def test_token_acts_on_its_tenant_only(tenant, other_tenant, clinician):
 def test_create_user_makes_a_service_account(tenant):
     key = _run("create_api_token", "new-app", "--create-user", "--tenant", "generic-main").strip()
     user = User.objects.get(username="new-app")
-    assert not user.has_usable_password() and user.groups.count() == 0
+    assert not user.has_usable_password()
+    assert list(user.groups.values_list("name", flat=True)) == ["client_app"]
+    assert not user.has_perm("writeback.submit_on_behalf")
     assert _client(key).get("/api/v1/writes").status_code == 200
+
+
+def test_a_client_app_without_on_behalf_posts_only_in_its_own_name(tenant, clinician):
+    key = _run("create_api_token", "own-app", "--create-user", "--tenant", "generic-main").strip()
+    consent_for(tenant)
+    client = _client(key)
+    r = client.post("/api/v1/events", event("problem.confirmed"), format="json")  # names amy.clinician
+    assert r.status_code == 403
+    assert r.json()["issue"][0]["details"]["coding"][0]["code"] == "initiator-forbidden"
+    body = event("problem.confirmed", key="own")
+    del body["initiator"]
+    assert client.post("/api/v1/events", body, format="json").status_code == 201
+    assert BusinessEvent.objects.get().initiator.username == "own-app"
+
+
+@pytest.mark.parametrize("flag", ["--client-app", "--on-behalf", "--manage-consent"])
+def test_a_persons_account_is_never_made_a_client_app(tenant, clinician, flag):
+    audit_before = AuditEntry.objects.count()
+    with pytest.raises(CommandError, match="holds the role clinician: a client app needs its own account"):
+        _run("create_api_token", "amy.clinician", "--tenant", "generic-main", flag)
+    assert list(clinician.groups.values_list("name", flat=True)) == ["clinician"]
+    assert not User.objects.get(pk=clinician.pk).user_permissions.exists()
+    assert ApiToken.objects.count() == 0
+    assert AuditEntry.objects.count() == audit_before
 
 
 def test_manage_consent_flag_lets_the_app_record_consent(tenant):

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 from fhir.resources.R4B import get_fhir_model_class
 
-from tests.conftest import api_client_for, make_user
+from tests.conftest import api_client_for, make_client_app
 from tests.writeback.helpers import EVENT_TYPES, EXPECTED_WRITES, consent_for, event
 from writeback.fhir_mapping import identifier_of
 from writeback.models import AuditEntry, BusinessEvent, Write
@@ -180,7 +180,7 @@ def test_token_for_tenant_a_cannot_write_or_read_tenant_b(ready, tenant, other_t
     assert AuditEntry.objects.filter(action="access.refused", tenant="other").count() == 1
     assert BusinessEvent.objects.count() == 0 and Write.objects.count() == 0
     # Tenant B's writes and events are refused to A's token (403, audited).
-    user_b = make_user("b-app")
+    user_b = make_client_app("b-app")
     b_api = api_client_for(user_b, other_tenant)
     body_b = event("problem.confirmed", tenant="other")
     del body_b["initiator"]

@@ -128,12 +128,12 @@ def test_rule_answers_422_with_code_and_path(ready, rule, path, body):
 
 
 def test_operation_not_supported_for_the_vendor(api, db, clinician):
-    from tests.conftest import api_client_for, make_user
+    from tests.conftest import api_client_for, make_client_app
     from writeback.services.tenants import tenant_create
 
     epic = tenant_create(slug="epic-main", vendor="epic", base_url="http://127.0.0.1:9/api/FHIR/R4")
     consent_for(epic)
-    user = make_user("epic-app")
+    user = make_client_app("epic-app")
     client = api_client_for(user, epic)
     body = event("medication.reconciled", tenant="epic-main")
     del body["initiator"]

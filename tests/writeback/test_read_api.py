@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.conftest import api_client_for, make_user
+from tests.conftest import api_client_for, make_client_app
 from tests.writeback.helpers import consent_for, event
 from writeback.models import BusinessEvent, Write
 from writeback.services.tenants import tenant_grant
@@ -93,7 +93,7 @@ def test_writes_by_patient(ready):
 
 def test_writes_by_tenant(tenant, other_tenant, clinician):
     """A token over two tenants: `tenant=` narrows the list to exactly that tenant's writes."""
-    user = make_user("two-tenant-app")
+    user = make_client_app("two-tenant-app")
     tenant_grant(tenant=tenant, user=user)
     tenant_grant(tenant=other_tenant, user=user)
     tenant_grant(tenant=other_tenant, user=clinician)

@@ -123,7 +123,7 @@ def test_create_tenant_with_a_waiver(db):
     assert entry.data["after"]["waived_resource_types"] == ["Observation", "QuestionnaireResponse"]
     assert "waived for: Observation, QuestionnaireResponse" in out.getvalue()
 
-    user = granted_user(tenant, "waived-app")
+    user = granted_user(tenant, "waived-app", "client_app")
     client = api_client_for(user, tenant)
     body = event("vitals.recorded", tenant="waived")
     del body["initiator"]

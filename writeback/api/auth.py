@@ -6,6 +6,7 @@ from rest_framework import authentication, exceptions
 
 from writeback.models import ApiToken
 from writeback.models.tokens import hash_key
+from writeback.services.permissions import ActionRefused, refuse
 
 
 class ApiTokenAuthentication(authentication.BaseAuthentication):
@@ -21,13 +22,11 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             key = header[1].decode()
         except UnicodeError:
             raise exceptions.AuthenticationFailed("Invalid token header: the key has invalid characters.")
-        token = (
-            ApiToken.objects.select_related("user")
-            .filter(key_hash=hash_key(key), revoked_at__isnull=True)
-            .first()
-        )
-        if token is None or not token.user.is_active:
+        token = ApiToken.objects.select_related("user").filter(key_hash=hash_key(key)).first()
+        if token is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
+        if token.revoked_at is not None or not token.user.is_active:
+            _refuse_known_token(request, token)
         now = timezone.now()
         # Touch at most once a minute: a hot token must not turn every request into an UPDATE.
         if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
@@ -36,6 +35,27 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return self.keyword
+
+
+def _refuse_known_token(request, token: ApiToken) -> None:
+    """A real key of a revoked token or of a deactivated account is audited (who still tries to act)
+    before the 401; an unknown key is not, since anyone can make one up."""
+    if token.revoked_at is not None:
+        reason, rule = f"API token {token.prefix}… was revoked", "token-revoked"
+    else:
+        reason, rule = f"the account {token.user.get_username()} is deactivated", "account-inactive"
+    try:
+        refuse(
+            token.user,
+            "authenticate",
+            reason,
+            rule=rule,
+            object_type="api_token",
+            object_id=token.prefix,
+            request_id=request.headers.get("X-Request-ID", "")[:64],
+        )
+    except ActionRefused:
+        raise exceptions.AuthenticationFailed("Invalid or revoked token.")
 
 
 class ApiTokenScheme(OpenApiAuthenticationExtension):

@@ -21,7 +21,7 @@ from writeback.api.filters import ApiWriteFilter
 from writeback.models import BusinessEvent, Consent, Tenant, Write
 from writeback.selectors import events_visible_to, tenants_visible_to, writes_visible_to
 from writeback.services import approvals, compensation, consents, intake, operations, replay, two_phase
-from writeback.services.permissions import refuse
+from writeback.services.permissions import refuse, require
 from writeback.services.tokens import token_may_access
 
 
@@ -94,9 +94,17 @@ class EventCreateApi(APIView):
 
 def _scoped_get(request: Request, visible, model, uid, object_type: str, action: str = "view"):
     """The object if the caller may see it; 404 if it does not exist; 403 (audited) if it belongs to a
-    tenant this token may not act on."""
+    tenant this token may not act on, or the caller holds no role that may `action`."""
     obj = visible.filter(uid=uid).first()
     if obj is not None:
+        require(
+            request.user,
+            action,
+            obj.tenant,
+            object_type=object_type,
+            object_id=str(uid),
+            request_id=request_id(request),
+        )
         return obj
     other = model.objects.select_related("tenant").filter(uid=uid).first()
     if other is None:
@@ -139,6 +147,7 @@ class WriteListApi(ListAPIView):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user
             return Write.objects.none()
         token = _token(self.request)
+        require(self.request.user, "view", None, object_type="write", request_id=request_id(self.request))
         slug = self.request.query_params.get("tenant")
         if slug:
             tenant = Tenant.objects.filter(slug=slug).first()

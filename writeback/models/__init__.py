@@ -12,7 +12,15 @@ from writeback.models.choices import (
     WritePattern,
 )
 from writeback.models.events import BusinessEvent, ImmutableError
-from writeback.models.ledger import Approval, Compensation, Conflict, ManualTask, Write, WriteAttempt
+from writeback.models.ledger import (
+    Approval,
+    Compensation,
+    Conflict,
+    ManualTask,
+    Write,
+    WriteAttempt,
+    WriteEditor,
+)
 from writeback.models.limits import RateBucket
 from writeback.models.tenants import (
     Capability,
@@ -55,6 +63,7 @@ __all__ = [
     "Vendor",
     "Write",
     "WriteAttempt",
+    "WriteEditor",
     "WritePattern",
     "audit_title",
 ]

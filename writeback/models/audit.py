@@ -52,6 +52,7 @@ class AuditAction(models.TextChoices):
     WRITE_CHECK_SCHEDULED = "write.check_scheduled", "Check by read scheduled"
     WRITE_CORRECTION_REQUESTED = "write.correction_requested", "Clinical correction requested"
     WRITE_CREATED = "write.created", "Write created from the event"
+    WRITE_HELD_AUTHORIZATION = "write.held_authorization", "Held before sending: authorisation lapsed"
     WRITE_PREPARED = "write.prepared", "Prepared: current version read and recorded"
     WRITE_READBACK = "write.readback", "Read back after commit"
     WRITE_REJECTED = "write.rejected", "Write rejected"

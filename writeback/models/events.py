@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 
 from writeback.models.tenants import Consent, Tenant
+from writeback.models.tokens import ApiToken
 
 
 class ImmutableError(Exception):
@@ -37,6 +38,14 @@ class BusinessEvent(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     initiator_name = models.CharField(max_length=150, blank=True)
+    # Who sent it (the token's or session's user) and with which token: the four-eyes rule excludes the
+    # submitter as well as the initiator, and the worker checks both, and the token, again before sending.
+    submitter = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    submitted_token = models.ForeignKey(
+        ApiToken, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     acting_system = models.CharField(max_length=200, blank=True, help_text="the API client that sent it")
     origin_device = models.CharField(max_length=128, blank=True)
     consent = models.ForeignKey(Consent, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
@@ -51,6 +60,8 @@ class BusinessEvent(models.Model):
 
     class Meta:
         ordering = ["-received_at"]
+        # Granted to a client app's service account by `create_api_token --on-behalf`.
+        permissions = [("submit_on_behalf", "May name another user of the tenant as an event's initiator")]
         constraints = [
             models.UniqueConstraint(
                 fields=["tenant", "idempotency_key"], name="event_idempotency_key_unique"

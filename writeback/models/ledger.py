@@ -169,6 +169,9 @@ class Approval(models.Model):
     expires_at = models.DateTimeField()
     voided_at = models.DateTimeField(null=True, blank=True)
     void_reason = models.CharField(max_length=200, blank=True)
+    # Given for a write held at send time because its authorisation lapsed: the approver answers for
+    # sending it in place of the initiator, submitter or token that no longer may.
+    reauthorizes = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-decided_at"]
@@ -184,6 +187,31 @@ class Approval(models.Model):
             and self.payload_hash == payload_hash
             and self.expires_at > at
         )
+
+
+class WriteEditor(models.Model):
+    """A person who shaped a write's payload after intake: the four-eyes rule keeps them from approving it.
+
+    A write made in place of another (a replay, a conflict's resolution) inherits the other's editors."""
+
+    class How(models.TextChoices):
+        EDIT = "edit", "Edited the payload (replay)"
+        CONFLICT_RESOLUTION = "conflict_resolution", "Reconciled a conflict"
+        CORRECTION = "correction", "Requested a clinical correction"
+
+    write = models.ForeignKey(Write, on_delete=models.CASCADE, related_name="editors")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    how = models.CharField(max_length=24, choices=How.choices)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["write", "user", "how"], name="write_editor_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.how} write {self.write_id}"
 
 
 class Conflict(models.Model):

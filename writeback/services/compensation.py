@@ -14,8 +14,18 @@ from django.db import transaction
 from django.utils import timezone
 
 from writeback.errors import DomainError
-from writeback.models import AuditAction, BusinessEvent, Compensation, ContractRule, ManualTask, Write
+from writeback.models import (
+    AuditAction,
+    BusinessEvent,
+    Compensation,
+    ContractRule,
+    ManualTask,
+    Write,
+    WriteEditor,
+)
 from writeback.services import audit
+from writeback.services.approvals import write_editors_record
+from writeback.services.patient_binding import require_same_binding
 from writeback.services.permissions import refuse, require, roles_of
 from writeback.services.targets import adapter_for
 from writeback.services.transitions import transition, transition_many
@@ -110,6 +120,18 @@ def compensate(
         raise DomainError(
             422, "operation-not-supported", plan.description or "no way to compensate this write"
         )
+    if kind == Compensation.Kind.CORRECTION:
+        # The corrected values come from a person: none of them may move the entry to another patient.
+        for req in plan.requests:
+            require_same_binding(
+                write,
+                req.resource,
+                user=user,
+                action=KIND_ACTION[kind],
+                new_resource=req.operation == "create" and req.resource_type == write.resource_type,
+                request_id=request_id,
+                channel=channel,
+            )
     rule = ContractRule.objects.filter(resource_type=write.resource_type).first()
     with transaction.atomic():
         write = Write.objects.select_for_update().select_related("tenant", "event").get(pk=write.pk)
@@ -134,6 +156,7 @@ def compensate(
             encounter_ref=write.event.encounter_ref,
             initiator=user,
             initiator_name=user.get_username(),
+            submitter=user,
             acting_system=channel,
             correlation_id=write.correlation_id,
             occurred_at=timezone.now(),
@@ -204,6 +227,9 @@ def compensate(
                 )
             )
         Write.objects.bulk_create(new_writes)
+        if kind == Compensation.Kind.CORRECTION:
+            for new in new_writes:
+                write_editors_record(new, user=user, how=WriteEditor.How.CORRECTION)
         for needs_approval in (True, False):
             group = [w for w in new_writes if w.approval_required == needs_approval]
             target = WriteState.AWAITING_APPROVAL if needs_approval else WriteState.PENDING

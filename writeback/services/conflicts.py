@@ -11,8 +11,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from writeback.errors import DomainError
-from writeback.models import AuditAction, Conflict, Write
+from writeback.models import AuditAction, Conflict, Write, WriteEditor
 from writeback.services import audit
+from writeback.services.approvals import write_editors_record
+from writeback.services.patient_binding import require_same_binding
 from writeback.services.permissions import require
 from writeback.services.transitions import transition
 from writeback.states import WriteState
@@ -59,6 +61,9 @@ def conflict_resolve(
         channel=channel,
     )
     resolved = conflict_preview(conflict, choices)
+    require_same_binding(
+        write, resolved, user=user, action="resolve_conflict", request_id=request_id, channel=channel
+    )
     with transaction.atomic():
         conflict = (
             Conflict.objects.select_for_update()
@@ -98,6 +103,7 @@ def conflict_resolve(
             compensates=write.compensates,
             compensation=write.compensation,
         )
+        write_editors_record(new, inherit_from=write, user=user, how=WriteEditor.How.CONFLICT_RESOLUTION)
         conflict.resolution = {k: v for k, v in choices.items()}
         conflict.resolved_by, conflict.resolved_at, conflict.resolution_write = user, timezone.now(), new
         conflict.save(update_fields=["resolution", "resolved_by", "resolved_at", "resolution_write"])

@@ -28,7 +28,14 @@ from writeback.models import ApiToken, AuditAction, BusinessEvent, PatientIdenti
 from writeback.services import audit
 from writeback.services.consents import consent_check
 from writeback.services.contract import TenantContract, event_field_name
-from writeback.services.permissions import record_event_refusal, refuse
+from writeback.services.permissions import (
+    allowed,
+    has_role_for,
+    is_client_app,
+    record_event_refusal,
+    refuse,
+    require,
+)
 from writeback.services.tokens import token_may_access
 from writeback.services.transitions import transition_many
 from writeback.states import WriteState
@@ -82,6 +89,7 @@ def event_ingest(req: IntakeRequest) -> IntakeResult:
 
 def _ingest(req: IntakeRequest) -> IntakeResult:
     body = req.body
+    _require_submitter(req)
     key = _idempotency_key(body, req.header_idempotency_key)
     result = canonicalize(body, now=timezone.now())
     if result.status == 400:
@@ -159,6 +167,16 @@ def _ingest(req: IntakeRequest) -> IntakeResult:
     return IntakeResult(201, _event_body(stored, writes, duplicate=False, issues=issues), stored, writes)
 
 
+def _require_submitter(req: IntakeRequest) -> None:
+    """Only clinicians and client apps submit events (an auditor's or an admin's token is refused before
+    the body is read). The tenant named in the body only labels the refusal's audit entry."""
+    if has_role_for(req.user, "submit_event") and req.user.is_active:
+        return
+    slug = req.body.get("tenant") if isinstance(req.body, dict) else None
+    tenant = Tenant.objects.filter(slug=slug).first() if isinstance(slug, str) else None
+    require(req.user, "submit_event", tenant, object_type="event", request_id=req.request_id)
+
+
 def _idempotency_key(body: Any, header: str | None) -> str:
     in_body = body.get("idempotency_key") if isinstance(body, dict) else None
     if header and in_body and header != in_body:
@@ -199,24 +217,41 @@ def _tenant_for(slug: str, req: IntakeRequest) -> Tenant:
 
 
 def _initiator(event: CanonicalEvent, req: IntakeRequest, tenant: Tenant):
+    """The person the event names as its initiator; the submitter when it names nobody (or itself).
+
+    Only a client app's service account holding the "submit on behalf" permission may name someone
+    else, and only an active user of the same tenant who may submit events: a person's token or session
+    never submits in someone else's name."""
     name = event.initiator.user if event.initiator else None
     if not name or name == req.user.get_username():
         return req.user
-    from writeback.services.tenants import user_may_access
-
+    if not has_role_for(req.user, "submit_on_behalf"):
+        _refuse_initiator(
+            req,
+            tenant,
+            name,
+            f"{req.user.get_username()} may not submit in the name of {name!r}: only a client app "
+            "holding the 'submit on behalf' permission names another initiator",
+        )
     user = get_user_model().objects.filter(username=name).first()
-    if user is None or not user_may_access(user, tenant):
-        refuse(
-            req.user,
-            "submit_event",
-            f"initiator {name!r} is not a user of tenant {tenant.slug}",
-            rule="initiator-forbidden",
-            tenant=tenant,
-            object_type="user",
-            object_id=name,
-            request_id=req.request_id,
+    if user is None or not allowed(user, "submit_event", tenant) or is_client_app(user):
+        _refuse_initiator(
+            req, tenant, name, f"initiator {name!r} is not a person who may submit events at {tenant.slug}"
         )
     return user
+
+
+def _refuse_initiator(req: IntakeRequest, tenant: Tenant, name: str, message: str) -> None:
+    refuse(
+        req.user,
+        "submit_event",
+        message,
+        rule="initiator-forbidden",
+        tenant=tenant,
+        object_type="user",
+        object_id=name,
+        request_id=req.request_id,
+    )
 
 
 def _find_duplicate(tenant: Tenant, key: str, event: CanonicalEvent, chash: str) -> BusinessEvent | None:
@@ -433,6 +468,8 @@ def _store(tenant, event, planned, contract, req, key, chash, initiator, consent
             encounter_status=(event.encounter.status or "") if event.encounter else "",
             initiator=initiator,
             initiator_name=initiator.get_username(),
+            submitter=req.user,
+            submitted_token=req.token,
             acting_system=req.user.get_username(),
             origin_device=event.device.id if event.device else "",
             consent=consent.consent,
@@ -472,6 +509,8 @@ def _store(tenant, event, planned, contract, req, key, chash, initiator, consent
                     "idempotency_key": key,
                     "content_hash": chash,
                     "initiator": initiator.get_username(),
+                    "submitter": req.user.get_username(),
+                    **({"token": req.token.prefix} if req.token else {}),
                     "consent": consent.snapshot(),
                     "writes": len(writes),
                 },

@@ -6,7 +6,7 @@ audit entry in its own transaction, so the record survives the error response's 
 
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, Permission
+from django.contrib.auth.models import AbstractBaseUser, Group, Permission
 from django.db import transaction
 
 from writeback.errors import DomainError
@@ -16,12 +16,24 @@ from writeback.services.tenants import user_may_access
 from writeback.validation.outcome import Issue, ValidationFailed, error
 
 CLINICIAN, ADMIN, ENGINEER, AUDITOR = "clinician", "admin", "integration_engineer", "auditor"
+# A client app's service account (a Django group too): it posts events and reads what became of them.
+CLIENT_APP = "client_app"
+PEOPLE_ROLES = frozenset({CLINICIAN, ADMIN, ENGINEER, AUDITOR})
 
+# The one table of who may do what: the API, the console and the services all ask it (through
+# `require()` and `allowed()`), and the console shows only the buttons it allows.
 ACTION_ROLES: dict[str, frozenset[str]] = {
-    "view": frozenset({CLINICIAN, ADMIN, ENGINEER, AUDITOR}),
-    "submit_event": frozenset(),  # API clients: tenant access is enough (no role needed)
-    # The client app that sent a two-phase change aborts it when its own side failed.
-    "abort_two_phase": frozenset(),
+    # The console is for people; client apps use the API, where they read what became of their events.
+    "use_console": PEOPLE_ROLES,
+    "view": frozenset({CLINICIAN, ADMIN, ENGINEER, AUDITOR, CLIENT_APP}),
+    # Chart content comes from clinicians and client apps; auditors only read, and admins and engineers
+    # operate the pipeline without authoring chart entries.
+    "submit_event": frozenset({CLINICIAN, CLIENT_APP}),
+    # Naming someone else as an event's initiator: only a client app holding the model permission.
+    "submit_on_behalf": frozenset(),
+    # A two-phase change is aborted by the client app that sent it (its own side failed; see
+    # OWN_SUBMISSIONS_ONLY), or by admins and engineers.
+    "abort_two_phase": frozenset({ADMIN, ENGINEER, CLIENT_APP}),
     "approve": frozenset({CLINICIAN}),
     "reject": frozenset({CLINICIAN}),
     "correction": frozenset({CLINICIAN}),
@@ -40,10 +52,16 @@ ACTION_ROLES: dict[str, frozenset[str]] = {
     "read_ehr": frozenset({CLINICIAN, ADMIN, ENGINEER}),
 }
 
-# Actions a client app's service account may hold without a human role: a Django model permission
-# granted to that account (`create_api_token USER --manage-consent`), so a device gateway's token
-# cannot record or revoke consent just because it may post events.
-ACTION_MODEL_PERMS: dict[str, str] = {"manage_consent": "writeback.change_consent"}
+# Actions a client app's service account holds only when granted a Django model permission besides
+# its role (`create_api_token USER --manage-consent` / `--on-behalf`): a device gateway's token cannot
+# record consent, or post in a clinician's name, just because it may post events.
+ACTION_MODEL_PERMS: dict[str, str] = {
+    "manage_consent": "writeback.change_consent",
+    "submit_on_behalf": "writeback.submit_on_behalf",
+}
+
+# Roles that hold an action only for what their own account submitted.
+OWN_SUBMISSIONS_ONLY: dict[str, frozenset[str]] = {"abort_two_phase": frozenset({CLIENT_APP})}
 
 
 class ActionRefused(Exception):
@@ -62,18 +80,51 @@ def roles_of(user: AbstractBaseUser) -> set[str]:
     return cached
 
 
+def is_client_app(user: AbstractBaseUser) -> bool:
+    return CLIENT_APP in roles_of(user)
+
+
 def has_role_for(user: AbstractBaseUser, action: str) -> bool:
-    needed = ACTION_ROLES[action]
-    if user.is_superuser or not needed or roles_of(user) & needed:
-        return True
+    if not user.is_authenticated:
+        return False
     perm = ACTION_MODEL_PERMS.get(action)
-    return perm is not None and user.has_perm(perm)
+    if perm is not None and is_client_app(user) and user.has_perm(perm):
+        return True
+    if action == "submit_on_behalf":
+        return False  # not even a superuser: a person never submits in someone else's name
+    return user.is_superuser or bool(roles_of(user) & ACTION_ROLES[action])
+
+
+def holds_only_own(user: AbstractBaseUser, action: str) -> bool:
+    """True when `user` holds `action` only for what they submitted themselves (OWN_SUBMISSIONS_ONLY)."""
+    own = OWN_SUBMISSIONS_ONLY.get(action)
+    if not own or user.is_superuser:
+        return False
+    roles = roles_of(user) & ACTION_ROLES[action]
+    return bool(roles) and roles <= own
+
+
+def who_holds(action: str) -> str:
+    """The table's answer in words, for refusals: 'the role admin, clinician or a client app holding ...'."""
+    holders = []
+    if ACTION_ROLES[action]:
+        holders.append(f"the role {', '.join(sorted(ACTION_ROLES[action]))}")
+    if action in ACTION_MODEL_PERMS:
+        holders.append(f"a client app holding the permission {ACTION_MODEL_PERMS[action]}")
+    return " or ".join(holders)
 
 
 @transaction.atomic
 def grant_action_permission(user: AbstractBaseUser, action: str, *, actor: Any = None) -> None:
-    """Grants a service account the model permission that stands for `action` (see ACTION_MODEL_PERMS),
-    and audits the grant."""
+    """Grants a client app's service account the model permission that stands for `action` (see
+    ACTION_MODEL_PERMS), and audits the grant. Only client apps hold these: enrol the account first."""
+    if not is_client_app(user):
+        raise DomainError(
+            422,
+            "service-account-required",
+            f"{user.get_username()} is not a client app's service account (client_app_enroll first)",
+            "user",
+        )
     app_label, codename = ACTION_MODEL_PERMS[action].split(".")
     perm = Permission.objects.get(content_type__app_label=app_label, codename=codename)
     user.user_permissions.add(perm)
@@ -88,10 +139,42 @@ def grant_action_permission(user: AbstractBaseUser, action: str, *, actor: Any =
     )
 
 
-def allowed(user: AbstractBaseUser, action: str, tenant: Tenant | None = None) -> bool:
+@transaction.atomic
+def client_app_enroll(user: AbstractBaseUser, *, actor: Any = None) -> None:
+    """Makes `user` a client app's service account (the `client_app` role), audited. A person's
+    account is refused: an account that both posts events and approves or audits them would defeat
+    the separation of duties."""
+    people = sorted(roles_of(user) & PEOPLE_ROLES)
+    if people:
+        raise DomainError(
+            422,
+            "service-account-required",
+            f"{user.get_username()} holds the role {', '.join(people)}: a client app needs its own account",
+            "user",
+        )
+    if is_client_app(user):
+        return
+    user.groups.add(Group.objects.get(name=CLIENT_APP))
+    user.__dict__.pop("_writeback_roles", None)
+    audit.record(
+        AuditAction.PERMISSION_GRANTED,
+        actor=actor,
+        object_type="user",
+        object_id=user.get_username(),
+        data={"user": user.get_username(), "role": CLIENT_APP},
+    )
+
+
+def allowed(
+    user: AbstractBaseUser, action: str, tenant: Tenant | None = None, *, submitter_id: int | None = None
+) -> bool:
+    """`submitter_id`: who submitted the object acted on, for actions some roles hold only for their own
+    submissions (OWN_SUBMISSIONS_ONLY)."""
     if not user.is_authenticated or not user.is_active:
         return False
     if not has_role_for(user, action):
+        return False
+    if holds_only_own(user, action) and submitter_id != user.pk:
         return False
     return tenant is None or user_may_access(user, tenant)
 
@@ -105,15 +188,17 @@ def require(
     object_id: str = "",
     request_id: str = "",
     channel: str = "api",
+    submitter_id: int | None = None,
 ) -> None:
-    if allowed(user, action, tenant):
+    if allowed(user, action, tenant, submitter_id=submitter_id):
         return
-    if not has_role_for(user, action):
-        roles = ", ".join(sorted(ACTION_ROLES[action]))
-        message = f"'{action}' needs the role {roles}"
-        if action in ACTION_MODEL_PERMS:
-            message += f" or the permission {ACTION_MODEL_PERMS[action]}"
-        rule = "role-required"
+    if getattr(user, "is_authenticated", False) and not user.is_active:
+        message, rule = "this account is deactivated", "account-inactive"
+    elif not has_role_for(user, action):
+        message, rule = f"'{action}' needs {who_holds(action)}", "role-required"
+    elif holds_only_own(user, action) and submitter_id != user.pk:
+        message = f"a client app may '{action}' only what it submitted itself"
+        rule = "not-submitter"
     else:
         message = f"no access to tenant {tenant.slug}" if tenant else "no access"
         rule = "tenant-forbidden"

@@ -197,6 +197,12 @@ def _gate(write: Write) -> Prediction:
         )
     if write.state == WriteState.AWAITING_APPROVAL:
         return Prediction("waiting", "Waiting for a clinician's approval", "Nothing is sent before it.")
+    if write.state == WriteState.HELD_AUTHORIZATION:
+        return Prediction(
+            "held",
+            "Held: its authorisation lapsed before sending",
+            f"{write.last_error or 'see the write'}. Nothing is sent unless a clinician re-approves it.",
+        )
     return Prediction("ok", "")
 
 

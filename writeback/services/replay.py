@@ -17,10 +17,12 @@ from django.utils import timezone
 from writeback.canonical import canonicalize
 from writeback.errors import DomainError
 from writeback.fhir_mapping import SINGLE_IDENTIFIER, plan_writes
-from writeback.models import RISK_ORDER, AuditAction, BusinessEvent, Risk, Write
+from writeback.models import RISK_ORDER, AuditAction, BusinessEvent, Risk, Write, WriteEditor
 from writeback.services import audit
+from writeback.services.approvals import write_editors_record
 from writeback.services.contract import TenantContract, touched_fields
 from writeback.services.intake import write_row
+from writeback.services.patient_binding import require_same_binding
 from writeback.services.permissions import require
 from writeback.services.transitions import transition
 from writeback.states import ALLOWED_TRANSITIONS, WriteState
@@ -62,10 +64,18 @@ def write_replay(
             "this write is in the chart; replay it into shadow to compare, or compensate it",
             "state",
         )
+    if write.state == WriteState.HELD_AUTHORIZATION and not shadow:
+        raise DomainError(409, "held-authorization", _LEFT_ALONE[WriteState.HELD_AUTHORIZATION], "state")
+    binding = {"user": user, "action": "replay", "request_id": request_id, "channel": channel}
     if mode == "edit":
+        if isinstance(payload, dict) and payload.get("resourceType") == write.resource_type:
+            # Before the contract looks at it: moving a write to another patient is refused as that
+            # (a payload of another type is refused as malformed below).
+            require_same_binding(write, payload, **binding)
         new_payload = _edited(write, payload)
     elif mode == "rederive":
         new_payload = _rederived(write)
+        require_same_binding(write, new_payload, **binding)
     else:
         new_payload = write.payload
     return _new_write(write, user, mode, new_payload, reason, shadow, request_id)
@@ -79,6 +89,8 @@ _LEFT_ALONE = {
     WriteState.RESOLVED: "resolved by hand",
     WriteState.PREVIEWED: "previewed (dry run)",
     WriteState.SHADOWED: "shadowed",
+    WriteState.HELD_AUTHORIZATION: "held because its authorisation lapsed: a clinician re-approves it or "
+    "an admin resolves it",
 }
 _QUEUED = (WriteState.VALIDATED, WriteState.AWAITING_APPROVAL, WriteState.PENDING)
 
@@ -315,6 +327,9 @@ def _new_write(
             supersedes=None if shadow else original,
             compensates=original.compensates,
             compensation=original.compensation,
+        )
+        write_editors_record(
+            new, inherit_from=original, user=user if mode == "edit" else None, how=WriteEditor.How.EDIT
         )
         drafts: list[audit.AuditDraft] = []
         if not shadow and WriteState.SUPERSEDED in ALLOWED_TRANSITIONS[original.state]:

@@ -5,6 +5,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from writeback.models import ApiToken, AuditAction, Tenant
@@ -52,4 +53,28 @@ def token_may_access(token: ApiToken | None, user: AbstractBaseUser, tenant: Ten
     if token is None:
         return True
     scoped = list(token.tenants.values_list("pk", flat=True))
-    return not scoped or tenant.pk in scoped
+    return _scope_allows(len(scoped), tenant.pk in scoped)
+
+
+def _scope_allows(tenants_named: int, names_tenant: bool) -> bool:
+    # A token that names no tenant follows its user's grants.
+    return not tenants_named or names_tenant
+
+
+def token_lapse(token_id: int, tenant: Tenant) -> tuple[str, str] | None:
+    """Why a token that submitted an event may no longer act on `tenant` ((rule, reason)), or None.
+    One query (the worker asks it for every write it is about to send); its user is checked apart."""
+    row = (
+        ApiToken.objects.filter(pk=token_id)
+        .annotate(named=Count("tenants"), names_tenant=Count("tenants", filter=Q(tenants=tenant)))
+        .values("prefix", "revoked_at", "named", "names_tenant")
+        .first()
+    )
+    if row is None:
+        return "token-revoked", "the API token that submitted the event no longer exists"
+    name = f"the API token {row['prefix']}… that submitted the event"
+    if row["revoked_at"] is not None:
+        return "token-revoked", f"{name} was revoked"
+    if not _scope_allows(row["named"], bool(row["names_tenant"])):
+        return "token-lapsed", f"{name} no longer names tenant {tenant.slug}"
+    return None

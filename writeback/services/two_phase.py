@@ -32,6 +32,7 @@ _NOT_SENT = (
     WriteState.FAILED_RETRYABLE,
     WriteState.FAILED_TERMINAL,
     WriteState.CONFLICT,
+    WriteState.HELD_AUTHORIZATION,
 )
 
 
@@ -43,7 +44,9 @@ def two_phase_abort(
     *, write: Write, user: Any, reason: str, request_id: str = "", channel: str = "api"
 ) -> dict[str, Any]:
     """Undoes (or stops) the EHR side of a referral status change whose internal side failed.
-    Returns what was done: {"outcome": "compensating" | "cancelled", ...}."""
+    Returns what was done: {"outcome": "compensating" | "cancelled", ...}.
+
+    A client app may abort only the changes it submitted itself; admins and engineers any."""
     require(
         user,
         "abort_two_phase",
@@ -52,6 +55,7 @@ def two_phase_abort(
         object_id=str(write.uid),
         request_id=request_id,
         channel=channel,
+        submitter_id=write.event.submitter_id,
     )
     if not reason or not reason.strip():
         raise DomainError(400, "reason-required", "say why the internal side failed", "reason")

@@ -4,7 +4,8 @@
 2. If the last try may have landed (outcome unknown, or the previous worker died mid-call), look the
    write up on the target first; it is committed if it is there, and sent only if it is not.
 3. Approval; dry-run tenants preview and shadow tenants compare (neither sends); the second check
-   (consent, capability, the vendor's context).
+   (patient binding, consent, capability, the vendor's context), then authorisation again: a write whose
+   initiator, submitter, token or approver lost its authority is held for a person.
 4. Send (two-phase surrogate: read and record the version first, then commit against it).
 5. Record the outcome in one transaction; after a commit, read the resource back and record any
    difference between what we sent and what the EHR stored.
@@ -21,6 +22,8 @@ from writeback.services.alerts import outbound_refusals_record
 from writeback.services.approvals import valid_approval
 from writeback.services.consents import consent_check
 from writeback.services.contract import touched_fields
+from writeback.services.patient_binding import write_binding_problem
+from writeback.services.send_authorization import send_authorization_lapse
 from writeback.states import WriteState
 from writeback.sync.claim import release, renew_leases
 from writeback.sync.recent import RecentContracts, RecentHolds
@@ -34,7 +37,8 @@ NOT_FIELDS = ("resourceType", "id", "meta")
 
 @dataclass
 class Result:
-    # committed, retry, ambiguous, terminal, conflict, held, previewed, shadowed, approval, lease-lost
+    # committed, retry, ambiguous, terminal, conflict, held, held-authorization, previewed, shadowed,
+    # approval, lease-lost
     label: str
     write: Write
 
@@ -93,6 +97,12 @@ class WriteProcessor:
             code, message = refusal
             self.record.terminal(write, exchanges=[], message=message, code=code, counted=False)
             return Result("terminal", write)
+        lapse = send_authorization_lapse(write)
+        if lapse:
+            self.record.held_authorization(
+                write, rule=lapse.rule, reason=lapse.reason, void_approvals=lapse.approver
+            )
+            return Result("held-authorization", write)
 
         if write.operation in ("update", "patch") and "prepared_version" not in write.context:
             prepared = self._prepare(write, adapter, req)
@@ -119,6 +129,10 @@ class WriteProcessor:
         return behaviour == "hold"
 
     def _second_check(self, write, tenant, adapter, req) -> tuple[str, str] | None:
+        # Defence in depth: a payload altered in the database must not reach another patient's chart.
+        misbound = write_binding_problem(write)
+        if misbound:
+            return "patient-binding", f"patient binding check before sending failed: {misbound}"
         consent = consent_check(
             tenant=tenant, patient_ref=write.patient_ref, resource_types=[write.resource_type]
         )

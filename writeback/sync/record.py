@@ -533,6 +533,49 @@ class Recorder:
             )
             audit.record_many(drafts)
 
+    def held_authorization(self, write: Write, *, rule: str, reason: str, void_approvals: bool) -> None:
+        """Holds a write whose authorisation lapsed before sending: never sent, kept for a person to
+        re-approve or resolve, with the reason on the write and in the audit trail."""
+        from writeback.services.approvals import void_approvals as void
+
+        message = f"authorisation check before sending failed: {reason}"
+        with transaction.atomic():
+            WriteAttempt.objects.bulk_create(
+                attempt_rows(write, write.attempts, [], WriteAttempt.Outcome.HELD, self.worker_id, message)
+            )
+            drafts: list[audit.AuditDraft] = []
+            if void_approvals:
+                void(write=write, reason=reason, actor=self.worker_id, drafts=drafts)
+            held = {"rule": rule, "reason": reason, "at": timezone.now().isoformat()}
+            transition(
+                write,
+                WriteState.HELD_AUTHORIZATION,
+                actor=self.worker_id,
+                reason=message[:500],
+                data={"code": rule},
+                fields=_release_fields(
+                    last_outcome=WriteAttempt.Outcome.HELD,
+                    last_error=f"{rule}: {reason}"[:4000],
+                    context={**write.context, "held_authorization": held},
+                ),
+                guard=self._guard(write),
+                defer_audit=drafts,
+            )
+            drafts.append(
+                audit.draft(
+                    AuditAction.WRITE_HELD_AUTHORIZATION,
+                    actor=self.worker_id,
+                    tenant=write.tenant.slug,
+                    object_type="write",
+                    object_id=str(write.uid),
+                    write_uid=str(write.uid),
+                    event_uid=str(write.event.uid),
+                    correlation_id=write.correlation_id,
+                    data={"rule": rule, "reason": reason},
+                )
+            )
+            audit.record_many(drafts)
+
     def prepared(
         self, write: Write, *, exchanges: list[HttpExchange], version: str, pre_image: dict, two_phase: bool
     ) -> None:

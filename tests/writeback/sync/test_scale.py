@@ -46,7 +46,8 @@ def test_draining_1000_writes_costs_a_bounded_number_of_queries_per_write(live, 
     assert Write.objects.filter(state=WriteState.COMMITTED).count() == 1000
     per_write = count[0] / 1000
     print(f"queries per write: {per_write:.1f}")
-    assert per_write <= 12, per_write  # measured: 8.4 on SQLite, 9.4 on PostgreSQL
+    # Measured: 9.6 on SQLite, 10.6 on PostgreSQL (1.2 of them the send-time authorisation check).
+    assert per_write <= 12, per_write
     assert len(sim.count_by_identifier("urn:fhir-writeback:write-id")) == 1000
     assert verify_chain().ok
 
