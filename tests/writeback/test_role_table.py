@@ -74,6 +74,7 @@ EXPECTED: dict[str, set[str]] = {
     "kill_switch": {"engineer", "admin"},
     "manage_consent": {"clinician", "admin"},  # and a client app holding the permission
     "view_audit": {"auditor", "admin"},
+    "read_ehr": {"clinician", "admin", "engineer"},
 }
 
 
@@ -382,6 +383,14 @@ CONSOLE: dict[str, Case] = {
         ),
         lambda t, s, r: KillSwitch.objects.get(tenant=t, created_by=s.user),
         ok=(302,),
+    ),
+    # A live read of the chart (the target is unreachable here: the read is audited all the same).
+    "read_ehr": Case(
+        _awaiting,
+        lambda c, w, s: c.post(f"/writes/{w.uid}/chart", HTTP_HX_REQUEST="true"),
+        lambda w, s, r: AuditEntry.objects.get(
+            action="ehr.read", write_uid=str(w.uid), actor=s.user.username
+        ),
     ),
     # Verifying the chain is not about one tenant: the role alone decides.
     "view_audit": Case(
