@@ -217,6 +217,16 @@ def test_export_refuses_without_a_signing_key_and_never_overwrites(anchored, set
     assert AuditEntry.objects.count() == before
 
 
+def test_malformed_signing_keys_are_a_clear_error(anchored, settings):
+    head, _ = anchored
+    settings.WRITEBACK_AUDIT_HEAD_PUBLIC_KEYS = ["c2hvcnQ="]
+    with pytest.raises(CommandError, match="trusted signing keys cannot be read"):
+        _verify(head)
+    settings.WRITEBACK_AUDIT_SIGNING_KEY = "not a key"
+    with pytest.raises(CommandError, match="WRITEBACK_AUDIT_SIGNING_KEY cannot be read"):
+        _export(head.with_name("new.json"))
+
+
 def test_public_key_option_prints_what_verifiers_list(db, settings, capsys):
     call_command("export_audit_head", "--public-key")
     printed = capsys.readouterr().out.strip()
@@ -252,7 +262,7 @@ def test_the_command_exits_non_zero_with_a_clear_message(transactional_db, tmp_p
     head = tmp_path / "head.json"
     _export(head)
     _as_owner("DELETE FROM writeback_auditentry WHERE seq >= 5")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WRITEBACK_AUDIT")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WRITEBACK_AUDIT", "DJANGO_"))}
     env |= {"DATABASE_URL": _database_url(), "DJANGO_SETTINGS_MODULE": "writeback.settings"}
     run = subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), "verify_audit_chain", "--expect-head", str(head)],

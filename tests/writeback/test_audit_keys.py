@@ -306,7 +306,7 @@ def test_production_refuses_missing_short_or_published_audit_keys():
 
 
 def _production_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WRITEBACK_AUDIT", "DJANGO_SETTINGS"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WRITEBACK_AUDIT", "DJANGO_"))}
     env |= {
         "DJANGO_SETTINGS_MODULE": "writeback.production_settings",
         "SECRET_KEY": base64.b64encode(os.urandom(48)).decode(),
@@ -326,3 +326,12 @@ def test_production_settings_refuse_to_start_without_a_real_audit_key(tmp_path):
         check, env=_production_env(WRITEBACK_AUDIT_KEY_FILE=str(key_file)), cwd=tmp_path, capture_output=True
     )
     assert started.returncode == 0, started.stderr
+
+
+def test_a_hash_column_holding_garbage_reads_as_altered(db):
+    _record(3)
+    triggers.uninstall(connection)
+    AuditEntry.objects.filter(seq=2).update(hash="é" * 64)
+    triggers.install(connection)
+    report = audit.verify_chain()
+    assert not report.ok and report.broken_seq == 2 and "altered" in report.reason

@@ -302,7 +302,8 @@ def verify_chain(
             )
         else:
             seen.setdefault(keys.describe(entry.key_id))
-        if not hmac.compare_digest(compute_hash(entry, keys), entry.hash):
+        # Compared as bytes: a hash column holding non-ASCII text must read as altered, not crash.
+        if not hmac.compare_digest(compute_hash(entry, keys).encode(), entry.hash.encode()):
             return broken(entry, "content does not match its hash (row altered)")
         if entry.seq in capture:
             hashes[entry.seq] = entry.hash

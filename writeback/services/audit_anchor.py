@@ -18,6 +18,7 @@ from datetime import UTC
 from typing import Any
 
 import orjson
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from writeback import audit_keys
@@ -57,7 +58,10 @@ def _signed_bytes(doc: dict[str, Any]) -> bytes:
 def audit_head_export(*, actor: Any) -> dict[str, Any]:
     """Verifies the whole chain, then returns its head, signed, and records the export in the trail (the
     export's own entry comes after the head it anchors)."""
-    signer = audit_keys.signing_key()
+    try:
+        signer = audit_keys.signing_key()
+    except (ImproperlyConfigured, ValueError) as exc:
+        raise AnchorError(f"WRITEBACK_AUDIT_SIGNING_KEY cannot be read: {exc}") from None
     if signer is None:
         raise AnchorError(
             "no signing key: set WRITEBACK_AUDIT_SIGNING_KEY (or _FILE) on the host that exports heads"
@@ -106,7 +110,10 @@ def audit_head_load(text: str, *, source: str) -> Head:
             raise AnchorError(f"{source}: field {name!r} is missing or not a {kind.__name__}")
     if doc["head_seq"] < 0:
         raise AnchorError(f"{source}: head_seq is negative")
-    key = audit_keys.trusted_public_keys().get(doc["signing_key_id"])
+    try:
+        key = audit_keys.trusted_public_keys().get(doc["signing_key_id"])
+    except (ImproperlyConfigured, ValueError) as exc:
+        raise AnchorError(f"the trusted signing keys cannot be read: {exc}") from None
     if key is None:
         raise AnchorError(
             f"{source}: signed with key {doc['signing_key_id']}, which is not trusted here "
