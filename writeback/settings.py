@@ -123,6 +123,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL), which the concurrency tests rely on. One file per process keeps parallel runs apart.
     test_file = Path(tempfile.gettempdir()) / f"writeback-test-{os.getpid()}.sqlite3"
     DATABASES["default"]["TEST"] = {"NAME": env("SQLITE_TEST_NAME", "") or str(test_file)}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Our PostgreSQL backend lets `flush` (tests, manage.py flush) past the append-only TRUNCATE triggers.
+    DATABASES["default"]["ENGINE"] = "writeback.db.postgresql"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -247,6 +250,28 @@ WRITEBACK_AUDIT_SENSITIVE_KEYS = [
         "ours,theirs,base,body,artifact,dosage",
     ).split(",")
     if k.strip()
+]
+# The audit chain is keyed (HMAC-SHA256), so nobody without the key can rewrite it and have it verify.
+# Keys come only from the environment, never from the database: WRITEBACK_AUDIT_KEY (or _FILE) signs new
+# entries; WRITEBACK_AUDIT_OLD_KEYS (or _FILE; comma-separated) are retired keys, kept to verify the
+# entries written before a rotation. The fallback is a published development key (entries written with
+# it prove nothing): production_settings refuses it. See docs/security.md, "The audit trail".
+WRITEBACK_DEV_AUDIT_KEY = "insecure-development-audit-key-published-in-the-source-code"
+WRITEBACK_AUDIT_KEY = env_secret("WRITEBACK_AUDIT_KEY", WRITEBACK_DEV_AUDIT_KEY)
+WRITEBACK_AUDIT_OLD_KEYS = [k.strip() for k in env_secret("WRITEBACK_AUDIT_OLD_KEYS").split(",") if k.strip()]
+# Entries written before the chain was keyed verify only as its first entries. Pinning their number here
+# (verify_audit_chain prints it) makes any unkeyed entry after it a break, even without an exported head.
+WRITEBACK_AUDIT_LEGACY_MAX_SEQ = (
+    int(env("WRITEBACK_AUDIT_LEGACY_MAX_SEQ")) if env("WRITEBACK_AUDIT_LEGACY_MAX_SEQ") else None
+)
+# Exported chain heads (export_audit_head) are signed with this Ed25519 key (base64 of the 32-byte private
+# key, or a PEM file via _FILE), held where the export runs; verify_audit_chain --expect-head trusts its
+# public key and WRITEBACK_AUDIT_HEAD_PUBLIC_KEYS (comma-separated base64: earlier signing keys, or the
+# keys of an exporter elsewhere). The fallback is a published development key.
+WRITEBACK_DEV_AUDIT_SIGNING_KEY = "Qm9MxRoH6RBg2VID6wA9Raosyqp/efzEYkPszk/I7Zo="
+WRITEBACK_AUDIT_SIGNING_KEY = env_secret("WRITEBACK_AUDIT_SIGNING_KEY", WRITEBACK_DEV_AUDIT_SIGNING_KEY)
+WRITEBACK_AUDIT_HEAD_PUBLIC_KEYS = [
+    k.strip() for k in env_secret("WRITEBACK_AUDIT_HEAD_PUBLIC_KEYS").split(",") if k.strip()
 ]
 # Retry backoff: base * 2^(attempt-1) seconds with jitter, capped; Retry-After always honoured.
 WRITEBACK_BACKOFF_BASE_SECONDS = float(env("WRITEBACK_BACKOFF_BASE_SECONDS", "2"))

@@ -87,3 +87,28 @@ def test_sensitive_values_are_stored_as_hashes(db):
     assert entry.data["count"] == 3
     assert set(entry.data["note"]) == {"sha256"}
     assert "anxious" not in str(entry.data)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "TRUNCATE writeback_auditentry",
+        "TRUNCATE writeback_businessevent CASCADE",
+        # Reaches the event table through its foreign key to the tenant.
+        "TRUNCATE writeback_tenant CASCADE",
+    ],
+)
+def test_truncate_of_audit_rows_and_events_is_refused_by_postgresql(scenario, sql):
+    entries, events = AuditEntry.objects.count(), BusinessEvent.objects.count()
+    with connection.cursor() as cursor:
+        # The test's own transaction holds deferred foreign-key checks, which TRUNCATE refuses first.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    with (
+        pytest.raises(DatabaseError, match="append-only|immutable"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(sql)
+    assert (AuditEntry.objects.count(), BusinessEvent.objects.count()) == (entries, events)
+    assert audit.verify_chain().ok

@@ -1,8 +1,10 @@
 """Database triggers that make the audit trail and business events append-only.
 
-The application never updates or deletes these rows; the triggers make the database refuse it too, so a
-bug, a console mistake or a stray SQL session cannot rewrite history. Only a schema owner who drops a
-trigger can alter a row, and `verify_audit_chain` then finds the broken link.
+The application never updates, deletes or truncates these rows; the triggers make the database refuse it
+too, so a bug, a console mistake or a stray SQL session cannot rewrite history. On PostgreSQL a
+statement-level trigger also refuses TRUNCATE (row triggers never see it; SQLite has no TRUNCATE). Only
+the tables' owner can drop a trigger (the runtime role is not the owner: writeback.db.roles), and what
+it then changes is found by `verify_audit_chain`: the keyed hashes, and exported heads for a cut tail.
 """
 
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -51,11 +53,30 @@ def postgres_create_sql() -> list[str]:
             f"CREATE TRIGGER {table}_append_only BEFORE {' OR '.join(ops)} ON {table} "
             f"FOR EACH ROW EXECUTE FUNCTION writeback_refuse_change('{message}')"
         )
+    return sql + postgres_truncate_create_sql()
+
+
+def postgres_truncate_create_sql() -> list[str]:
+    """Statement-level: TRUNCATE (also through another table's TRUNCATE ... CASCADE) never fires row
+    triggers. Needs writeback_refuse_change(), made by postgres_create_sql()."""
+    sql = []
+    for table, _, message in PROTECTED_TABLES:
+        sql.append(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
+        sql.append(
+            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION writeback_refuse_change('{message}')"
+        )
     return sql
 
 
+def postgres_truncate_drop_sql() -> list[str]:
+    return [f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}" for table, _, _ in PROTECTED_TABLES]
+
+
 def postgres_drop_sql() -> list[str]:
-    return [f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}" for table, _, _ in PROTECTED_TABLES]
+    return [
+        f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}" for table, _, _ in PROTECTED_TABLES
+    ] + postgres_truncate_drop_sql()
 
 
 def create_sql(connection: BaseDatabaseWrapper) -> list[str]:

@@ -1,4 +1,4 @@
-"""The audit trail: append-only, hash-chained. Rows are written only by writeback.services.audit."""
+"""The audit trail: append-only, keyed hash chain. Rows are written only by writeback.services.audit."""
 
 from django.db import models
 
@@ -17,6 +17,7 @@ class AuditAction(models.TextChoices):
     APPROVAL_VOIDED = "approval.voided", "Approval voided"
     AUDIT_CHAIN_VERIFIED = "audit.chain_verified", "Audit chain verified"
     AUDIT_EXPORTED = "audit.exported", "Audit trail exported"
+    AUDIT_HEAD_EXPORTED = "audit.head_exported", "Audit chain head exported"
     BULK_ABORTED = "bulk.aborted", "Bulk replay aborted"
     BULK_FINISHED = "bulk.finished", "Bulk replay finished"
     BULK_ITEM_PROCESSED = "bulk.item_processed", "Bulk replay item"
@@ -88,7 +89,10 @@ class AuditEntry(models.Model):
     target_ack = models.BooleanField(null=True)
     data = models.JSONField(default=dict)
     prev_hash = models.CharField(max_length=64)
+    # HMAC-SHA256 under the key named by key_id (a fingerprint, writeback.audit_keys); "" marks the
+    # unkeyed SHA-256 entries written before the chain was keyed.
     hash = models.CharField(max_length=64)
+    key_id = models.CharField(max_length=16, blank=True, default="")
 
     class Meta:
         ordering = ["seq"]

@@ -448,6 +448,8 @@ def audit_chain_check(*, user: Any, request_id: str = "", channel: str = "api") 
             "broken_seq": report.broken_seq,
             "reason": report.reason,
             "head": report.last_hash,
+            "keys": list(report.keys),
+            "legacy": report.legacy,
         },
     )
     return report
