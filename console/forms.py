@@ -18,8 +18,7 @@ TEXTAREA = {"rows": 3}
 
 
 def resource_type_choices(blank: str = "Any resource type") -> list[tuple[str, str]]:
-    types = ContractRule.objects.order_by("resource_type").values_list("resource_type", flat=True)
-    return [("", blank), *[(t, t) for t in types]]
+    return [("", blank), *[(t, t) for t in ContractRule.resource_types()]]
 
 
 def _json_object(text: str, what: str) -> dict[str, Any]:

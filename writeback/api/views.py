@@ -301,20 +301,17 @@ class ConsentCreateApi(APIView):
                 request_id=request_id(request),
             )
         scope, period = data.get("scope") or {}, data.get("period") or {}
-        try:
-            consent = consents.consent_create(
-                tenant=tenant,
-                patient_ref=data["patient"],
-                actor=request.user,
-                resource_types=scope.get("resource_types"),
-                actions=scope.get("actions"),
-                period_start=period.get("start"),
-                period_end=period.get("end"),
-                artifact=data.get("artifact"),
-                request_id=request_id(request),
-            )
-        except ValueError as exc:
-            raise ApiError(422, "invalid-period", str(exc), "period")
+        consent = consents.consent_create(
+            tenant=tenant,
+            patient_ref=data["patient"],
+            actor=request.user,
+            resource_types=scope.get("resource_types"),
+            actions=scope.get("actions"),
+            period_start=period.get("start"),
+            period_end=period.get("end"),
+            artifact=data.get("artifact"),
+            request_id=request_id(request),
+        )
         return Response(s.ConsentSerializer(consent).data, status=status.HTTP_201_CREATED)
 
 

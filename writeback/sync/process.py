@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 
 from adapters.base import LookupResult, Outcome, VendorAdapter, WriteResult
+from adapters.compensation import compensation_method
 from writeback import diffs
 from writeback.models import Tenant, TenantMode, Write, WriteAttempt
 from writeback.services.approvals import valid_approval
@@ -109,8 +110,11 @@ class WriteProcessor:
         return behaviour == "hold"
 
     def _second_check(self, write, tenant, adapter, req) -> tuple[str, str] | None:
+        # Checked against the interaction that goes out: a compensating write is the create or update
+        # it performs (an entered-in-error status is an update), never the ledger's word "compensate".
+        operation = compensation_method(req)
         consent = consent_check(
-            tenant=tenant, patient_ref=write.patient_ref, resource_types=[write.resource_type]
+            tenant=tenant, patient_ref=write.patient_ref, writes=[(write.resource_type, operation)]
         )
         if not consent.ok:
             return consent.rule, f"consent check before sending failed: {consent.reason}"
