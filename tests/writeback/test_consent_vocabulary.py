@@ -121,6 +121,40 @@ def test_the_vocabulary_is_stored_and_audited(manager):
     assert created.data["actions"] == ["create", "patch"]
 
 
+@pytest.mark.parametrize(
+    "artifact",
+    [
+        {"resourceType": "Patient", "id": "pat-3001"},
+        {"resourceType": "Consent", "status": "active"},  # no scope, no category
+        {"resourceType": "Consent", "status": 7, "scope": {}, "category": [{}]},
+    ],
+)
+def test_an_artifact_that_is_not_a_valid_fhir_consent_is_refused(manager, artifact):
+    r = manager.post(URL, {**_consent(), "artifact": artifact}, format="json")
+    assert r.status_code == 422, r.json()
+    assert _issue(r)["details"]["coding"][0]["code"] == "invalid-artifact"
+    assert _issue(r)["expression"] == ["artifact"]
+    _nothing_recorded()
+
+
+def test_a_valid_artifact_is_kept_with_its_hash(manager):
+    artifact = {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "treatment"}]
+        },
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "policyRule": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]
+        },
+    }
+    r = manager.post(URL, {**_consent(), "artifact": artifact}, format="json")
+    assert r.status_code == 201, r.json()
+    consent = Consent.objects.get()
+    assert consent.artifact == artifact and len(consent.artifact_hash) == 64
+
+
 # -- each write against its own operation ------------------------------------------------------------
 
 

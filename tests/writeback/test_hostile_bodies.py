@@ -54,6 +54,18 @@ HOSTILE = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 UID = "<uuid:uid>"
+CONSENT_ARTIFACT = {
+    "resourceType": "Consent",
+    "status": "active",
+    "scope": {
+        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "treatment"}]
+    },
+    "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+    "patient": {"reference": "Patient/pat-2001"},
+    "policyRule": {
+        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]
+    },
+}
 
 
 # -- the endpoints, from the URL configuration -----------------------------------------------------------
@@ -210,7 +222,7 @@ def api_body(e: Endpoint, n: int = 0) -> dict[str, Any]:
             "patient": "pat-2001",
             "scope": {"resource_types": ["Observation"], "actions": ["create"]},
             "period": {"start": "2026-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z"},
-            "artifact": {"resourceType": "Consent", "status": "active"},
+            "artifact": CONSENT_ARTIFACT,
         }
     return {
         "approve": {"rationale": "checked the dose"},

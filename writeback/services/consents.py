@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from writeback.canonical.dates import DateProblem, parse_instant
 from writeback.errors import DomainError
+from writeback.fhir_mapping.common import validation_problem
 from writeback.models import AuditAction, Consent, ContractRule, Tenant
 from writeback.services import audit
 
@@ -163,6 +164,19 @@ def _instant(value: datetime | str | None, path: str) -> datetime | None:
         raise DomainError(422, "invalid-period", f"{path}: {problem.message}", path) from None
 
 
+def _artifact(artifact: dict | None) -> None:
+    """The signed consent we keep as proof must be one: a valid FHIR R4 Consent resource."""
+    if artifact is None:
+        return
+    if artifact.get("resourceType") != "Consent":
+        raise DomainError(422, "invalid-artifact", "the artifact must be a FHIR Consent resource", "artifact")
+    problem = validation_problem(artifact)
+    if problem:
+        raise DomainError(
+            422, "invalid-artifact", f"the artifact is not a valid Consent: {problem}", "artifact"
+        )
+
+
 def consent_create(
     *,
     tenant: Tenant,
@@ -175,10 +189,12 @@ def consent_create(
     artifact: dict | None = None,
     request_id: str = "",
 ) -> Consent:
-    """Records a consent. An unknown action or resource type, and a period that cannot be read or ends
-    before it starts, are refused (422) and nothing is stored."""
+    """Records a consent. An unknown action or resource type, a period that cannot be read or ends
+    before it starts, and an artifact that is not a valid FHIR Consent are refused (422) and nothing is
+    stored."""
     _authorize(actor, tenant, request_id=request_id)
     resource_types, actions = _scope(resource_types, actions)
+    _artifact(artifact)
     period_start = _instant(period_start, "period.start")
     period_end = _instant(period_end, "period.end")
     if period_start and period_end and period_end <= period_start:
