@@ -4,6 +4,9 @@ limits per endpoint, and that nothing is stored; on SQLite and PostgreSQL alike.
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from tests.conftest import api_client_for, granted_user
 from tests.writeback.helpers import consent_for, event
@@ -152,6 +155,44 @@ def test_deep_nesting_is_400_on_every_write_action(approver, awaiting, depth):
         assert r.status_code in (400, 413), (action, r.json())
         assert _issue(r)[0] in ("too-deep", "too-large")
     assert Approval.objects.count() == 0
+
+
+# Weighted towards what the gate looks for: every C0 control, surrogates, and the characters of JSON
+# escapes; hypothesis leaves surrogates out unless told.
+# JSON writes \b \f \n \r \t as short escapes, the other controls as \u00XX, and lone surrogates as
+# \udXXX (or raw, without ensure_ascii): each kind, also alone.
+_short_escapes = ["\b", "\f", "\n", "\r", "\t", "\ud800", "\udfff"]
+_suspects = [chr(c) for c in range(0x20)] + ["\ud800", "\udbff", "\udc00", "\udfff", "\\", "u", "b", "f"]
+_text = (
+    st.text(alphabet=st.sampled_from(_short_escapes + ["a"]), max_size=3)
+    | st.text(alphabet=st.sampled_from(_suspects), max_size=3)
+    | st.text(alphabet=st.characters(max_codepoint=0xE000, exclude_categories=()), max_size=8)
+)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(value=_json, ascii_only=st.booleans(), deep=st.integers(0, 40))
+def test_the_fast_path_refuses_exactly_what_the_full_walk_refuses(value, ascii_only, deep):
+    """parse_json skips the path-building walk for plain bodies; it must never let through what the
+    walk refuses, nor refuse what it lets through."""
+    for _ in range(deep):
+        value = [value]
+    try:
+        gate.check_json(value, kind=gate.ACTIONS)
+        walk = None
+    except gate.BodyRefused as exc:
+        walk = exc.rule
+    try:
+        gate.parse_json(json.dumps(value, ensure_ascii=ascii_only), kind=gate.ACTIONS)
+        fast = None
+    except gate.BodyRefused as exc:
+        fast = exc.rule
+    assert fast == walk
 
 
 def test_depth_up_to_the_limit_passes_the_gate(settings):
