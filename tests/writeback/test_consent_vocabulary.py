@@ -10,7 +10,7 @@ from django.apps import apps
 from tests.conftest import api_client_for, granted_user
 from tests.writeback.helpers import consent_for, event
 from tests.writeback.sync.conftest import drain, post
-from writeback.models import AuditEntry, BusinessEvent, Consent, Write
+from writeback.models import Alert, AuditEntry, BusinessEvent, Consent, Write
 from writeback.services.compensation import write_compensate
 from writeback.services.consents import consent_check, consent_revoke
 from writeback.states import WriteState
@@ -185,6 +185,17 @@ def test_a_patch_consent_allows_the_patch_and_nothing_else(api, tenant, clinicia
     assert r.status_code == 403 and "create of Condition" in _issue(r)["diagnostics"]
 
 
+def test_a_consent_covers_its_own_tenant_and_patient_only(api, tenant, other_tenant, clinician):
+    """The same patient id with an all-covering consent at another tenant, or another patient's consent
+    here, lets nothing through."""
+    consent_for(other_tenant, patient="pat-1001")
+    consent_for(tenant, patient="pat-1002")
+    r = api.post("/api/v1/events", event("problem.confirmed", key="elsewhere"), format="json")
+    assert r.status_code == 403 and _issue(r)["details"]["coding"][0]["code"] == "consent-missing"
+    assert BusinessEvent.objects.count() == 0
+    assert AuditEntry.objects.get(action="access.refused").data["rule"] == "consent-missing"
+
+
 def test_an_operation_outside_the_vocabulary_is_never_covered(tenant):
     """The ledger's word `compensate` is not an interaction: a caller passing it fails closed, even
     against a consent that allows everything."""
@@ -221,6 +232,10 @@ def test_the_worker_checks_a_rollback_as_the_update_it_sends(live, sim, api, adm
         assert compensating.last_error.startswith("consent-out-of-scope")
         assert "update of Condition" in compensating.last_error
         assert status != "entered-in-error"  # nothing was sent
+        assert not compensating.attempts_log.exclude(outcome="terminal").exists()
+        entries = AuditEntry.objects.filter(write_uid=str(compensating.uid))
+        assert any(e.data.get("code") == "consent-out-of-scope" for e in entries)
+        assert Alert.objects.get(write=compensating).code == "consent-out-of-scope"
 
 
 # -- the data migration -------------------------------------------------------------------------------
