@@ -282,7 +282,7 @@ def _check_form(request: HttpRequest, content_type: str) -> None:
     _check_fields(fields)
 
 
-def check_request(request: HttpRequest, view_class: type | None) -> None:
+def check_request(request: HttpRequest) -> None:
     """Headers, query parameters, and the body's size (and, for a form, its fields); BodyRefused."""
     _check_headers(request)
     _check_query(request)
@@ -290,8 +290,12 @@ def check_request(request: HttpRequest, view_class: type | None) -> None:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         raise BodyRefused(400, "invalid-length", "Content-Length is not a number") from None
-    if view_class is None or length <= 0:
+    if length <= 0:
         return
+    # Resolved only for a body: its limit and its checks depend on the view that would read it.
+    view_class = _view_class(request)
+    if view_class is None:
+        return  # no view will read it (a 404)
     kind = body_kind(view_class)
     limit = max_bytes(kind)
     if length > limit:
@@ -331,9 +335,9 @@ class RequestGateMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        view_class = _view_class(request)
         try:
-            check_request(request, view_class)
+            check_request(request)
         except BodyRefused as exc:
-            return _refusal(request, exc, is_api(view_class) or request.path_info.startswith("/api/"))
+            api = request.path_info.startswith("/api/") or is_api(_view_class(request))
+            return _refusal(request, exc, api)
         return self.get_response(request)
