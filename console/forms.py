@@ -1,12 +1,12 @@
 """Console forms: parse and check what people type; the services decide what it means."""
 
-import json
 from typing import Any
 
 import django_filters
 from django import forms
 
 from console.preferences import is_zone, zone_choices
+from writeback.api import body
 from writeback.filters import WriteFilter
 from writeback.models import ContractRule, KillSwitch, Risk, TenantMode
 from writeback.services.bulk import DEFAULT_RATE, MAX_RATE, MIN_RATE
@@ -18,20 +18,23 @@ TEXTAREA = {"rows": 3}
 
 
 def resource_type_choices(blank: str = "Any resource type") -> list[tuple[str, str]]:
-    types = ContractRule.objects.order_by("resource_type").values_list("resource_type", flat=True)
-    return [("", blank), *[(t, t) for t in types]]
+    return [("", blank), *[(t, t) for t in ContractRule.resource_types()]]
 
 
 def _json_object(text: str, what: str) -> dict[str, Any]:
+    """JSON typed into a form passes the same gate as the API's bodies (depth, characters, lengths)."""
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise forms.ValidationError(
-            f"{what} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."
-        )
+        value = body.parse_json(text, kind=body.FORMS, what=what)
+    except body.BodyRefused as exc:
+        # Parse errors name the field already; a refused value inside the JSON names its path.
+        raise forms.ValidationError(f"{what}: {exc}." if exc.path else f"{_capital(str(exc))}.")
     if not isinstance(value, dict):
         raise forms.ValidationError(f"{what} must be a JSON object, {{...}}.")
     return value
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 class TimezoneForm(forms.Form):
@@ -306,9 +309,10 @@ def conflict_choices(diff: list[dict], data) -> tuple[dict[str, Any], dict[int, 
                 errors[i] = "Type the value to write (JSON), or choose ours or theirs."
                 continue
             try:
-                choices[path] = {"value": json.loads(text)}
-            except json.JSONDecodeError as exc:
-                errors[i] = f"Not valid JSON: {exc.msg} (column {exc.colno}). Strings need double quotes."
+                choices[path] = {"value": body.parse_json(text, kind=body.FORMS, what="the value")}
+            except body.BodyRefused as exc:
+                hint = " Strings need double quotes." if exc.rule == "invalid-json" else ""
+                errors[i] = f"{_capital(str(exc))}.{hint}"
         elif row.get("changed") in ("ours", "none"):
             choices[path] = "ours"
         else:

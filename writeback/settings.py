@@ -65,6 +65,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before anything reads the session, the user or the body (writeback/api/body.py).
+    "writeback.api.body.RequestGateMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -196,7 +198,11 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Size, depth and character checks on every JSON body the API reads (writeback/api/body.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "writeback.api.body.GuardedJSONParser",
+        "writeback.api.body.GuardedFhirJSONParser",
+    ],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "writeback.api.errors.exception_handler",
@@ -223,9 +229,22 @@ LOGGING = {
 
 # --- The write-back domain -------------------------------------------------------------------------
 
-# Largest accepted event body; bigger requests get 413 before any parsing.
+# The request gate (writeback/api/body.py, docs/security.md). Largest accepted bodies, per endpoint kind;
+# bigger requests get 413 before any parsing: an event; any other API write (approve, reject, replay,
+# compensate, resolve, abort, event replay, consents); a console or admin form (form-encoding inflates
+# the JSON a replay or correction form carries up to threefold).
 WRITEBACK_MAX_EVENT_BYTES = env_int("WRITEBACK_MAX_EVENT_BYTES", 256 * 1024)
-DATA_UPLOAD_MAX_MEMORY_SIZE = max(WRITEBACK_MAX_EVENT_BYTES * 2, 2_621_440)
+WRITEBACK_MAX_ACTION_BYTES = env_int("WRITEBACK_MAX_ACTION_BYTES", 64 * 1024)
+WRITEBACK_MAX_FORM_BYTES = env_int("WRITEBACK_MAX_FORM_BYTES", 256 * 1024)
+# Deepest JSON accepted (arrays and objects); our deepest event or FHIR resource nests about 8.
+WRITEBACK_MAX_JSON_DEPTH = env_int("WRITEBACK_MAX_JSON_DEPTH", 32)
+# Longest string accepted in an action's body or a form field; in an event, only its body limit bounds a
+# string (a note's text may fill it).
+WRITEBACK_MAX_STRING_CHARS = env_int("WRITEBACK_MAX_STRING_CHARS", 64 * 1024)
+# Django's own limit only guards bodies it reads itself; it must not be the smaller one.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(
+    WRITEBACK_MAX_EVENT_BYTES * 2, WRITEBACK_MAX_FORM_BYTES * 2, WRITEBACK_MAX_ACTION_BYTES * 2, 2_621_440
+)
 # Every resource we create carries identifier {system: this, value: <write id>}: the key for check-by-read.
 WRITEBACK_IDENTIFIER_SYSTEM = env("WRITEBACK_IDENTIFIER_SYSTEM", "urn:fhir-writeback:write-id")
 # How far in the future an event's clinical time may lie before it is refused (clock skew allowance).

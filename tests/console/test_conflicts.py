@@ -59,7 +59,7 @@ def test_a_typed_value_must_be_json(conflict, clinician2):
         f"/conflicts/{conflict.uid}/resolve",
         {f"choice-{i['telecom']}": "value", f"value-{i['telecom']}": "not json"},
     )
-    assert r.status_code == 422 and b"Not valid JSON" in r.content
+    assert r.status_code == 422 and b"is not valid JSON" in r.content
     assert Conflict.objects.get(pk=conflict.pk).resolved_at is None
 
 

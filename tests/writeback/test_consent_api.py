@@ -15,7 +15,7 @@ def _body(tenant: str = "generic-main", patient: str = "pat-2001") -> dict:
     return {
         "tenant": tenant,
         "patient": patient,
-        "scope": {"resource_types": ["Observation"], "actions": ["write"]},
+        "scope": {"resource_types": ["Observation"], "actions": ["create"]},
         "period": {"start": "2026-01-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"},
     }
 

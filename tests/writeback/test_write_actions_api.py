@@ -151,7 +151,7 @@ def test_consents_create_and_revoke(api, app_user, tenant):
         {
             "tenant": tenant.slug,
             "patient": "pat-1009",
-            "scope": {"resource_types": ["Observation"], "actions": ["write"]},
+            "scope": {"resource_types": ["Observation"], "actions": ["create"]},
             "period": {"start": "2026-01-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"},
         },
         format="json",

@@ -2,7 +2,7 @@
 
 import logging
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -25,8 +25,14 @@ _RULES = {
     409: ("conflict", "conflict"),
     413: ("too-large", "too-costly"),
     415: ("unsupported-media-type", "not-supported"),
+    422: ("unprocessable", "invalid"),
     429: ("throttled", "throttled"),
 }
+
+
+def refusal_body(status: int, rule: str, message: str, path: str = "") -> dict:
+    """The OperationOutcome of one refusal; its FHIR issue code follows the status."""
+    return single(rule, message, path=path, code=_RULES.get(status, ("", "processing"))[1])
 
 
 class ApiError(exceptions.APIException):
@@ -45,19 +51,24 @@ def exception_handler(exc, context):
         return Response(operation_outcome(exc.issues), status=exc.status)
     if isinstance(exc, ApiError):
         set_rollback()
-        fhir_code = _RULES.get(exc.status_code, ("", "processing"))[1]
-        body = single(exc.rule, str(exc.detail), path=exc.path, code=fhir_code)
+        body = refusal_body(exc.status_code, exc.rule, str(exc.detail), exc.path)
         return Response(body, status=exc.status_code)
     if isinstance(exc, DomainError):
         set_rollback()
-        fhir_code = _RULES.get(exc.status, ("", "processing"))[1]
-        return Response(single(exc.rule, str(exc), path=exc.path, code=fhir_code), status=exc.status)
+        return Response(refusal_body(exc.status, exc.rule, str(exc), exc.path), status=exc.status)
     if isinstance(exc, ActionRefused):
         set_rollback()
         return Response(single(exc.rule, str(exc), code="forbidden"), status=403)
     if isinstance(exc, InvalidTransition):
         set_rollback()
         return Response(single("invalid-transition", str(exc), code="conflict"), status=409)
+    if isinstance(exc, RequestDataTooBig):
+        # Django's own limit, met where something read a form body (the CSRF check of a session caller).
+        set_rollback()
+        return Response(refusal_body(413, "too-large", str(exc)), status=413)
+    if isinstance(exc, SuspiciousOperation):
+        set_rollback()
+        return Response(single("bad-request", str(exc)[:200], code="invalid"), status=400)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

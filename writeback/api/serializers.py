@@ -157,55 +157,95 @@ class EventSerializer(serializers.ModelSerializer):
         ]
 
 
+class _TextOnly:
+    """A JSON string and nothing else: a number, a boolean or a list is the wrong type, not text to
+    coerce (DRF's CharField would store 123 as "123")."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class Text(_TextOnly, serializers.CharField):
+    pass
+
+
+class Slug(_TextOnly, serializers.SlugField):
+    pass
+
+
+class Choice(_TextOnly, serializers.ChoiceField):
+    default_error_messages = {"invalid": "Not a valid string."}
+
+
+class Boolean(serializers.BooleanField):
+    """true or false; DRF's BooleanField would also take "yes", "on", 1 and "0"."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+class JSONObject(serializers.JSONField):
+    default_error_messages = {"not-object": "Must be a JSON object."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            self.fail("not-object")
+        return super().to_internal_value(data)
+
+
 class RationaleSerializer(serializers.Serializer):
-    rationale = serializers.CharField(max_length=4000, trim_whitespace=True)
+    rationale = Text(max_length=4000, trim_whitespace=True)
 
 
 class NoteSerializer(serializers.Serializer):
-    note = serializers.CharField(max_length=4000, trim_whitespace=True)
+    note = Text(max_length=4000, trim_whitespace=True)
 
 
 class ReplaySerializer(serializers.Serializer):
-    mode = serializers.ChoiceField(choices=["resend", "rederive", "edit"], default="resend")
-    payload = serializers.JSONField(required=False)
-    reason = serializers.CharField(max_length=4000, required=False, allow_blank=True, default="")
-    shadow = serializers.BooleanField(default=False)
+    mode = Choice(choices=["resend", "rederive", "edit"], default="resend")
+    payload = JSONObject(required=False)
+    reason = Text(max_length=4000, required=False, allow_blank=True, default="")
+    shadow = Boolean(default=False)
 
 
 class EventReplaySerializer(serializers.Serializer):
-    mode = serializers.ChoiceField(choices=["resend", "rederive"], default="resend")
-    reason = serializers.CharField(max_length=4000, required=False, allow_blank=True, default="")
-    shadow = serializers.BooleanField(default=False)
+    mode = Choice(choices=["resend", "rederive"], default="resend")
+    reason = Text(max_length=4000, required=False, allow_blank=True, default="")
+    shadow = Boolean(default=False)
 
 
 class ReasonSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=4000, trim_whitespace=True)
+    reason = Text(max_length=4000, trim_whitespace=True)
 
 
 class CompensateSerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=["rollback", "correction"])
-    reason = serializers.CharField(max_length=4000, trim_whitespace=True)
-    data = serializers.JSONField(required=False)
+    kind = Choice(choices=["rollback", "correction"])
+    reason = Text(max_length=4000, trim_whitespace=True)
+    data = JSONObject(required=False)
 
 
 class PeriodSerializer(serializers.Serializer):
-    start = serializers.DateTimeField(required=False, allow_null=True)
-    end = serializers.DateTimeField(required=False, allow_null=True)
+    # Text, read by the consent service: a time without an offset, or none at all, is its 422.
+    start = Text(required=False, allow_null=True, allow_blank=True, max_length=64)
+    end = Text(required=False, allow_null=True, allow_blank=True, max_length=64)
 
 
 class ScopeSerializer(serializers.Serializer):
-    resource_types = serializers.ListField(
-        child=serializers.CharField(max_length=64), required=False, default=list
-    )
-    actions = serializers.ListField(child=serializers.CharField(max_length=32), required=False, default=list)
+    # Any words: the consent service refuses unknown ones (422) naming the allowed values.
+    resource_types = serializers.ListField(child=Text(max_length=64), required=False, default=list)
+    actions = serializers.ListField(child=Text(max_length=64), required=False, default=list)
 
 
 class ConsentCreateSerializer(serializers.Serializer):
-    tenant = serializers.SlugField()
-    patient = serializers.CharField(max_length=128)
+    tenant = Slug()
+    patient = Text(max_length=128)
     scope = ScopeSerializer(required=False)
     period = PeriodSerializer(required=False)
-    artifact = serializers.JSONField(required=False)
+    artifact = JSONObject(required=False)
 
 
 class ConsentSerializer(serializers.ModelSerializer):
@@ -232,4 +272,4 @@ class ConsentSerializer(serializers.ModelSerializer):
 
 
 class RevokeSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=4000, required=False, allow_blank=True, default="")
+    reason = Text(max_length=4000, required=False, allow_blank=True, default="")

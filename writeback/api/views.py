@@ -1,10 +1,7 @@
 """The REST API (spec/events.md). Views parse, call one service, and shape the answer."""
 
-import json
 import uuid
 
-from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -15,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from writeback.api import body
 from writeback.api import serializers as s
 from writeback.api.errors import ApiError
 from writeback.api.filters import ApiWriteFilter
@@ -40,7 +38,10 @@ def _token(request: Request):
 
 
 class EventCreateApi(APIView):
-    """POST /api/v1/events: a business event in; 201, 200 (duplicate) or a 4xx OperationOutcome out."""
+    """POST /api/v1/events: a business event in; 201, 200 (duplicate) or a 4xx OperationOutcome out.
+    The request gate (writeback/api/body.py) has checked its size, JSON and characters."""
+
+    body_kind = body.EVENTS
 
     @extend_schema(
         request={"application/json": {"type": "object"}},
@@ -51,9 +52,11 @@ class EventCreateApi(APIView):
         ],
     )
     def post(self, request: Request) -> Response:
-        body = self._read_body(request)
+        event = request.data
+        if not isinstance(event, dict):
+            raise ApiError(400, "invalid-envelope", "the event must be a JSON object")
         req = intake.IntakeRequest(
-            body=body,
+            body=event,
             user=request.user,
             token=_token(request),
             header_idempotency_key=request.headers.get("Idempotency-Key"),
@@ -63,33 +66,6 @@ class EventCreateApi(APIView):
         )
         result = intake.event_ingest(req)
         return Response(result.body, status=result.status)
-
-    @staticmethod
-    def _read_body(request: Request):
-        # Transport layer: size, content type, JSON, before anything else looks at the body.
-        limit = settings.WRITEBACK_MAX_EVENT_BYTES
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        if length > limit:
-            raise ApiError(413, "too-large", f"the body is {length} bytes; the limit is {limit}")
-        ctype = (request.content_type or "").split(";")[0].strip().lower()
-        if ctype not in ("application/json", "application/fhir+json"):
-            raise ApiError(415, "unsupported-media-type", "send the event as application/json")
-        try:
-            raw = request.body
-        except RequestDataTooBig:
-            raise ApiError(413, "too-large", f"the body exceeds the limit of {limit} bytes")
-        if len(raw) > limit:
-            raise ApiError(413, "too-large", f"the body is {len(raw)} bytes; the limit is {limit}")
-        try:
-            body = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ApiError(400, "invalid-json", f"the body is not valid JSON: {exc}")
-        if not isinstance(body, dict):
-            raise ApiError(400, "invalid-envelope", "the event must be a JSON object")
-        return body
 
 
 def _scoped_get(request: Request, visible, model, uid, object_type: str, action: str = "view"):
@@ -310,20 +286,17 @@ class ConsentCreateApi(APIView):
                 request_id=request_id(request),
             )
         scope, period = data.get("scope") or {}, data.get("period") or {}
-        try:
-            consent = consents.consent_create(
-                tenant=tenant,
-                patient_ref=data["patient"],
-                actor=request.user,
-                resource_types=scope.get("resource_types"),
-                actions=scope.get("actions"),
-                period_start=period.get("start"),
-                period_end=period.get("end"),
-                artifact=data.get("artifact"),
-                request_id=request_id(request),
-            )
-        except ValueError as exc:
-            raise ApiError(422, "invalid-period", str(exc), "period")
+        consent = consents.consent_create(
+            tenant=tenant,
+            patient_ref=data["patient"],
+            actor=request.user,
+            resource_types=scope.get("resource_types"),
+            actions=scope.get("actions"),
+            period_start=period.get("start"),
+            period_end=period.get("end"),
+            artifact=data.get("artifact"),
+            request_id=request_id(request),
+        )
         return Response(s.ConsentSerializer(consent).data, status=status.HTTP_201_CREATED)
 
 
@@ -342,7 +315,10 @@ class ConsentRevokeApi(APIView):
 
 
 def _valid(serializer_class, request: Request) -> dict:
-    serializer = serializer_class(data=request.data if isinstance(request.data, dict) else {})
+    # No body at all is an empty object (a replay with its defaults); a body that is not one is refused.
+    if not isinstance(request.data, dict):
+        raise ApiError(400, "invalid-body", "the body must be a JSON object")
+    serializer = serializer_class(data=request.data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
 

@@ -82,6 +82,11 @@ class ContractRule(models.Model):
     def __str__(self) -> str:
         return f"{self.resource_type} ({self.pattern})"
 
+    @staticmethod
+    def resource_types() -> list[str]:
+        """The resource types the contract writes: the only ones a consent or a consent waiver may name."""
+        return list(ContractRule.objects.order_by("resource_type").values_list("resource_type", flat=True))
+
 
 class Capability(models.Model):
     """Tenant x resource type x operation: allowed or not, and who said so (discovery or a person)."""
@@ -152,10 +157,19 @@ class Consent(models.Model):
         ACTIVE = "active", "Active"
         REVOKED = "revoked", "Revoked"
 
+    class Action(models.TextChoices):
+        """The FHIR interactions we perform on a patient's chart: what a consent's `actions` may name.
+        A compensating write is the interaction it performs (an entered-in-error status is an update)."""
+
+        CREATE = "create", "Create"
+        UPDATE = "update", "Update"
+        PATCH = "patch", "Patch"
+        DELETE = "delete", "Delete"
+
     uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="consents")
     patient_ref = models.CharField(max_length=128)
-    # Empty list = every resource type / every action.
+    # Empty list = every resource type / every action (Consent.Action).
     resource_types = models.JSONField(default=list, blank=True)
     actions = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)

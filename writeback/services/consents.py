@@ -2,6 +2,11 @@
 
 Fail closed: no consent, a revoked one, an expired one or one whose scope does not cover the write
 means no write, with the reason.
+
+A consent's scope names resource types (rows of the contract) and actions (`Consent.Action`: the FHIR
+interactions we perform, `create`, `update`, `patch`, `delete`); an empty list means all. Each write is
+checked against its own operation. A word outside that vocabulary is refused when the consent is
+recorded: stored, it would only refuse every write later, with nobody told why.
 """
 
 from collections.abc import Iterable
@@ -12,10 +17,14 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from writeback.models import AuditAction, Consent, Tenant
+from writeback.canonical.dates import DateProblem, parse_instant
+from writeback.errors import DomainError
+from writeback.fhir_mapping.common import validation_problem
+from writeback.models import AuditAction, Consent, ContractRule, Tenant
 from writeback.services import audit
 
-WRITE_ACTION = "write"
+# (resource type, action): one write as consent sees it, e.g. ("Patient", "patch").
+ConsentedWrite = tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -43,23 +52,30 @@ class ConsentDecision:
         }
 
 
-def _covers(consent: Consent, resource_types: Iterable[str], action: str) -> bool:
-    types_ok = not consent.resource_types or set(resource_types) <= set(consent.resource_types)
-    action_ok = not consent.actions or action in consent.actions
-    return types_ok and action_ok
+def _uncovered(consent: Consent, needed: set[ConsentedWrite]) -> list[ConsentedWrite]:
+    return sorted(
+        (rtype, action)
+        for rtype, action in needed
+        # An operation outside the vocabulary is a caller's mistake: no consent covers it (fail closed).
+        if action not in Consent.Action.values
+        or (consent.resource_types and rtype not in consent.resource_types)
+        or (consent.actions and action not in consent.actions)
+    )
 
 
 def consent_check(
     *,
     tenant: Tenant,
     patient_ref: str,
-    resource_types: Iterable[str],
-    action: str = WRITE_ACTION,
+    writes: Iterable[ConsentedWrite],
     at: datetime | None = None,
     consents: list[Consent] | None = None,
 ) -> ConsentDecision:
+    """One consent must cover every write given: each (resource type, action) pair, the action being the
+    FHIR interaction the write performs (`Consent.Action`)."""
     at = at or timezone.now()
-    needed = {t for t in resource_types if t not in (tenant.consent_waived_resource_types or [])}
+    waived = set(tenant.consent_waived_resource_types or [])
+    needed = {(rtype, action) for rtype, action in writes if rtype not in waived}
     if not tenant.consent_required or not needed:
         return ConsentDecision(ok=True, waived=True)
     if consents is None:
@@ -79,10 +95,11 @@ def consent_check(
         if c.period_end and c.period_end <= at:
             best_reason = ("consent-expired", f"consent {c.uid} expired {c.period_end.isoformat()}", c)
             continue
-        if not _covers(c, needed, action):
+        uncovered = _uncovered(c, needed)
+        if uncovered:
             best_reason = (
                 "consent-out-of-scope",
-                f"consent {c.uid} does not cover {action} of {', '.join(sorted(needed))}",
+                f"consent {c.uid} does not cover {', '.join(f'{a} of {t}' for t, a in uncovered)}",
                 c,
             )
             continue
@@ -107,6 +124,59 @@ def _authorize(actor: Any, tenant: Tenant, *, object_id: str = "", request_id: s
         )
 
 
+def _scope(resource_types: list[str] | None, actions: list[str] | None) -> tuple[list[str], list[str]]:
+    """The scope as stored, or a 422 naming the allowed values."""
+    actions = sorted(set(actions or []))
+    unknown = [a for a in actions if a not in Consent.Action.values]
+    if unknown:
+        raise DomainError(
+            422,
+            "unknown-consent-action",
+            f"{', '.join(repr(a[:64]) for a in unknown)} is not an action we perform; allowed: "
+            f"{', '.join(Consent.Action.values)} (an empty list means all)",
+            "scope.actions",
+        )
+    resource_types = sorted(set(resource_types or []))
+    known = ContractRule.resource_types()
+    unknown = [t for t in resource_types if t not in known]
+    if unknown:
+        raise DomainError(
+            422,
+            "unknown-resource-type",
+            f"{', '.join(repr(t[:64]) for t in unknown)} is not a resource type we write; allowed: "
+            f"{', '.join(known)} (an empty list means all)",
+            "scope.resource_types",
+        )
+    return resource_types, actions
+
+
+def _instant(value: datetime | str | None, path: str) -> datetime | None:
+    """A period bound: an aware datetime, or ISO 8601 text with an offset (a time without one is a guess)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        if timezone.is_naive(value):
+            raise DomainError(422, "invalid-period", f"{path} has no UTC offset", path)
+        return value
+    try:
+        return parse_instant(value)
+    except DateProblem as problem:
+        raise DomainError(422, "invalid-period", f"{path}: {problem.message}", path) from None
+
+
+def _artifact(artifact: dict | None) -> None:
+    """The signed consent we keep as proof must be one: a valid FHIR R4 Consent resource."""
+    if artifact is None:
+        return
+    if artifact.get("resourceType") != "Consent":
+        raise DomainError(422, "invalid-artifact", "the artifact must be a FHIR Consent resource", "artifact")
+    problem = validation_problem(artifact)
+    if problem:
+        raise DomainError(
+            422, "invalid-artifact", f"the artifact is not a valid Consent: {problem}", "artifact"
+        )
+
+
 def consent_create(
     *,
     tenant: Tenant,
@@ -114,20 +184,27 @@ def consent_create(
     actor: Any,
     resource_types: list[str] | None = None,
     actions: list[str] | None = None,
-    period_start: datetime | None = None,
-    period_end: datetime | None = None,
+    period_start: datetime | str | None = None,
+    period_end: datetime | str | None = None,
     artifact: dict | None = None,
     request_id: str = "",
 ) -> Consent:
+    """Records a consent. An unknown action or resource type, a period that cannot be read or ends
+    before it starts, and an artifact that is not a valid FHIR Consent are refused (422) and nothing is
+    stored."""
     _authorize(actor, tenant, request_id=request_id)
+    resource_types, actions = _scope(resource_types, actions)
+    _artifact(artifact)
+    period_start = _instant(period_start, "period.start")
+    period_end = _instant(period_end, "period.end")
     if period_start and period_end and period_end <= period_start:
-        raise ValueError("period.end must be after period.start")
+        raise DomainError(422, "invalid-period", "period.end must be after period.start", "period")
     with transaction.atomic():
         consent = Consent.objects.create(
             tenant=tenant,
             patient_ref=patient_ref,
-            resource_types=sorted(set(resource_types or [])),
-            actions=sorted(set(actions or [])),
+            resource_types=resource_types,
+            actions=actions,
             period_start=period_start,
             period_end=period_end,
             artifact=artifact,

@@ -83,7 +83,7 @@ def capabilities_discover(
 def _relevant(rows: list[DiscoveredCapability]) -> dict[tuple[str, str], DiscoveredCapability]:
     """The rows for the resource types our contract writes: a type the statement does not mention is
     recorded as declaring nothing (a narrowed server must read as narrowed, not as silence)."""
-    types = set(ContractRule.objects.values_list("resource_type", flat=True))
+    types = set(ContractRule.resource_types())
     known = {(r.resource_type, r.operation): r for r in rows if r.resource_type in types}
     operations = [op for op in DISCOVERABLE if op in Operation.values]
     return {

@@ -133,7 +133,7 @@ def _ingest(req: IntakeRequest) -> IntakeResult:
         raise ValidationFailed(issues, status=422)
 
     consent = consent_check(
-        tenant=tenant, patient_ref=event.patient.id, resource_types={p.resource_type for p in planned}
+        tenant=tenant, patient_ref=event.patient.id, writes=[(p.resource_type, p.operation) for p in planned]
     )
     if not consent.ok:
         refuse(

@@ -152,13 +152,13 @@ def tenant_set_consent_policy(
     reason; every change is audited with the policy before and after."""
     _require_configure(actor, tenant)
     waived = sorted(set(waived_resource_types))
-    known = set(ContractRule.objects.values_list("resource_type", flat=True))
+    known = ContractRule.resource_types()
     unknown = [t for t in waived if t not in known]
     if unknown:
         raise DomainError(
             422,
             "unknown-resource-type",
-            f"no contract row for {', '.join(unknown)}; waivable types: {', '.join(sorted(known))}",
+            f"no contract row for {', '.join(unknown)}; waivable types: {', '.join(known)}",
             "consent_waived_resource_types",
         )
     if (waived or not required) and not reason.strip():

@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass
 
 from adapters.base import LookupResult, Outcome, VendorAdapter, WriteResult
+from adapters.compensation import compensation_method
 from writeback import diffs
 from writeback.models import Tenant, TenantMode, Write, WriteAttempt
 from writeback.services.alerts import outbound_refusals_record
@@ -133,8 +134,11 @@ class WriteProcessor:
         misbound = write_binding_problem(write)
         if misbound:
             return "patient-binding", f"patient binding check before sending failed: {misbound}"
+        # Checked against the interaction that goes out: a compensating write is the create or update
+        # it performs (an entered-in-error status is an update), never the ledger's word "compensate".
+        operation = compensation_method(req)
         consent = consent_check(
-            tenant=tenant, patient_ref=write.patient_ref, resource_types=[write.resource_type]
+            tenant=tenant, patient_ref=write.patient_ref, writes=[(write.resource_type, operation)]
         )
         if not consent.ok:
             return consent.rule, f"consent check before sending failed: {consent.reason}"
