@@ -242,7 +242,7 @@ def test_the_worker_checks_a_rollback_as_the_update_it_sends(live, sim, api, adm
 
 
 def test_the_migration_maps_write_to_every_write(tenant):
-    migration = importlib.import_module("writeback.migrations.0006_consent_actions_vocabulary")
+    migration = importlib.import_module("writeback.migrations.0009_consent_actions_vocabulary")
     old = Consent.objects.create(tenant=tenant, patient_ref="pat-1001", actions=["write"])
     mixed = Consent.objects.create(tenant=tenant, patient_ref="pat-1002", actions=["read", "write"])
     never = Consent.objects.create(tenant=tenant, patient_ref="pat-1003", actions=["read"])
