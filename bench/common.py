@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 PG_SERVER = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 TEMPLATE_DB = "wbdrill_bench_template"
+# Third-party programs the benchmarks drive get virtualenvs of their own here (gitignored).
+TOOLS = ROOT / ".bench"
 QUIET_ENV = {"LOG_LEVEL": "WARNING", "DEBUG": "0", "PYTHONUNBUFFERED": "1"}
 
 
@@ -123,6 +125,36 @@ def children_of(pid: int) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def rss_mib(pid: int) -> float | None:
+    """Resident set size of a live process in MiB (Linux /proc), None once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def ensure_venv(folder: Path, requirement: str, distribution: str, version: str) -> Path:
+    """A virtualenv of its own for a third-party package whose pins differ from ours (made with this
+    Python, then `pip install requirement`), reused while it holds `distribution==version`.
+    Returns its Python."""
+    python = folder / "bin" / "python"
+    probe = [str(python), "-c", f"import importlib.metadata as m; print(m.version({distribution!r}))"]
+    if python.exists():
+        found = subprocess.run(probe, capture_output=True, text=True, check=False).stdout.strip()
+        if found == version:
+            return python
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(folder)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", requirement], check=True)
+    found = subprocess.run(probe, capture_output=True, text=True, check=False).stdout.strip()
+    if found != version:
+        raise RuntimeError(f"{folder}: {distribution} {found or 'missing'} after installing {requirement}")
+    return python
 
 
 def waited_children_cpu() -> float:
