@@ -1,18 +1,32 @@
 """Benchmarks of the write-back system on this machine (`make bench`).
 
-    python bench/run.py [--quick] [--write-docs] [--only intake,worker,claim,console] [--runs 3]
+    python bench/run.py [--quick] [--write-docs] [--only NAMES] [--runs 3] [--keep-million]
 
+NAMES, comma-separated (default: the first four; `baseline` = intake-limit and 5-9; `all`):
 1. intake: events/s posting vitals events through gunicorn (2 sync workers): PostgreSQL with persistent
    connections (CONN_MAX_AGE=600) and without (CONN_MAX_AGE=0), and SQLite;
 2. worker: writes/s draining N pending writes into the simulator (its own process, generic profile) with
    1 and 2 `run_sync_worker` processes at concurrency 4 and 8;
 3. claim: ms per claim of 20 writes with 50,000 pending;
-4. console: ms to render the write list with 10,000 writes.
+4. console: ms to render the write list with 10,000 writes;
+intake-limit: the bare Django + DRF insert (bench/bare_api.py), a single-measurement vitals event and
+   the 6-measurement one, in turn in each run, through gunicorn on PostgreSQL: ratios to the bare insert;
+5. sekmet: 2 worker processes draining 1,000 Observation creates (--quick: 300) into an independent FHIR
+   server from PyPI (sekmet-fhir 0.1.1, its own venv under .bench/), checked on the server (exactly one
+   Observation per write, each the ledger's), against the limit measured in the same run: a bare
+   keep-alive httpx loop POSTing the same resources, in 1 and 2 processes (bench/fhir_drain.py);
+6. peer: the PyPI package ehr-writeback writing the same Observations (bench/peer.py); runs with 5;
+7. faults: 5 through bench/faultproxy.py (15 % of POSTs lose their answer after commit, 3 % get a 500
+   after commit, 3 % a 503 before), asserting 0 duplicates, 0 lost, 0 ledger mismatches; the peer too;
+8. million: console pages p50/p95 over HTTP (gunicorn) as a signed-in admin with 1,000,000 writes
+   (--quick: 100,000) made by bench/million.py, and their SQL query counts (bench/console_http.py);
+9. rss: RSS of 2 worker processes at the start, middle and end of a 100,000-write drain (--quick: 20,000).
 
-Every figure is the median of --runs runs (3 by default) with min-max. The markdown table goes to stdout,
-progress to stderr; --write-docs also puts the table, the machine facts and the commands into
-docs/benchmarks.md (between its results markers; the analysis around them is kept). Needs PostgreSQL
-(BENCH_PG, default postgres://postgres@127.0.0.1:5432); makes and drops databases named wbdrill_bench_*.
+Every figure is the median of --runs runs (3 by default) with min-max (the RSS run is one run). The
+markdown tables go to stdout, progress to stderr; --write-docs also puts each table, the machine facts
+and the command into docs/benchmarks.md (between its markers; the analysis around them is kept). Needs
+PostgreSQL (BENCH_PG, default postgres://postgres@127.0.0.1:5432); makes and drops databases named
+wbdrill_bench_* (--keep-million keeps the million-row one for the next run).
 """
 
 from __future__ import annotations
@@ -279,6 +293,72 @@ def bench_console(cfg: Settings, rows: list[Row]) -> None:
             )
     finally:
         drop_database("wbdrill_bench_console")
+
+
+# -- 1d-1f. intake against the bare insert, same run ------------------------------------------------------
+
+
+def bench_intake_limit(cfg: Settings, token: str, rows: list[Row]) -> None:
+    """The bare DRF insert, a single-measurement event and the 6-measurement vitals event, in turn in
+    each run, on fresh copies of the template (PostgreSQL, CONN_MAX_AGE=600, the same 4 client threads)."""
+    kinds = (("bare", "the bare insert"), (1, "1 measurement"), (6, "6 measurements"))
+    runs: dict[object, list[intake.IntakeRun]] = {k: [] for k, _ in kinds}
+    loads: list[str] = []
+    try:
+        for i in range(cfg.runs):
+            loads.append(_load())
+            for kind, label in kinds:
+                url = clone_database("wbdrill_bench_api")
+                result = intake.measure(
+                    url,
+                    token,
+                    conn_max_age=600,
+                    seconds=cfg.intake_seconds,
+                    threads=cfg.intake_threads,
+                    tag=f"limit-{kind}-{i}",
+                    measurements=6 if kind == "bare" else int(kind),
+                    bare=kind == "bare",
+                )
+                runs[kind].append(result)
+                log(f"  run {i + 1}/{cfg.runs}: {label} {result.events_per_s:.0f}/s")
+    finally:
+        drop_database("wbdrill_bench_api")
+    load_note = f"load average (1 min) at the start of each run: {', '.join(loads)}"
+
+    def notes(results: list[intake.IntakeRun]) -> list[str]:
+        return [
+            f"median POST latency per run: {_per_run([r.latency_ms for r in results])} ms",
+            "CPU per request, gunicorn workers/client: "
+            + ", ".join(f"{r.server_cpu_ms:.1f}/{r.client_cpu_ms:.1f}" for r in results)
+            + " ms",
+        ]
+
+    bare = runs["bare"]
+    m = Measure("bare insert", "req/s", [r.events_per_s for r in bare])
+    m.notes += [*notes(bare), "4-field DRF serializer + one INSERT (bench/bare_api.py)", load_note]
+    where = f"gunicorn 2 sync workers, PostgreSQL, CONN_MAX_AGE=600, {cfg.intake_threads} client threads"
+    rows.append(Row("1d", f"The limit: a bare Django + DRF insert, {where}", m, "limits.md 4a: 925 req/s"))
+    for number, kind, what in (
+        ("1e", 1, "Intake API, a single-measurement vitals event (1 write)"),
+        ("1f", 6, "Intake API, the 6-measurement vitals event (6 writes)"),
+    ):
+        m = Measure(f"intake {kind}", "events/s", [r.events_per_s for r in runs[kind]])
+        m.notes += notes(runs[kind])
+        if kind == 6:
+            m.notes.append(
+                "goal: ≥ 150 events/s, reached "
+                + _per_run([r.events_per_s / 150 for r in runs[6]], "{:.2f}")
+                + "×"
+            )
+        rows.append(
+            Row(
+                number,
+                f"{what}, {where}",
+                m,
+                "1d: the bare insert, same run",
+                ratios=[r.events_per_s / b.events_per_s for r, b in zip(runs[kind], bare, strict=True)],
+            )
+        )
 
 
 # -- 5, 6. drains into an independent FHIR server, the bare limit and the peer ----------------------------
@@ -593,13 +673,14 @@ LEGACY = ("intake", "worker", "claim", "console")
 # Each new section has a block of its own in docs/benchmarks.md, so one can be rerun without the others.
 BLOCKS = {
     "results": ("Results of the last run", LEGACY),
+    "intake": ("Intake against the bare insert: last run", ("intake-limit",)),
     "fhir": ("Drain into an independent FHIR server, its limit and the peer: last run", ("sekmet", "peer")),
     "faults": ("Faults: last run", ("faults",)),
     "million": ("Console with a million writes: last run", ("million",)),
     "rss": ("Worker memory over a long drain: last run", ("rss",)),
 }
-GROUPS = {"baseline": ("sekmet", "peer", "faults", "million", "rss"), "all": (*LEGACY, "sekmet", "peer",
-          "faults", "million", "rss")}  # fmt: skip
+BASELINE = ("intake-limit", "sekmet", "peer", "faults", "million", "rss")
+GROUPS = {"baseline": BASELINE, "all": (*LEGACY, *BASELINE)}
 
 
 def markers(block: str) -> tuple[str, str]:
@@ -689,8 +770,8 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default=",".join(LEGACY),
-        help="comma-separated subset of intake,worker,claim,console,sekmet,peer,faults,million,rss "
-        "(or baseline = the last five, all)",
+        help="comma-separated subset of intake,worker,claim,console,intake-limit,sekmet,peer,faults,"
+        "million,rss (or baseline = the last six, all)",
     )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument(
@@ -734,6 +815,11 @@ def main() -> None:
         ("worker", "2. worker throughput", lambda rows: bench_worker(cfg, rows)),
         ("claim", "3. claim latency", lambda rows: bench_claim(cfg, rows)),
         ("console", "4. console write list", lambda rows: bench_console(cfg, rows)),
+        (
+            "intake-limit",
+            "1d-1f. intake against the bare insert",
+            lambda rows: bench_intake_limit(cfg, token, rows),
+        ),
         (
             "sekmet",
             "5, 6. drain into sekmet, the bare loop, the peer",
