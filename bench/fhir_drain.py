@@ -24,7 +24,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -177,7 +176,3 @@ def bare(bodies: list[dict], processes: int) -> Run:
 
 def cleanup() -> None:
     drop_database(DB)
-
-
-def save(path: Path, data: object) -> None:
-    path.write_text(json.dumps(data))
