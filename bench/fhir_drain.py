@@ -153,22 +153,32 @@ def _together(commands: list[list[str]], env: dict[str, str] | None = None) -> l
 
 def bare(bodies: list[dict], processes: int) -> Run:
     """The bare keep-alive loop into a fresh server, its share of the resources per process."""
-    with Sekmet() as server, tempfile.NamedTemporaryFile("w", suffix=".json", prefix="wbdrill-bench-") as f:
+    with Sekmet() as server:
+        run = bare_into(f"{server.base}/Observation", server.proc.pid, bodies, processes)
+        stored = server.observations(SYSTEM)
+    if stored.duplicates or stored.total != len(bodies):
+        raise RuntimeError(f"bare loop: the server holds {stored.total} for {len(bodies)} POSTs")
+    return run
+
+
+def bare_into(endpoint: str, server_pid: int, bodies: list[dict], processes: int) -> Run:
+    """POSTs the resources to `endpoint` from `processes` bare loops started together; every answer
+    must be a 201. `server_pid` is the server's process, for its CPU."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="wbdrill-bench-") as f:
         json.dump(bodies, f)
         f.flush()
         start_at = time.time() + 1.5  # after every process has imported httpx
         commands = [
-            [PY, "bench/bare_post.py", f.name, f"{server.base}/Observation", "--part", str(i),
-             "--parts", str(processes), "--start-at", str(start_at)]
+            [PY, "bench/bare_post.py", f.name, endpoint, "--part", str(i), "--parts", str(processes),
+             "--start-at", str(start_at)]
             for i in range(processes)
         ]  # fmt: skip
-        server_before = cpu_seconds(server.proc.pid)
+        server_before = cpu_seconds(server_pid)
         outputs = _together(commands)
-        server_cpu = cpu_seconds(server.proc.pid) - server_before
-        stored = server.observations(SYSTEM)
+        server_cpu = cpu_seconds(server_pid) - server_before
     statuses = sum((Counter(o["statuses"]) for o in outputs), Counter())
-    if statuses != Counter({"201": len(bodies)}) or stored.duplicates or stored.total != len(bodies):
-        raise RuntimeError(f"bare loop: answers {dict(statuses)}; the server holds {stored.total}")
+    if statuses != Counter({"201": len(bodies)}):
+        raise RuntimeError(f"bare loop: answers {dict(statuses)}")
     span = max(o["last"] for o in outputs) - min(o["first"] for o in outputs)
     cpu = sum(o["cpu_s"] for o in outputs)
     return Run(len(bodies) / span, 1000 * cpu / len(bodies), 1000 * server_cpu / len(bodies))

@@ -218,9 +218,49 @@ def bench_worker(cfg: Settings, rows: list[Row]) -> None:
                         1160,
                     )
                 )
+        _worker_limit(cfg, sim, rows)
     finally:
         worker.stop(sim.proc)
         drop_database("wbdrill_bench_worker")
+        fhir_drain.cleanup()
+
+
+def _worker_limit(cfg: Settings, sim: worker.Simulator, rows: list[Row]) -> None:
+    """The limit of rows 2a-2d measured on this machine now: the same resources POSTed into the same
+    simulator (reset each run) by the bare loop, 1 and 2 processes."""
+    bodies = fhir_drain.resources(cfg.worker_writes)
+    for number, processes in (("2e", 1), ("2f", 2)):
+        runs: list[fhir_drain.Run] = []
+        loads: list[str] = []
+        for _ in range(cfg.runs):
+            loads.append(_load())
+            sim.reset()
+            runs.append(fhir_drain.bare_into(f"{sim.fhir}/Observation", sim.proc.pid, bodies, processes))
+            if sim.resources() - worker.SEED_RESOURCES != len(bodies):
+                raise RuntimeError("the simulator does not hold one resource per POST")
+        m = Measure(
+            f"bare loop into the simulator, {processes} process(es)",
+            "writes/s",
+            [r.writes_per_s for r in runs],
+        )
+        m.notes += [
+            "CPU per write, client/simulator: "
+            + ", ".join(f"{r.client_cpu_ms:.1f}/{r.server_cpu_ms:.1f}" for r in runs)
+            + " ms",
+            f"load average (1 min) at the start of each run: {', '.join(loads)}",
+        ]
+        label = f"{processes} process{'es' if processes > 1 else ''}"
+        rows.append(
+            Row(
+                number,
+                "The limit of 2a-2d, measured now: a bare keep-alive httpx loop POSTing the same "
+                f"{cfg.worker_writes} resources into the same simulator, {label} "
+                "(no If-None-Exist, no read-back)",
+                m,
+                "1,160 writes/s (limits.md 5c: 2 workers, k=20, Python ASGI mock)",
+                1160,
+            )
+        )
 
 
 # -- 3. claim --------------------------------------------------------------------------------------------
