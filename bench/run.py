@@ -869,10 +869,9 @@ def main() -> None:
         ),
         (
             "sekmet",
-            "5, 6. drain into sekmet, the bare loop, the peer",
+            "5, 6. drain into sekmet, the bare loop (and the peer with --only peer)",
             lambda rows: bench_fhir(cfg, rows, "peer" in only),
         ),
-        ("peer", "6. the peer (with 5)", lambda rows: None),
         ("faults", "7. faults", lambda rows: bench_faults(cfg, rows)),
         (
             "million",
