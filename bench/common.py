@@ -31,8 +31,23 @@ TOOLS = ROOT / ".bench"
 QUIET_ENV = {"LOG_LEVEL": "WARNING", "DEBUG": "0", "PYTHONUNBUFFERED": "1"}
 
 
+# Benchmarks may run from several checkouts on one PostgreSQL at once: each run's databases carry its own
+# tag (inherited by the scripts it starts), so one run never drops another's. The million-row database
+# is the exception: it is a cache, shared on purpose.
+RUN_TAG = os.environ.setdefault("BENCH_RUN_TAG", str(os.getpid()))
+SHARED = "wbdrill_bench_million_"
+
+
+def db_name(name: str) -> str:
+    """`wbdrill_bench_x` as this run's database: `wbdrill_bench_<tag>_x`."""
+    prefix = "wbdrill_bench_"
+    if not name.startswith(prefix) or name.startswith(SHARED) or name.startswith(f"{prefix}{RUN_TAG}_"):
+        return name
+    return f"{prefix}{RUN_TAG}_{name.removeprefix(prefix)}"
+
+
 def pg_url(name: str) -> str:
-    return f"{PG_SERVER}/{name}"
+    return f"{PG_SERVER}/{db_name(name)}"
 
 
 def _admin() -> psycopg.Connection:
@@ -41,21 +56,21 @@ def _admin() -> psycopg.Connection:
 
 def drop_database(name: str) -> None:
     with _admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'DROP DATABASE IF EXISTS "{db_name(name)}" WITH (FORCE)')
 
 
 def clone_database(name: str, template: str = TEMPLATE_DB) -> str:
     """A fresh copy of the template; returns its URL."""
     drop_database(name)
     with _admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        conn.execute(f'CREATE DATABASE "{db_name(name)}" TEMPLATE "{db_name(template)}"')
     return pg_url(name)
 
 
 def create_empty_database(name: str) -> str:
     drop_database(name)
     with _admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{db_name(name)}"')
     return pg_url(name)
 
 

@@ -5,7 +5,8 @@
     python bench/hotspots.py drain [--writes 300] [--concurrency 1] [--target simulator|sekmet]
     python bench/hotspots.py claims [--writes 300] [--concurrency 8]
 
-Each clones the benchmark template database (run `python bench/run.py` once, or `--setup`), then:
+Each clones the benchmark template database (made by `--setup`; each run of bench/run.py makes and
+drops its own), then:
 - intake: posts vitals events (6 measurements, or 1 with --measurements 1) through Django's test client
   (the full API stack, no HTTP socket);
 - worker: starts the EHR simulator as its own process and drains pending writes with a SyncWorker on
