@@ -26,11 +26,28 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 PG_SERVER = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 TEMPLATE_DB = "wbdrill_bench_template"
+# Third-party programs the benchmarks drive get virtualenvs of their own here (gitignored).
+TOOLS = ROOT / ".bench"
 QUIET_ENV = {"LOG_LEVEL": "WARNING", "DEBUG": "0", "PYTHONUNBUFFERED": "1"}
 
 
+# Benchmarks may run from several checkouts on one PostgreSQL at once: each run's databases carry its own
+# tag (inherited by the scripts it starts), so one run never drops another's. The million-row database
+# is the exception: it is a cache, shared on purpose.
+RUN_TAG = os.environ.setdefault("BENCH_RUN_TAG", str(os.getpid()))
+SHARED = "wbdrill_bench_million_"
+
+
+def db_name(name: str) -> str:
+    """`wbdrill_bench_x` as this run's database: `wbdrill_bench_<tag>_x`."""
+    prefix = "wbdrill_bench_"
+    if not name.startswith(prefix) or name.startswith(SHARED) or name.startswith(f"{prefix}{RUN_TAG}_"):
+        return name
+    return f"{prefix}{RUN_TAG}_{name.removeprefix(prefix)}"
+
+
 def pg_url(name: str) -> str:
-    return f"{PG_SERVER}/{name}"
+    return f"{PG_SERVER}/{db_name(name)}"
 
 
 def _admin() -> psycopg.Connection:
@@ -39,21 +56,21 @@ def _admin() -> psycopg.Connection:
 
 def drop_database(name: str) -> None:
     with _admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'DROP DATABASE IF EXISTS "{db_name(name)}" WITH (FORCE)')
 
 
 def clone_database(name: str, template: str = TEMPLATE_DB) -> str:
     """A fresh copy of the template; returns its URL."""
     drop_database(name)
     with _admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        conn.execute(f'CREATE DATABASE "{db_name(name)}" TEMPLATE "{db_name(template)}"')
     return pg_url(name)
 
 
 def create_empty_database(name: str) -> str:
     drop_database(name)
     with _admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{db_name(name)}"')
     return pg_url(name)
 
 
@@ -123,6 +140,36 @@ def children_of(pid: int) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def rss_mib(pid: int) -> float | None:
+    """Resident set size of a live process in MiB (Linux /proc), None once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def ensure_venv(folder: Path, requirement: str, distribution: str, version: str) -> Path:
+    """A virtualenv of its own for a third-party package whose pins differ from ours (made with this
+    Python, then `pip install requirement`), reused while it holds `distribution==version`.
+    Returns its Python."""
+    python = folder / "bin" / "python"
+    probe = [str(python), "-c", f"import importlib.metadata as m; print(m.version({distribution!r}))"]
+    if python.exists():
+        found = subprocess.run(probe, capture_output=True, text=True, check=False).stdout.strip()
+        if found == version:
+            return python
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(folder)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", requirement], check=True)
+    found = subprocess.run(probe, capture_output=True, text=True, check=False).stdout.strip()
+    if found != version:
+        raise RuntimeError(f"{folder}: {distribution} {found or 'missing'} after installing {requirement}")
+    return python
 
 
 def waited_children_cpu() -> float:

@@ -2,7 +2,8 @@
 
     python bench/fixtures.py template             # migrate; tenant, people, API token, consents -> token
     python bench/fixtures.py writes --count N ... # N pending Observation writes (cloned in SQL from one
-                                                  # write made by the real intake API)
+                                                  # write made by the real intake API); --discover reads
+                                                  # the target's /metadata first
 
 The writes command posts one real vitals event through the API, then copies its first write N times in
 one INSERT ... SELECT (fresh uid, patient, stream and correlation id each), so 50,000 writes take seconds
@@ -32,6 +33,7 @@ from rest_framework.test import APIClient  # noqa: E402
 
 from writeback.models import ApiToken, Tenant, Write  # noqa: E402
 from writeback.services.consents import consent_create  # noqa: E402
+from writeback.services.discovery import capabilities_discover  # noqa: E402
 from writeback.services.permissions import client_app_enroll, grant_action_permission  # noqa: E402
 from writeback.services.tenants import tenant_create, tenant_grant  # noqa: E402
 from writeback.services.tokens import api_token_create  # noqa: E402
@@ -67,6 +69,13 @@ def writes(args: argparse.Namespace) -> dict:
     Tenant.objects.filter(pk=tenant.pk).update(
         base_url=args.base_url.rstrip("/"), max_concurrency=args.max_concurrency
     )
+    if args.discover:
+        # As an engineer would before the first write: read the server's /metadata, so the capability
+        # registry (and conditional create) reflects what this server declares.
+        tenant.refresh_from_db()
+        report = capabilities_discover(tenant=tenant, actor="bench")
+        if not report.ok:
+            raise SystemExit(str(report))
     client = APIClient()
     token = ApiToken.objects.first()
     client.force_authenticate(user=token.user, token=token)
@@ -125,6 +134,7 @@ def main() -> None:
     w.add_argument("--max-concurrency", type=int, default=16)
     w.add_argument("--patients", type=int, default=200, help="streams (patients pat-1001 upward)")
     w.add_argument("--states", choices=("pending", "mixed"), default="pending")
+    w.add_argument("--discover", action="store_true", help="discover the target's capabilities first")
     w.set_defaults(run=writes)
     args = parser.parse_args()
     print(json.dumps(args.run(args)))

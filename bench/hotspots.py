@@ -1,14 +1,20 @@
 """Where the time goes: cProfile of the intake path and of the worker path, in process.
 
-    python bench/hotspots.py intake [--events 200]
+    python bench/hotspots.py intake [--events 200] [--measurements 6|1]
     python bench/hotspots.py worker [--writes 300]
+    python bench/hotspots.py drain [--writes 300] [--concurrency 1] [--target simulator|sekmet]
     python bench/hotspots.py claims [--writes 300] [--concurrency 8]
 
-Each clones the benchmark template database (run `python bench/run.py` once, or `--setup`), then:
-- intake: posts vitals events through Django's test client (the full API stack, no HTTP socket);
+Each clones the benchmark template database (made by `--setup`; each run of bench/run.py makes and
+drops its own), then:
+- intake: posts vitals events (6 measurements, or 1 with --measurements 1) through Django's test client
+  (the full API stack, no HTTP socket);
 - worker: starts the EHR simulator as its own process and drains pending writes with a SyncWorker on
-  this thread (concurrency 1, so cProfile sees every call).
-It prints the time and the SQL queries per item, then the project functions by cumulative time.
+  this thread (concurrency 1, so cProfile sees every call);
+- drain: the production worker loop (SyncWorker.run: claims, leases, `--concurrency` write threads)
+  draining into the simulator or into sekmet-fhir (bench/sekmet_server.py), one profiler over all threads.
+It prints the time and the SQL queries per item, then the functions by cumulative time: the project's
+own (`--top`, 30 by default) and everything (including Django, httpx, pydantic), then by own time.
 - claims: runs the real worker loop (SyncWorker.run, threads) and counts the writes each claim took.
 """
 
@@ -49,18 +55,37 @@ def _django(database_url: str) -> None:
     django.setup()
 
 
-def _report(profiler: cProfile.Profile, items: int, seconds: float, queries: QueryLog, what: str) -> None:
+TOP = 30
+
+
+def _report(
+    profiler: cProfile.Profile | pstats.Stats, items: int, seconds: float, queries: QueryLog, what: str
+) -> None:
     print(f"\n{what}: {items} in {seconds:.2f} s = {1000 * seconds / items:.1f} ms each (under cProfile), "
           f"{queries.count / items:.1f} SQL queries each")  # fmt: skip
     print("SQL time by statement (wall clock, including the wait for PostgreSQL):")
     print(queries.top(items))
-    out = io.StringIO()
-    stats = pstats.Stats(profiler, stream=out)
-    stats.sort_stats("cumulative").print_stats("|".join(PROJECT), 30)
-    print(out.getvalue())
-    out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
-    print(out.getvalue())
+    for title, restrictions in (
+        ("project functions by cumulative time", ("|".join(PROJECT), TOP)),
+        ("all functions by cumulative time", (TOP,)),
+        ("all functions by own time", (TOP // 2,)),
+    ):
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out)
+        stats.sort_stats("tottime" if "own" in title else "cumulative").print_stats(*restrictions)
+        print(f"--- {title} (ms per item = cumtime / {items} x 1000) ---")
+        print(_short_paths(out.getvalue()))
+
+
+def _short_paths(text: str) -> str:
+    """File names relative to the project, site-packages or the standard library (shorter, and no
+    machine's folders in what gets pasted into the docs)."""
+    import re
+    import sysconfig
+
+    text = text.replace(f"{ROOT}/", "")
+    text = re.sub(r"\S*/site-packages/", "", text)
+    return text.replace(f"{sysconfig.get_paths()['stdlib']}/", "")
 
 
 class QueryLog:
@@ -92,7 +117,7 @@ class QueryLog:
         return connection.execute_wrapper(self)
 
 
-def profile_intake(events: int) -> None:
+def profile_intake(events: int, measurements: int) -> None:
     _django(clone_database("wbdrill_bench_profile"))
     from events import vitals_event
     from rest_framework.test import APIClient
@@ -103,17 +128,19 @@ def profile_intake(events: int) -> None:
     client = APIClient()
     client.force_authenticate(user=token.user, token=token)
     for i in range(5):  # warm-up: imports, caches
-        client.post("/api/v1/events", vitals_event(f"warm-{i}", 1001 + i), format="json")
+        client.post("/api/v1/events", vitals_event(f"warm-{i}", 1001 + i, measurements), format="json")
     queries = QueryLog()
     profiler = cProfile.Profile()
     began = time.monotonic()
     with queries.install():
         profiler.enable()
         for i in range(events):
-            response = client.post("/api/v1/events", vitals_event(f"prof-{i}", 1001 + i % 200), format="json")
+            body = vitals_event(f"prof-{i}", 1001 + i % 200, measurements)
+            response = client.post("/api/v1/events", body, format="json")
             assert response.status_code == 201, response.content
         profiler.disable()
-    _report(profiler, events, time.monotonic() - began, queries, "vitals events (6 writes each)")
+    what = f"vitals events ({measurements} measurement{'s' if measurements > 1 else ''}, so as many writes)"
+    _report(profiler, events, time.monotonic() - began, queries, what)
 
 
 def _simulator(database_url: str) -> tuple[subprocess.Popen, str]:
@@ -180,25 +207,80 @@ def profile_worker(writes: int) -> None:
         stop(sim)
 
 
+def profile_drain(writes: int, concurrency: int, target: str) -> None:
+    """The production loop, SyncWorker.run (claims, leases, a pool of `concurrency` threads), draining
+    into the simulator or sekmet. Since Python 3.12 one cProfile profiler sees every thread (and a second
+    cannot be enabled), so the profile covers the claiming thread and all write threads; with more than
+    one write thread, the cumulative time of a call that waits (HTTP, SQL) includes what other threads
+    ran meanwhile, so read own times there, or use concurrency 1 (the default) for exact attribution."""
+    url = clone_database("wbdrill_bench_profile")
+    server = sim = None
+    try:
+        if target == "sekmet":
+            from sekmet_server import Sekmet
+
+            server = Sekmet()
+            base = server.base
+        else:
+            sim, base = _simulator(url)
+        fixtures("writes", url, "--count", str(writes), "--base-url", base, "--discover")
+        _django(url)
+        from writeback.models import Write
+        from writeback.sync import worker as worker_module
+
+        queries = QueryLog()
+        real_run_one = worker_module.SyncWorker._run_one
+
+        def run_one(self, write):
+            with queries.install():  # each thread has its own connection
+                return real_run_one(self, write)
+
+        worker_module.SyncWorker._run_one = run_one
+        profiler = cProfile.Profile()
+        began = time.monotonic()
+        with queries.install():
+            profiler.enable()
+            worker_module.SyncWorker(concurrency=concurrency, until_idle=True, idle_sleep=0.05).run()
+            profiler.disable()
+        elapsed = time.monotonic() - began
+        done = Write.objects.filter(state="committed").count()
+        if done != writes:
+            raise SystemExit(f"only {done} of {writes} writes committed")
+        print(f"\nSyncWorker.run with {concurrency} write thread(s), into {target} ({base})")
+        _report(profiler, done, elapsed, queries, "writes sent and recorded")
+    finally:
+        if server is not None:
+            server.close()
+        if sim is not None:
+            stop(sim)
+
+
 def main() -> None:
+    global TOP  # how many functions _report lists
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=("intake", "worker", "claims"))
-    parser.add_argument("--concurrency", type=int, default=8, help="claims: worker threads")
+    parser.add_argument("what", choices=("intake", "worker", "drain", "claims"))
+    parser.add_argument("--measurements", type=int, choices=(1, 6), default=6, help="intake: per event")
+    parser.add_argument("--target", choices=("simulator", "sekmet"), default="simulator", help="drain")
+    parser.add_argument("--top", type=int, default=TOP, help="functions listed")
+    parser.add_argument("--concurrency", type=int, help="claims (default 8), drain (default 1): threads")
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--writes", type=int, default=300)
     parser.add_argument("--setup", action="store_true", help="(re)build the template database first")
     args = parser.parse_args()
+    TOP = args.top
     if args.setup:
         print(json.loads(fixtures("template", create_empty_database(TEMPLATE_DB))))
     try:
         if args.what == "intake":
-            profile_intake(args.events)
+            profile_intake(args.events, args.measurements)
         elif args.what == "worker":
             profile_worker(args.writes)
+        elif args.what == "drain":
+            profile_drain(args.writes, args.concurrency or 1, args.target)
         else:
-            claim_batches(args.writes, args.concurrency)
+            claim_batches(args.writes, args.concurrency or 8)
     finally:
         drop_database("wbdrill_bench_profile")  # WITH (FORCE): our own connection goes too
 
