@@ -67,38 +67,102 @@ def test_the_due_list_uses_the_partial_index(live):
     assert "write_stream_idx" in plan, plan
 
 
+def _wait_for(predicate, what: str, timeout: float = 60.0) -> None:
+    """A failure bound, not a measurement: the property is *whether* it happens while the other
+    tenant's calls are still held, never how fast."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+class _GatedProxy:
+    """A target that holds every request until `release()`, then forwards it to a real simulator.
+    Held requests are counted, so a test can prove the slow tenant's calls were in flight."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+
+        import httpx
+
+        self.gate = threading.Event()
+        self.held = 0
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                with proxy.lock:
+                    proxy.held += 1
+                proxy.gate.wait(60)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in {"host", "content-length"}
+                }
+                path = self.path.removeprefix("/fhir")
+                r = httpx.request(self.command, upstream + path, content=body, headers=headers)
+                self.send_response(r.status_code)
+                for k, v in r.headers.items():
+                    if k.lower() not in {
+                        "transfer-encoding",
+                        "content-length",
+                        "connection",
+                        "content-encoding",
+                    }:
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}/fhir"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def close(self) -> None:
+        self.gate.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_slow_tenant_does_not_starve_the_others(settings, clinician):
-    settings.WRITEBACK_HTTP_READ_TIMEOUT = 10
+    settings.WRITEBACK_HTTP_READ_TIMEOUT = 90
     fast_sim = start_simulator("generic")
-    slow_sim = start_simulator("generic", faults="slow_ms=1200")
+    slow_sim = start_simulator("generic")
+    slow_gate = _GatedProxy(slow_sim.fhir_base)
+    worker = SyncWorker(concurrency=5, until_idle=True, idle_sleep=0.05)
+    thread = threading.Thread(target=worker.run)
     try:
         fast = tenant_create(slug="fast", vendor="generic", base_url=fast_sim.fhir_base, max_concurrency=3)
-        slow = tenant_create(slug="slow", vendor="generic", base_url=slow_sim.fhir_base, max_concurrency=2)
-        slow_writes = bulk_writes(slow, 4, patients=4)
-        fast_writes = bulk_writes(fast, 30, patients=30)
-        worker = SyncWorker(concurrency=5, until_idle=True, idle_sleep=0.05)
-        thread = threading.Thread(target=worker.run)
-        start = time.monotonic()
+        slow = tenant_create(slug="slow", vendor="generic", base_url=slow_gate.base, max_concurrency=2)
+        slow_ids = [w.pk for w in bulk_writes(slow, 4, patients=4)]
+        fast_ids = [w.pk for w in bulk_writes(fast, 30, patients=30)]
         thread.start()
-        while time.monotonic() - start < 20:
-            if (
-                Write.objects.filter(pk__in=[w.pk for w in fast_writes], state=WriteState.COMMITTED).count()
-                == 30
-            ):
-                break
-            time.sleep(0.05)
-        fast_done = time.monotonic() - start
-        slow_committed = Write.objects.filter(
-            pk__in=[w.pk for w in slow_writes], state=WriteState.COMMITTED
-        ).count()
-        assert fast_done < 2.4, fast_done  # the slow tenant's writes take 2.4 s each (send + read-back)
-        assert slow_committed < 4
-        thread.join(timeout=30)
+        # The slow tenant's calls hang at its target; without bulkheads they would take every slot
+        # and the fast tenant would wait for them.
+        _wait_for(
+            lambda: Write.objects.filter(pk__in=fast_ids, state=WriteState.COMMITTED).count() == 30,
+            "the fast tenant's 30 writes while the slow tenant's calls are held",
+        )
+        assert 1 <= slow_gate.held <= 2  # no more than its bulkhead allows, all still held
+        assert not Write.objects.filter(pk__in=slow_ids, state=WriteState.COMMITTED).exists()
+        slow_gate.release()
+        thread.join(timeout=60)
         assert not thread.is_alive()
         assert Write.objects.filter(state=WriteState.COMMITTED).count() == 34
+        assert len(slow_sim.count_by_identifier("urn:fhir-writeback:write-id")) == 4
     finally:
         worker.stopping.set()
+        slow_gate.close()
+        thread.join(timeout=30) if thread.is_alive() else None
         fast_sim.stop()
         slow_sim.stop()
         connection.close()
@@ -131,7 +195,9 @@ def _refused_base() -> str:
 @pytest.mark.parametrize("down", ["unanswered", "refused"])
 @pytest.mark.django_db(transaction=True)
 def test_a_tenant_whose_target_is_down_does_not_stop_the_others(settings, clinician, down):
-    settings.WRITEBACK_HTTP_READ_TIMEOUT = 3
+    # Unanswered calls hang longer than the whole test may take, so the up tenant can only finish
+    # if the dead tenant's hanging calls are confined to its own bulkhead.
+    settings.WRITEBACK_HTTP_READ_TIMEOUT = 90
     settings.WRITEBACK_BACKOFF_BASE_SECONDS = 0.05
     up_sim = start_simulator("generic")
     hole = _BlackHole() if down == "unanswered" else None
@@ -142,27 +208,23 @@ def test_a_tenant_whose_target_is_down_does_not_stop_the_others(settings, clinic
         dead = tenant_create(
             slug="down", vendor="generic", base_url=hole.base if hole else _refused_base(), max_concurrency=2
         )
-        down_writes = bulk_writes(dead, 6, patients=6)
-        up_writes = bulk_writes(up, 30, patients=30)
-        start = time.monotonic()
+        down_ids = [w.pk for w in bulk_writes(dead, 6, patients=6)]
+        up_ids = [w.pk for w in bulk_writes(up, 30, patients=30)]
         thread.start()
-        up_ids = [w.pk for w in up_writes]
-        while time.monotonic() - start < 20:
-            if Write.objects.filter(pk__in=up_ids, state=WriteState.COMMITTED).count() == 30:
-                break
-            time.sleep(0.05)
-        up_done = time.monotonic() - start
-        # All 30 went through while the dead tenant's calls were still hanging (or being refused).
-        assert Write.objects.filter(pk__in=up_ids, state=WriteState.COMMITTED).count() == 30
-        assert up_done < 3, up_done
+        _wait_for(
+            lambda: Write.objects.filter(pk__in=up_ids, state=WriteState.COMMITTED).count() == 30,
+            "the up tenant's 30 writes while the other tenant's target is down",
+        )
         assert len(up_sim.count_by_identifier("urn:fhir-writeback:write-id")) == 30
+        if hole:
+            hole.close()  # the held connections are reset: the dead tenant's calls end now
         worker.stopping.set()
-        thread.join(timeout=30)
+        thread.join(timeout=60)
         assert not thread.is_alive()
-        states = set(Write.objects.filter(pk__in=[w.pk for w in down_writes]).values_list("state", flat=True))
+        states = set(Write.objects.filter(pk__in=down_ids).values_list("state", flat=True))
         # Nothing of the dead tenant is committed or lost: each write waits in a visible state.
         assert states <= {WriteState.PENDING, WriteState.FAILED_RETRYABLE, WriteState.OUTCOME_UNKNOWN}, states
-        assert not Write.objects.filter(pk__in=[w.pk for w in down_writes]).exclude(lease_owner="").exists()
+        assert not Write.objects.filter(pk__in=down_ids).exclude(lease_owner="").exists()
     finally:
         worker.stopping.set()
         thread.join(timeout=30) if thread.is_alive() else None
