@@ -1,6 +1,6 @@
 """generic profile: the spec-correct FHIR R4 REST API over real sockets."""
 
-import time
+import socket
 
 import httpx
 
@@ -182,15 +182,31 @@ def test_request_errors_are_operation_outcomes(generic, client):
     assert not_a_method.headers["allow"] == "GET"
 
 
-def test_keep_alive_requests_are_fast(generic):
-    """Guards TCP_NODELAY: with Nagle on, each keep-alive request costs ~44 ms."""
+def test_keep_alive_answers_go_out_whole_with_nagle_off(generic, monkeypatch):
+    """Guards the keep-alive speed without timing it: with Nagle on, or an answer split over several
+    sends, each keep-alive request waits ~44 ms for a delayed ACK."""
+    from adapters.simulator.server import SimulatorRequestHandler
+
+    assert SimulatorRequestHandler.disable_nagle_algorithm is True
+    sent: list[bytes] = []
+    real_sendall = socket.socket.sendall
+
+    def recording_sendall(sock, data, *args):
+        if bytes(data[:5]) == b"HTTP/":
+            sent.append(bytes(data))
+        return real_sendall(sock, data, *args)
+
+    monkeypatch.setattr(socket.socket, "sendall", recording_sendall)
     with httpx.Client() as c:
-        c.get(f"{generic.fhir_base}/Patient/pat-1001")
-        started = time.perf_counter()
-        for _ in range(100):
+        for _ in range(5):
             assert c.get(f"{generic.fhir_base}/Patient/pat-1001").status_code == 200
-        elapsed = time.perf_counter() - started
-    assert elapsed < 2.0, f"100 keep-alive reads took {elapsed:.2f} s"
+    assert len(sent) == 5
+    for answer in sent:  # each answer (status line, headers and body) left in a single send
+        head, _, body = answer.partition(b"\r\n\r\n")
+        length = int(
+            next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")).split(b":")[1]
+        )
+        assert len(body) == length > 0
 
 
 def test_single_identifier_types_are_searchable_and_conditionally_created(generic, client):
