@@ -1,5 +1,8 @@
 """Our mark on what we write: the FHIR identifier (system + write uid), or a text marker where the vendor
-API carries no identifier (athena v1, Unity). Check-by-read looks for one or the other."""
+API carries no identifier (athena v1, Unity). Check-by-read looks for one or the other.
+
+This module is the one definition of that identifier: the FHIR mapping, replays, the plan preview, the
+adapters and the simulator all stamp and detect it through these functions, so they cannot drift."""
 
 from __future__ import annotations
 
@@ -17,8 +20,19 @@ def identifier_token(system: str, write_uid: str) -> str:
     return f"{system}|{write_uid}"
 
 
-# Resources whose `identifier` is 0..1 in R4: a single Identifier, not a list.
-SINGLE_IDENTIFIER = frozenset({"QuestionnaireResponse", "Bundle"})
+# R4 types whose `identifier` is 0..1 (a single Identifier); on every other type it is a list.
+SINGLE_IDENTIFIER = frozenset(
+    {
+        "AdverseEvent",
+        "Bundle",
+        "Composition",
+        "ConceptMap",
+        "QuestionnaireResponse",
+        "SpecimenDefinition",
+        "TestReport",
+        "TestScript",
+    }
+)
 
 
 def identifiers_of(resource: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -31,15 +45,15 @@ def stamp_identifier(resource: dict[str, Any], system: str, write_uid: str) -> d
     """A copy of `resource` carrying our identifier for this write (replacing any other of our system).
 
     The write's uid decides, not whatever the payload carried: a compensating or replayed write gets its
-    uid from the ledger, and its check-by-read looks for that one."""
-    stamped = copy.deepcopy(resource)
+    uid from the ledger, and its check-by-read looks for that one. Ours comes first, and the identifier
+    element right after `resourceType`, so it is the first thing a person reading the resource sees."""
     ours = our_identifier(system, write_uid)
-    if stamped.get("resourceType") in SINGLE_IDENTIFIER:
-        stamped["identifier"] = ours
-        return stamped
-    others = [i for i in identifiers_of(stamped) if i.get("system") != system]
-    stamped["identifier"] = [*others, ours]
-    return stamped
+    if resource.get("resourceType") in SINGLE_IDENTIFIER:
+        identifier: Any = ours
+    else:
+        identifier = [ours, *(i for i in identifiers_of(resource) if i.get("system") != system)]
+    rest = {k: copy.deepcopy(v) for k, v in resource.items() if k not in ("resourceType", "identifier")}
+    return {"resourceType": resource.get("resourceType"), "identifier": identifier, **rest}
 
 
 def carries_identifier(resource: dict[str, Any] | None, system: str, write_uid: str) -> bool:

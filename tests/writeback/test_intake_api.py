@@ -6,9 +6,9 @@ import pytest
 from django.utils import timezone
 from fhir.resources.R4B import get_fhir_model_class
 
+from adapters.identifiers import our_identifier_value as identifier_of
 from tests.conftest import api_client_for, make_client_app
 from tests.writeback.helpers import EVENT_TYPES, EXPECTED_WRITES, consent_for, event
-from writeback.fhir_mapping import identifier_of
 from writeback.models import AuditEntry, BusinessEvent, Write
 from writeback.services.audit import sha256_text, verify_chain
 from writeback.services.consents import consent_revoke

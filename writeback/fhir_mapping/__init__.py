@@ -10,9 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.identifiers import stamp_identifier
 from writeback.canonical import CanonicalEvent
 from writeback.fhir_mapping.allergy_intolerance import allergy_intolerance
-from writeback.fhir_mapping.common import SINGLE_IDENTIFIER, identifier_of, our_identifier, validation_problem
+from writeback.fhir_mapping.common import validation_problem
 from writeback.fhir_mapping.condition import condition
 from writeback.fhir_mapping.document_reference import document_reference
 from writeback.fhir_mapping.medication_statement import medication_statement
@@ -22,7 +23,7 @@ from writeback.fhir_mapping.questionnaire_response import questionnaire_response
 from writeback.fhir_mapping.task import task_update
 from writeback.validation.outcome import Issue, error
 
-__all__ = ["PlannedWrite", "identifier_of", "plan_writes"]
+__all__ = ["PlannedWrite", "plan_writes"]
 
 
 @dataclass
@@ -103,15 +104,7 @@ class _Planner:
 
     def create(self, resource: dict[str, Any], path: str) -> None:
         uid = self.new_uid()
-        identifier = our_identifier(self.identifier_system, uid)
-        if resource["resourceType"] in SINGLE_IDENTIFIER:
-            identifier = identifier[0]
-        # Our identifier goes first, right after the type, so it is the first thing a reader sees.
-        resource = {
-            "resourceType": resource["resourceType"],
-            "identifier": identifier,
-            **{k: v for k, v in resource.items() if k != "resourceType"},
-        }
+        resource = stamp_identifier(resource, self.identifier_system, str(uid))
         fields = [k for k in resource if k not in ("resourceType", "id")]
         self.add(resource, "create", fields, path, uid=uid)
 

@@ -41,24 +41,6 @@ def status_concept(system: str, code: str, display: str = "") -> dict[str, Any]:
     return {"coding": [{"system": system, "code": code, "display": display}]}
 
 
-# Resources whose `identifier` is 0..1 in R4 (a single Identifier, not a list).
-SINGLE_IDENTIFIER = frozenset({"QuestionnaireResponse"})
-
-
-def our_identifier(identifier_system: str, uid: object) -> list[dict[str, str]]:
-    """The identifier every resource we create carries: the key for check-by-read after a timeout."""
-    return [{"system": identifier_system, "value": str(uid)}]
-
-
-def identifier_of(resource: dict[str, Any], identifier_system: str) -> str | None:
-    """Our write id on `resource` (a list or, for QuestionnaireResponse, a single identifier), or None."""
-    found = resource.get("identifier")
-    for ident in found if isinstance(found, list) else [found]:
-        if isinstance(ident, dict) and ident.get("system") == identifier_system:
-            return ident.get("value")
-    return None
-
-
 def fhir_time(value: datetime) -> str:
     return format_instant(value)
 

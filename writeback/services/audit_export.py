@@ -14,6 +14,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Q
 from django.utils import timezone
 
+from adapters.identifiers import our_identifier
 from writeback.errors import DomainError
 from writeback.models import AuditAction, AuditEntry, Write
 from writeback.services import audit
@@ -243,7 +244,7 @@ def _target_reference(write: Write) -> dict:
         return {"reference": ref}
     return {
         "type": write.resource_type,
-        "identifier": {"system": settings.WRITEBACK_IDENTIFIER_SYSTEM, "value": str(write.uid)},
+        "identifier": our_identifier(settings.WRITEBACK_IDENTIFIER_SYSTEM, str(write.uid)),
     }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 
+from adapters.identifiers import carries_identifier
 from writeback import diffs
 from writeback.models import TenantMode, Write
 from writeback.services.alerts import outbound_refusals_record
@@ -212,7 +213,8 @@ def _predict(write: Write, chart: ChartView | None) -> Prediction:
         return Prediction("unknown", "Cannot predict the outcome", detail)
     current = chart.resource
     if write.operation == "create" or write.context.get("wire_operation") == "create":
-        if current is not None and _carries_our_identifier(current, identity_uid(write)):
+        ours = settings.WRITEBACK_IDENTIFIER_SYSTEM
+        if current is not None and carries_identifier(current, ours, identity_uid(write)):
             return Prediction(
                 "landed",
                 "Already on the target: it will be recorded as committed without sending again",
@@ -249,16 +251,6 @@ def _predict(write: Write, chart: ChartView | None) -> Prediction:
         "applies",
         "Applies after a read-compare-write check",
         "This vendor takes no If-Match: the worker reads, compares and then writes.",
-    )
-
-
-def _carries_our_identifier(resource: dict, identity: str) -> bool:
-    system = settings.WRITEBACK_IDENTIFIER_SYSTEM
-    found = resource.get("identifier") or []
-    if isinstance(found, dict):
-        found = [found]
-    return any(
-        isinstance(i, dict) and i.get("system") == system and i.get("value") == identity for i in found
     )
 
 

@@ -14,9 +14,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from adapters.identifiers import stamp_identifier
 from writeback.canonical import canonicalize
 from writeback.errors import DomainError
-from writeback.fhir_mapping import SINGLE_IDENTIFIER, plan_writes
+from writeback.fhir_mapping import plan_writes
 from writeback.models import RISK_ORDER, AuditAction, BusinessEvent, Risk, Write, WriteEditor
 from writeback.services import audit
 from writeback.services.approvals import write_editors_record
@@ -283,13 +284,7 @@ def _with_identity(resource: dict, identity: str) -> dict:
     """The resource carrying the original's identifier (replays must be found where the original landed)."""
     if resource.get("resourceType") in ("Patient", "Task"):
         return resource
-    system = settings.WRITEBACK_IDENTIFIER_SYSTEM
-    ours = {"system": system, "value": identity}
-    if resource.get("resourceType") in SINGLE_IDENTIFIER:
-        return {**resource, "identifier": ours}
-    existing = resource.get("identifier") or []
-    others = [i for i in existing if isinstance(i, dict) and i.get("system") != system]
-    return {**resource, "identifier": [ours, *others]}
+    return stamp_identifier(resource, settings.WRITEBACK_IDENTIFIER_SYSTEM, identity)
 
 
 def _new_write(

@@ -12,6 +12,7 @@ from datetime import datetime
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
+from ...identifiers import SINGLE_IDENTIFIER
 from ..bundles import entry_requests, is_bundle_post
 from ..capability_statements import generic as generic_statement
 from ..messages import BadRequest, Request, Response, fhir_response
@@ -29,21 +30,6 @@ FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 ACCESS_WORDS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 V1_WORDS = {"c": "write", "r": "read", "u": "write", "d": "write", "s": "read"}
 JSON_TYPES = ("", "application/fhir+json", "application/json")
-
-
-# R4 types whose `identifier` is 0..1 (a single Identifier); on every other type it is a list.
-SINGLE_IDENTIFIER = frozenset(
-    {
-        "AdverseEvent",
-        "Bundle",
-        "Composition",
-        "ConceptMap",
-        "QuestionnaireResponse",
-        "SpecimenDefinition",
-        "TestReport",
-        "TestScript",
-    }
-)
 
 
 def _identifier_shape_ok(resource_type: str, identifier: Any) -> bool:

@@ -5,8 +5,9 @@ import uuid
 
 import pytest
 
+from adapters.identifiers import our_identifier_value as identifier_of
 from writeback.contract_defaults import DEFAULT_CONTRACT
-from writeback.fhir_mapping import identifier_of, plan_writes
+from writeback.fhir_mapping import plan_writes
 
 from .examples import IDENTIFIER_SYSTEM, envelope
 from .helpers import canonical

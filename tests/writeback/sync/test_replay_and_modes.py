@@ -3,9 +3,9 @@
 import pytest
 from django.utils import timezone
 
+from adapters.identifiers import our_identifier_value as identifier_of
 from tests.writeback.sync.conftest import drain, ours, post
 from writeback.errors import DomainError
-from writeback.fhir_mapping import identifier_of
 from writeback.models import AuditEntry, TenantMode, Write
 from writeback.services.approvals import write_approve
 from writeback.services.replay import write_replay
