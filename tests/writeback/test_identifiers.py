@@ -38,9 +38,7 @@ def _assert_landed_once_and_found(tenant, sim, write: Write) -> None:
 
 
 @pytest.mark.parametrize("event_type", EVENT_TYPES)
-def test_every_created_resource_carries_one_identifier_of_ours(
-    live, sim, api, clinician2, event_type
-):
+def test_every_created_resource_carries_one_identifier_of_ours(live, sim, api, clinician2, event_type):
     writes = post(api, event_type)
     for w in writes:
         if w.state == WriteState.AWAITING_APPROVAL:
