@@ -62,31 +62,6 @@ class Classification:
 # --- network failures -------------------------------------------------------------------------------
 
 
-def classify_exception(exc: BaseException) -> tuple[Outcome, str]:
-    """Whether a request that raised `exc` may have reached the server."""
-    name = type(exc).__name__
-    detail = str(exc) or name
-    # Nothing was sent: no connection was made, or none was free in the pool.
-    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-        return Outcome.RETRYABLE, f"connect timeout, nothing sent ({name}: {detail})"
-    if isinstance(exc, httpx.ConnectError | httpx.ProxyError):
-        return Outcome.RETRYABLE, f"could not connect, nothing sent ({name}: {detail})"
-    # Sent (or partly sent), then no complete answer: the server may have acted on it.
-    if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout):
-        return Outcome.AMBIGUOUS, f"timed out waiting for the answer, the request may have landed ({name})"
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError | httpx.CloseError):
-        return (
-            Outcome.AMBIGUOUS,
-            f"connection lost after sending, the request may have landed ({name}: {detail})",
-        )
-    if isinstance(exc, httpx.TimeoutException | httpx.NetworkError):
-        return Outcome.AMBIGUOUS, f"network failure, the request may have landed ({name}: {detail})"
-    # Our own request was malformed, or the target is misconfigured: a person must look.
-    if isinstance(exc, httpx.LocalProtocolError | httpx.UnsupportedProtocol | httpx.InvalidURL):
-        return Outcome.TERMINAL, f"invalid request or target URL ({name}: {detail})"
-    return Outcome.AMBIGUOUS, f"unexpected transport error, the request may have landed ({name}: {detail})"
-
-
 # --- header parsing ----------------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ body, the status, a truncated answer (OperationOutcome text kept) and the latenc
 
 Requests are first described as a `RequestSpec`, so an adapter's `plan()` shows exactly what `write()`
 would send. Network failures are never raised: `HttpReply.failure` says whether the request could have
-reached the server (see `adapters.classify.classify_exception`).
+reached the server (see `classify_exception` below).
 
 Credentials go to the tenant and nowhere else. Every request must lie under one of the client's roots
 (the FHIR base: scheme, host, port and base path; plus any vendor API root the adapter was configured
@@ -129,6 +129,31 @@ def stored_body(text: str, parsed: Any) -> str:
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_REFUSED_URL = 500
+
+
+def classify_exception(exc: BaseException) -> tuple[Outcome, str]:
+    """Whether a request that raised `exc` may have reached the server."""
+    name = type(exc).__name__
+    detail = str(exc) or name
+    # Nothing was sent: no connection was made, or none was free in the pool.
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+        return Outcome.RETRYABLE, f"connect timeout, nothing sent ({name}: {detail})"
+    if isinstance(exc, httpx.ConnectError | httpx.ProxyError):
+        return Outcome.RETRYABLE, f"could not connect, nothing sent ({name}: {detail})"
+    # Sent (or partly sent), then no complete answer: the server may have acted on it.
+    if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout):
+        return Outcome.AMBIGUOUS, f"timed out waiting for the answer, the request may have landed ({name})"
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError | httpx.CloseError):
+        return (
+            Outcome.AMBIGUOUS,
+            f"connection lost after sending, the request may have landed ({name}: {detail})",
+        )
+    if isinstance(exc, httpx.TimeoutException | httpx.NetworkError):
+        return Outcome.AMBIGUOUS, f"network failure, the request may have landed ({name}: {detail})"
+    # Our own request was malformed, or the target is misconfigured: a person must look.
+    if isinstance(exc, httpx.LocalProtocolError | httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return Outcome.TERMINAL, f"invalid request or target URL ({name}: {detail})"
+    return Outcome.AMBIGUOUS, f"unexpected transport error, the request may have landed ({name}: {detail})"
 
 
 @dataclass(frozen=True)
@@ -517,8 +542,6 @@ class FhirClient:
         return reply
 
     def _send_once(self, spec: RequestSpec, correlation_id: str, token: str, reply: HttpReply) -> None:
-        from adapters.classify import classify_exception
-
         request_id = str(uuid.uuid4())
         headers = self.standard_headers(spec)
         headers["X-Request-ID"] = request_id

@@ -31,9 +31,9 @@ django.setup()
 from django.db import connection, transaction  # noqa: E402
 
 from writeback.models import Write  # noqa: E402
+from writeback.services.holds import current_holds  # noqa: E402
 from writeback.states import WriteState  # noqa: E402
 from writeback.sync.claim import claim_due, due_writes  # noqa: E402
-from writeback.sync.holds import current_holds  # noqa: E402
 
 
 def explain_ms() -> float:

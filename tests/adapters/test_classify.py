@@ -10,12 +10,11 @@ from adapters.base import Outcome
 from adapters.classify import (
     Dialect,
     classify,
-    classify_exception,
     etag_version,
     parse_location,
     parse_retry_after,
 )
-from adapters.http import Failure
+from adapters.http import Failure, classify_exception
 from tests.adapters.support import operation_outcome, reply
 
 C, X, R, A, T = Outcome.COMMITTED, Outcome.CONFLICT, Outcome.RETRYABLE, Outcome.AMBIGUOUS, Outcome.TERMINAL

@@ -5,7 +5,7 @@ import pytest
 from tests.console.conftest import audit_actions, client_for, failed, refusals
 from writeback.models import Alert, Severity
 from writeback.services.approvals import write_approve
-from writeback.sync.holds import current_holds
+from writeback.services.holds import current_holds
 
 pytestmark = pytest.mark.django_db
 

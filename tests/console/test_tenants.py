@@ -4,7 +4,7 @@ import pytest
 
 from tests.console.conftest import audit_actions, client_for, refusals
 from writeback.models import Capability, CapabilityChange, KillSwitch, Tenant, TenantMode
-from writeback.sync.holds import current_holds
+from writeback.services.holds import current_holds
 
 pytestmark = pytest.mark.django_db
 

@@ -12,10 +12,10 @@ from django.utils import timezone
 from tests.drills.checks import check_drill
 from tests.drills.conftest import Drill, wait_for
 from writeback.models import Tenant, Write, WriteAttempt
+from writeback.services.requests import build_request
 from writeback.services.targets import adapter_for
 from writeback.states import WriteState
 from writeback.sync.claim import claim_due
-from writeback.sync.requests import build_request
 
 pytestmark = [pytest.mark.drill, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from tests.conftest import make_user
 from tests.writeback.helpers import consent_for, event
 from writeback.models import ApiToken, AuditEntry, BusinessEvent, Capability, Consent, Tenant
-from writeback.services.tenants import user_may_access
+from writeback.services.access import user_may_access
 
 
 def _run(*args: str) -> str:

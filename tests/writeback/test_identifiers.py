@@ -12,9 +12,9 @@ from writeback.models import Write
 from writeback.services.approvals import write_approve
 from writeback.services.compensation import write_compensate
 from writeback.services.replay import write_replay
+from writeback.services.requests import build_request, identity_uid
 from writeback.services.targets import adapter_for
 from writeback.states import WriteState
-from writeback.sync.requests import build_request, identity_uid
 
 
 def _ours(resource: dict) -> list[dict]:

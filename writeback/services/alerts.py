@@ -1,7 +1,7 @@
 """Raising and acknowledging alerts.
 
 An open alert with `holds_queue=True` (raised for very-high-risk terminal failures) holds its tenant x
-resource type queue: `writeback.sync.holds.current_holds` reads open alerts every claim cycle. So an
+resource type queue: `writeback.services.holds.current_holds` reads open alerts every claim cycle. So an
 acknowledgement is all it takes to release the queue; nothing else is switched back on.
 
 Requests the HTTP layer refused to make (a URL outside the tenant: a search's next link, a redirect) come

@@ -27,10 +27,10 @@ from writeback.services import audit
 from writeback.services.approvals import write_editors_record
 from writeback.services.patient_binding import require_same_binding
 from writeback.services.permissions import refuse, require, roles_of
+from writeback.services.requests import build_request
 from writeback.services.targets import adapter_for
 from writeback.services.transitions import transition, transition_many
 from writeback.states import ALLOWED_TRANSITIONS, WriteState
-from writeback.sync.requests import build_request
 
 KIND_ACTION = {Compensation.Kind.ROLLBACK: "rollback", Compensation.Kind.CORRECTION: "correction"}
 KIND_EVENT_TYPE = {

@@ -16,9 +16,9 @@ from writeback.services import audit
 from writeback.services.approvals import write_editors_record
 from writeback.services.patient_binding import require_same_binding
 from writeback.services.permissions import require
+from writeback.services.requests import fresh_context
 from writeback.services.transitions import transition
 from writeback.states import WriteState
-from writeback.sync.requests import fresh_context
 
 CHOICES = ("ours", "theirs", "value")
 

@@ -18,7 +18,7 @@ from writeback.services import audit
 from writeback.services.permissions import ActionRefused, refuse, require
 from writeback.services.plans import ChartView, WritePlan, compare_with_chart, write_plan
 from writeback.services.ratelimits import rate_take
-from writeback.sync.requests import build_request
+from writeback.services.requests import build_request
 
 
 class ReadRateLimited(DomainError):

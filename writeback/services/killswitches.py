@@ -3,7 +3,7 @@
 A switch stops sending; it never drops work: writes stay queued and flow again on release.
 `hold` stops at once (even writes already claimed are given back before sending); `drain` lets claimed
 writes finish and claims no new ones. The worker reads active switches once per claim cycle and again
-just before each send (`writeback.sync.holds`).
+just before each send (`writeback.services.holds`).
 """
 
 from typing import Any

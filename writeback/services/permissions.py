@@ -12,7 +12,7 @@ from django.db import transaction
 from writeback.errors import DomainError
 from writeback.models import AuditAction, AuditEntry, Tenant
 from writeback.services import audit
-from writeback.services.tenants import user_may_access
+from writeback.services.access import user_may_access
 from writeback.validation.outcome import Issue, ValidationFailed, error
 
 CLINICIAN, ADMIN, ENGINEER, AUDITOR = "clinician", "admin", "integration_engineer", "auditor"

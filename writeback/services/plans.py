@@ -18,10 +18,10 @@ from adapters.identifiers import carries_identifier
 from writeback import diffs
 from writeback.models import TenantMode, Write
 from writeback.services.alerts import outbound_refusals_record
+from writeback.services.holds import current_holds
+from writeback.services.requests import build_request, identity_uid
 from writeback.services.targets import adapter_for
 from writeback.states import FINAL, STREAM_BLOCKING, WriteState
-from writeback.sync.holds import current_holds
-from writeback.sync.requests import build_request, identity_uid
 
 log = logging.getLogger(__name__)
 NOT_FIELDS = ("resourceType", "id", "meta", "identifier")

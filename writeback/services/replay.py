@@ -25,9 +25,9 @@ from writeback.services.contract import TenantContract, touched_fields
 from writeback.services.intake import write_row
 from writeback.services.patient_binding import require_same_binding
 from writeback.services.permissions import require
+from writeback.services.requests import fresh_context, identity_uid
 from writeback.services.transitions import transition
 from writeback.states import ALLOWED_TRANSITIONS, WriteState
-from writeback.sync.requests import fresh_context, identity_uid
 
 MODES = ("resend", "rederive", "edit")
 RESENDABLE = (WriteState.FAILED_TERMINAL, WriteState.FAILED_RETRYABLE, WriteState.OUTCOME_UNKNOWN)

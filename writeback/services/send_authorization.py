@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from django.contrib.auth import get_user_model
 
 from writeback.models import Tenant, Write
+from writeback.services.access import user_may_access, users_with_access
 from writeback.services.approvals import valid_approval
 from writeback.services.permissions import allowed
-from writeback.services.tenants import user_may_access, users_with_access
 from writeback.services.tokens import token_lapse
 
 

@@ -3,17 +3,15 @@
 from collections.abc import Iterable
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
-from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import assign_perm, get_objects_for_user, remove_perm
 from simple_history.utils import bulk_create_with_history
 
 from writeback.errors import DomainError
 from writeback.models import AuditAction, Capability, ContractRule, Tenant, TenantMode
 from writeback.services import audit
+from writeback.services.permissions import require
 
 ACCESS_PERM = "writeback.access_tenant"
 
@@ -190,8 +188,6 @@ def _require_configure(actor: Any, tenant: Tenant) -> None:
     """People need the engineer role on the tenant; commands and the demo act as a system name.
     Checked outside any transaction so a refusal's audit entry is kept."""
     if getattr(actor, "is_authenticated", False):
-        from writeback.services.permissions import require
-
         require(actor, "configure_tenant", tenant, object_type="tenant", object_id=tenant.slug)
 
 
@@ -224,43 +220,3 @@ def tenant_revoke(*, tenant: Tenant, user: AbstractBaseUser, actor: Any = None) 
 def tenants_for_user(user: AbstractBaseUser):
     """Tenants a person may act on (object permission; superusers see all)."""
     return get_objects_for_user(user, ACCESS_PERM, klass=Tenant, accept_global_perms=False)
-
-
-def _granted(tenant: Tenant) -> dict[str, Any]:
-    """The object-permission rows that grant a tenant (to a person or to one of their groups)."""
-    return {
-        "permission__codename": "access_tenant",
-        "permission__content_type__app_label": "writeback",
-        "object_pk": str(tenant.pk),
-    }
-
-
-def user_may_access(user: AbstractBaseUser, tenant: Tenant) -> bool:
-    """The per-tenant object permission, granted to the person or to one of their groups.
-
-    Direct lookups on guardian's tables, not `user.has_perm()`: that loads every model permission of
-    the user and their groups first (four queries), and intake asks this twice per event."""
-    if not user.is_active:
-        return False
-    if user.is_superuser:
-        return True
-    if UserObjectPermission.objects.filter(user_id=user.pk, **_granted(tenant)).exists():
-        return True
-    return GroupObjectPermission.objects.filter(group__user=user, **_granted(tenant)).exists()
-
-
-def users_with_access(user_ids: Iterable[int], tenant: Tenant) -> set[int]:
-    """Which of these users may act on `tenant` now (active, and granted it or superusers), in one
-    query: the worker asks it for every write it is about to send."""
-    grants = _granted(tenant)
-    rows = (
-        get_user_model()
-        .objects.filter(pk__in=list(user_ids), is_active=True)
-        .filter(
-            Q(is_superuser=True)
-            | Exists(UserObjectPermission.objects.filter(user_id=OuterRef("pk"), **grants))
-            | Exists(GroupObjectPermission.objects.filter(group__user=OuterRef("pk"), **grants))
-        )
-        .values_list("pk", flat=True)
-    )
-    return set(rows)

@@ -11,7 +11,8 @@ from django.utils import timezone
 from writeback.models import ApiToken, AuditAction, Tenant
 from writeback.models.tokens import PREFIX_LENGTH, hash_key
 from writeback.services import audit
-from writeback.services.tenants import tenant_grant, user_may_access
+from writeback.services.access import user_may_access
+from writeback.services.tenants import tenant_grant
 
 
 @transaction.atomic

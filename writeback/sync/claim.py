@@ -17,9 +17,9 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from writeback.models import Write
+from writeback.services.holds import Holds, current_holds
 from writeback.states import CLAIMABLE, STREAM_BLOCKING
 from writeback.states import WriteState as S
-from writeback.sync.holds import Holds, current_holds
 
 
 def _open_earlier_in_stream() -> Exists:

@@ -24,12 +24,12 @@ from writeback.services.approvals import valid_approval
 from writeback.services.consents import consent_check
 from writeback.services.contract import touched_fields
 from writeback.services.patient_binding import write_binding_problem
+from writeback.services.requests import build_request
 from writeback.services.send_authorization import send_authorization_lapse
 from writeback.states import WriteState
 from writeback.sync.claim import release, renew_leases
 from writeback.sync.recent import RecentContracts, RecentHolds
-from writeback.sync.record import Readback, Recorder
-from writeback.sync.requests import build_request
+from writeback.sync.record import Readback, Recorder, attempt_rows
 
 log = logging.getLogger(__name__)
 
@@ -235,8 +235,6 @@ class WriteProcessor:
         return None
 
     def _note_lookup(self, write, exchanges, died_mid_call: bool) -> None:
-        from writeback.sync.record import attempt_rows
-
         outcome = WriteAttempt.Outcome.NOT_FOUND
         rows = attempt_rows(
             write,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from writeback.models import Tenant
 from writeback.services.contract import TenantContract
-from writeback.sync.holds import Holds, current_holds
+from writeback.services.holds import Holds, current_holds
 
 
 class Recent[T]:

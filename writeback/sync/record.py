@@ -20,6 +20,7 @@ from writeback.models import (
 )
 from writeback.services import audit
 from writeback.services.alerts import alert_raise
+from writeback.services.approvals import void_approvals as approvals_void
 from writeback.services.transitions import transition
 from writeback.states import ALLOWED_TRANSITIONS, WriteState
 from writeback.sync.backoff import next_attempt_at
@@ -517,11 +518,9 @@ class Recorder:
             audit.record_many(drafts)
 
     def needs_approval(self, write: Write, reason: str) -> None:
-        from writeback.services.approvals import void_approvals
-
         with transaction.atomic():
             drafts: list[audit.AuditDraft] = []
-            void_approvals(write=write, reason=reason, actor=self.worker_id, drafts=drafts)
+            approvals_void(write=write, reason=reason, actor=self.worker_id, drafts=drafts)
             transition(
                 write,
                 WriteState.AWAITING_APPROVAL,
@@ -536,8 +535,6 @@ class Recorder:
     def held_authorization(self, write: Write, *, rule: str, reason: str, void_approvals: bool) -> None:
         """Holds a write whose authorisation lapsed before sending: never sent, kept for a person to
         re-approve or resolve, with the reason on the write and in the audit trail."""
-        from writeback.services.approvals import void_approvals as void
-
         message = f"authorisation check before sending failed: {reason}"
         with transaction.atomic():
             WriteAttempt.objects.bulk_create(
@@ -545,7 +542,7 @@ class Recorder:
             )
             drafts: list[audit.AuditDraft] = []
             if void_approvals:
-                void(write=write, reason=reason, actor=self.worker_id, drafts=drafts)
+                approvals_void(write=write, reason=reason, actor=self.worker_id, drafts=drafts)
             held = {"rule": rule, "reason": reason, "at": timezone.now().isoformat()}
             transition(
                 write,

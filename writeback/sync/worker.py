@@ -23,10 +23,10 @@ from django.db import close_old_connections, connection
 from adapters.base import VendorAdapter
 from writeback.models import Tenant, Write
 from writeback.services.bulk import bulk_process_due
+from writeback.services.holds import current_holds
 from writeback.services.targets import adapter_for
 from writeback.states import InvalidTransition
-from writeback.sync.claim import claim_due, has_open_work, lapsed_in_flight, renew_leases
-from writeback.sync.holds import current_holds
+from writeback.sync.claim import claim_due, has_open_work, lapsed_in_flight, release, renew_leases
 from writeback.sync.process import Result, WriteProcessor
 
 log = logging.getLogger(__name__)
@@ -220,8 +220,6 @@ class SyncWorker:
 
     def _within_bulkheads(self, claimed, per_tenant: Counter, caps: dict) -> list:
         """A batch may hold more of one tenant than its cap allows: give the excess back at once."""
-        from writeback.sync.claim import release
-
         keep, counts = [], Counter(per_tenant)
         for write in claimed:
             if counts[write.tenant_id] >= caps.get(write.tenant_id, 4):

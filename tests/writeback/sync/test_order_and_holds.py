@@ -7,10 +7,10 @@ from django.utils import timezone
 from tests.writeback.sync.conftest import drain, ours, post
 from writeback.models import Alert, Capability, KillSwitch, TenantMode, Write
 from writeback.services.consents import consent_revoke
+from writeback.services.holds import current_holds
 from writeback.services.tenants import tenant_set_mode
 from writeback.states import WriteState
 from writeback.sync.claim import claim_due, due_writes, has_open_work
-from writeback.sync.holds import current_holds
 
 
 def _patient(api, patient, key, event_type="problem.confirmed", **data):

@@ -11,10 +11,10 @@ from django.test.utils import CaptureQueriesContext
 from adapters.simulator import start_simulator
 from writeback.models import Write
 from writeback.services.audit import verify_chain
+from writeback.services.holds import current_holds
 from writeback.services.tenants import tenant_create
 from writeback.states import WriteState
 from writeback.sync.claim import claim_due, due_writes
-from writeback.sync.holds import current_holds
 from writeback.sync.worker import SyncWorker
 
 from .conftest import bulk_writes

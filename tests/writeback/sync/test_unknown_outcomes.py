@@ -9,9 +9,9 @@ from adapters.base import TargetConfig
 from adapters.registry import get_adapter
 from tests.writeback.sync.conftest import drain, ours, post
 from writeback.models import Write, WriteAttempt
+from writeback.services.requests import build_request
 from writeback.states import WriteState
 from writeback.sync.claim import claim_due
-from writeback.sync.requests import build_request
 
 
 def _due(write):
