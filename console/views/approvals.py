@@ -6,7 +6,7 @@ from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from console.actions import four_eyes_note
+from console.buttons import four_eyes_note
 from console.decorators import HtmxHttpRequest, console_view
 from console.fetch import get_write_for_user, may, render_panel, request_id
 from console.forms import RationaleForm

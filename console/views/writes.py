@@ -6,7 +6,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
 from console import timeline
-from console.actions import write_actions
+from console.buttons import write_actions
 from console.decorators import HtmxHttpRequest, console_view
 from console.fetch import get_write_for_user, may, request_id, visible_tenants
 from console.forms import ConsoleWriteFilter, NoteForm, RationaleForm

@@ -12,6 +12,31 @@ from writeback.models.tenants import Tenant
 from writeback.states import CLAIMABLE, FINAL, WriteState
 
 
+class AttemptOutcome(models.TextChoices):
+    """How one attempt (one request, or one step of one) ended."""
+
+    COMMITTED = "committed", "Committed"
+    CONFLICT = "conflict", "Conflict"
+    RETRYABLE = "retryable", "Retryable"
+    AMBIGUOUS = "ambiguous", "Ambiguous (may have landed)"
+    TERMINAL = "terminal", "Terminal"
+    FOUND = "found", "Found by read (already landed)"
+    NOT_FOUND = "not_found", "Not found by read"
+    LOST = "lost", "Lost (worker died, lease expired)"
+    HELD = "held", "Held before sending"
+    STEP = "step", "Intermediate request (lookup, read, read-back)"
+
+
+# What `Write.last_outcome` holds: the last attempt's outcome, "" before any, or IN_FLIGHT while a
+# worker holds the write mid-call. A claim sets IN_FLIGHT and a worker that dies leaves it, which is
+# how the next worker knows to check by read before it resends anything.
+LastOutcome = models.TextChoices(
+    "LastOutcome",
+    [(o.name, (o.value, o.label)) for o in AttemptOutcome]
+    + [("IN_FLIGHT", ("in_flight", "In flight (a worker holds it mid-call)"))],
+)
+
+
 class Write(models.Model):
     class Guarantee(models.TextChoices):
         IF_MATCH = "if_match", "If-Match on the base version"
@@ -91,7 +116,7 @@ class Write(models.Model):
             # The worker's sweep for writes whose worker died mid-call (only claimed writes are in flight).
             models.Index(
                 fields=["lease_expires_at"],
-                condition=models.Q(last_outcome="in_flight"),
+                condition=models.Q(last_outcome=LastOutcome.IN_FLIGHT),
                 name="write_inflight_lease_idx",
             ),
             # Per-stream ordering check in the claim query and the console's stream view.
@@ -118,17 +143,7 @@ class Write(models.Model):
 
 
 class WriteAttempt(models.Model):
-    class Outcome(models.TextChoices):
-        COMMITTED = "committed", "Committed"
-        CONFLICT = "conflict", "Conflict"
-        RETRYABLE = "retryable", "Retryable"
-        AMBIGUOUS = "ambiguous", "Ambiguous (may have landed)"
-        TERMINAL = "terminal", "Terminal"
-        FOUND = "found", "Found by read (already landed)"
-        NOT_FOUND = "not_found", "Not found by read"
-        LOST = "lost", "Lost (worker died, lease expired)"
-        HELD = "held", "Held before sending"
-        STEP = "step", "Intermediate request (lookup, read, read-back)"
+    Outcome = AttemptOutcome
 
     write = models.ForeignKey(Write, on_delete=models.CASCADE, related_name="attempts_log")
     number = models.PositiveIntegerField()

@@ -79,12 +79,12 @@ def write_compensate(
         request_id=request_id,
         channel=channel,
     )
-    return compensate(
+    return compensate_unchecked(
         write=write, user=user, kind=kind, reason=reason, data=data, request_id=request_id, channel=channel
     )
 
 
-def compensate(
+def compensate_unchecked(
     *,
     write: Write,
     user: Any,

@@ -1,4 +1,4 @@
-"""Operator actions on writes that are not approvals: resolve by hand, replay, compensate."""
+"""Closing a write by hand (replay and compensation have their own modules: replay.py, compensation.py)."""
 
 from typing import Any
 

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from writeback.errors import DomainError
 from writeback.models import Compensation, Write
-from writeback.services.compensation import compensate
+from writeback.services.compensation import compensate_unchecked
 from writeback.services.permissions import require
 from writeback.services.transitions import transition
 from writeback.states import InvalidTransition, WriteState
@@ -66,7 +66,7 @@ def two_phase_abort(
         )
     reason = f"internal side failed: {reason.strip()}"
     if write.state == WriteState.COMMITTED:
-        comp = compensate(
+        comp = compensate_unchecked(
             write=write,
             user=user,
             kind=Compensation.Kind.ROLLBACK,

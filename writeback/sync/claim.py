@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from writeback.models import Write
+from writeback.models import LastOutcome, Write
 from writeback.services.holds import Holds, current_holds
 from writeback.states import CLAIMABLE, STREAM_BLOCKING
 from writeback.states import WriteState as S
@@ -82,7 +82,10 @@ def claim_due(
             Write.objects.filter(pk__in=ids, state__in=CLAIMABLE)
             .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
             .update(
-                lease_owner=worker_id, lease_expires_at=lease_until, last_outcome="in_flight", updated_at=now
+                lease_owner=worker_id,
+                lease_expires_at=lease_until,
+                last_outcome=LastOutcome.IN_FLIGHT,
+                updated_at=now,
             )
         )
         if claimed != len(ids):  # pragma: no cover - only without row locks, where the write lock forbids it
@@ -100,7 +103,9 @@ def lapsed_in_flight(limit: int = 100) -> list[Write]:
     now = timezone.now()
     return list(
         Write.objects.filter(
-            last_outcome="in_flight", lease_expires_at__lt=now, state__in=(S.PENDING, S.FAILED_RETRYABLE)
+            last_outcome=LastOutcome.IN_FLIGHT,
+            lease_expires_at__lt=now,
+            state__in=(S.PENDING, S.FAILED_RETRYABLE),
         )
         .select_related("tenant", "event")
         .defer("event__raw_payload", "event__canonical_payload", "event__consent_snapshot")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from adapters.base import LookupResult, Outcome, VendorAdapter, WriteResult
 from adapters.compensation import compensation_method
 from writeback import diffs
-from writeback.models import Tenant, TenantMode, Write, WriteAttempt
+from writeback.models import LastOutcome, Tenant, TenantMode, Write, WriteAttempt
 from writeback.services.alerts import outbound_refusals_record
 from writeback.services.approvals import valid_approval
 from writeback.services.consents import consent_check
@@ -53,7 +53,7 @@ class WriteProcessor:
         self.contracts = RecentContracts()
 
     def process(self, write: Write) -> Result:
-        died_mid_call = write.last_outcome == "in_flight"
+        died_mid_call = write.last_outcome == LastOutcome.IN_FLIGHT
         tenant = Tenant.objects.get(pk=write.tenant_id)  # fresh: mode may have changed since the claim
         write.tenant = tenant
         if died_mid_call and write.state != WriteState.OUTCOME_UNKNOWN:

@@ -14,6 +14,7 @@ from writeback.models import (
     AuditAction,
     Compensation,
     Conflict,
+    LastOutcome,
     Risk,
     Write,
     WriteAttempt,
@@ -299,7 +300,7 @@ class Recorder:
         names the worker, until a check by read settles it. The caller may hold the lease (a takeover) or
         not (the sweep); either way the write stays due now."""
         held = self._guard(write)
-        guard = held or {"last_outcome": "in_flight", "lease_expires_at__lt": timezone.now()}
+        guard = held or {"last_outcome": LastOutcome.IN_FLIGHT, "lease_expires_at__lt": timezone.now()}
         message = f"{previous_owner or 'a worker'} lost its lease mid-call; the outcome is unknown"
         fields = {
             "last_outcome": WriteAttempt.Outcome.LOST,
