@@ -49,6 +49,9 @@ class Write(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     last_outcome = models.CharField(max_length=16, blank=True)
     last_error = models.TextField(blank=True)
+    # Set after a database restore (or a restore detected on worker start): the EHR may hold this write
+    # already, so the worker looks it up by our identifier before sending it.
+    verify_before_send = models.BooleanField(default=False)
     patient_ref = models.CharField(max_length=128)
     # Writes of one stream (tenant + patient + resource type) are sent in event order.
     stream_key = models.CharField(max_length=300)

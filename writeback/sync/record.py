@@ -103,7 +103,8 @@ def attempt_rows(
 
 
 def _release_fields(**more: Any) -> dict[str, Any]:
-    return {"lease_owner": "", "lease_expires_at": None, **more}
+    # Any recorded outcome follows the check by read a restore asked for (or a send after it).
+    return {"lease_owner": "", "lease_expires_at": None, "verify_before_send": False, **more}
 
 
 def _alert(write: Write, code: str, message: str, drafts: list[audit.AuditDraft]) -> Alert:
