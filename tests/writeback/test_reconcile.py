@@ -3,6 +3,7 @@ the console's actions and their audit entries (and who may not take them), the p
 sweep, and the restore procedure's verify-before-send."""
 
 from urllib.parse import parse_qs, urlsplit
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -293,3 +294,33 @@ def test_a_restore_is_detected_on_worker_start_from_the_marker(live, sim, api, s
     assert AuditEntry.objects.filter(action="restore.detected").exists()
     assert restore.read_marker()["seq"] == restore.chain_head()[0]  # the new generation is recorded
     assert restore.check_for_restore() is None
+
+
+def test_hostile_decisions_are_refused_without_a_change(live, sim, api, admin_user):
+    (write,) = post(api, "problem.confirmed", key="hostile")
+    adapter = adapter_for(live)
+    adapter.write(build_request(write))
+    adapter.close()
+    reconcile_tenant(live)
+    finding = ReconciliationFinding.objects.get()
+    c = client_for(admin_user)
+    assert c.post(f"/reconciliation/{finding.uid}/delete", {"note": "x"}).status_code == 400
+    assert c.get(f"/reconciliation/{finding.uid}/adopt").status_code == 405  # POST only
+    assert c.post(f"/reconciliation/{uuid4()}/adopt", {"note": "x"}).status_code == 404
+    assert c.post(f"/reconciliation/{finding.uid}/adopt", {"note": "x" * 5000}).status_code == 302
+    finding.refresh_from_db()
+    assert finding.state == FState.OPEN and Write.objects.get(pk=write.pk).state == WriteState.PENDING
+    assert not AuditEntry.objects.filter(
+        action__startswith="reconciliation.", object_type="reconciliation_finding"
+    )
+
+
+def test_scheduled_sweeps_are_off_by_default_and_run_when_asked(live, sim):
+    from writeback.services.reconcile import reconcile_due
+
+    assert reconcile_due() == []
+    live.settings = {**live.settings, "reconcile_every_minutes": 60}
+    live.save()
+    (run,) = reconcile_due()
+    assert run.actor == "scheduler" and run.status == ReconciliationRun.Status.DONE
+    assert reconcile_due() == []  # not due again for an hour
