@@ -186,6 +186,10 @@ class SyncWorker:
                 for fut in done:
                     inflight.pop(fut)
                 self._renew(inflight)
+        try:
+            restore.write_marker()  # the head this worker leaves behind, for the next one's check
+        except Exception:
+            log.exception("%s: writing the restore marker failed", self.worker_id)
         close_old_connections()
         return self.stats
 
