@@ -4,6 +4,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
 from writeback.models.choices import Operation, Risk
@@ -105,6 +106,9 @@ class Write(models.Model):
             models.Index(fields=["created_at"], name="write_created_idx"),
             models.Index(fields=["target_resource_id"], name="write_target_idx"),
             models.Index(fields=["correlation_id"], name="write_correlation_idx"),
+            # Reconciliation looks writes up by the identifier value the EHR shows: a replay carries
+            # its original's (context["identity"]), so that value is indexed too.
+            models.Index(KeyTransform("identity", "context"), name="write_identity_idx"),
             models.Index(fields=["risk", "state"], name="write_risk_state_idx"),
         ]
 

@@ -196,6 +196,7 @@ def _compare_page(sweep: _Sweep, resource_type: str, resources: list[dict[str, A
     sweep.seen.update(values)
     writes: dict[str, list[Write]] = defaultdict(list)
     ids = _uuids(values)
+    # uid: unique index; context["identity"] (a replay's original): write_identity_idx.
     rows = Write.objects.filter(tenant=tenant).filter(Q(uid__in=ids) | Q(context__identity__in=values))
     for w in rows.select_related("tenant", "event").defer("event__raw_payload"):
         writes[identity_uid(w)].append(w)
