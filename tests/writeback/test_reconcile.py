@@ -324,3 +324,34 @@ def test_scheduled_sweeps_are_off_by_default_and_run_when_asked(live, sim):
     (run,) = reconcile_due()
     assert run.actor == "scheduler" and run.status == ReconciliationRun.Status.DONE
     assert reconcile_due() == []  # not due again for an hour
+
+
+def test_an_orphan_a_worker_is_sending_now_is_not_adopted_under_it(live, sim, api, engineer):
+    from writeback.errors import DomainError
+    from writeback.services.reconcile import finding_decide
+    from writeback.sync.claim import claim_due
+
+    (write,) = post(api, "problem.confirmed", key="leased")
+    adapter = adapter_for(live)
+    adapter.write(build_request(write))
+    adapter.close()
+    reconcile_tenant(live)
+    finding = ReconciliationFinding.objects.get()
+    assert [w.pk for w in claim_due("worker:busy", 10)] == [write.pk]
+    with pytest.raises(DomainError) as refused:
+        finding_decide(finding=finding, user=engineer, action="adopt", note="seen in the EHR")
+    assert refused.value.status == 409
+    write.refresh_from_db()
+    assert write.state == WriteState.PENDING and write.lease_owner == "worker:busy"
+    assert ReconciliationFinding.objects.get().state == FState.OPEN
+
+
+def test_recover_after_restore_refuses_bad_input_and_marks_nothing(live, api):
+    from django.core.management.base import CommandError
+
+    post(api, "problem.confirmed", key="bad-input")
+    for args in (["--tenant", "nope"], ["--since", "after lunch"]):
+        with pytest.raises(CommandError):
+            call_command("recover_after_restore", *args)
+    assert not Write.objects.filter(verify_before_send=True).exists()
+    assert not AuditEntry.objects.filter(action="restore.recovery").exists()
