@@ -21,6 +21,16 @@ DONE = {
 }
 
 
+STATES = [*ReconciliationFinding.State.choices, ("all", "All")]
+
+
+def _offered(request: HtmxHttpRequest, finding: ReconciliationFinding) -> list[str]:
+    """The actions this finding's kind allows and the person's role holds (the service checks again)."""
+    if not finding.is_open:
+        return []
+    return [a for a in ACTIONS[finding.kind] if may(request, ACTION_PERMISSION[a], finding.tenant)]
+
+
 @console_view()
 def reconciliation(request: HtmxHttpRequest) -> HttpResponse:
     kind, state = request.GET.get("kind", ""), request.GET.get("state", "open")
@@ -29,22 +39,13 @@ def reconciliation(request: HtmxHttpRequest) -> HttpResponse:
         tenants, kind=kind, state=state, tenant_slug=request.GET.get("tenant", "")
     )
     page = Paginator(findings, 50).get_page(request.GET.get("page"))
-    rows = [
-        {
-            "f": f,
-            "actions": [
-                a for a in ACTIONS[f.kind] if f.is_open and may(request, ACTION_PERMISSION[a], f.tenant)
-            ],
-        }
-        for f in page.object_list
-    ]
     context = {
         "page": page,
-        "rows": rows,
+        "rows": [{"f": f, "actions": _offered(request, f)} for f in page.object_list],
         "kind": kind,
         "state": state,
         "kinds": ReconciliationFinding.Kind.choices,
-        "states": [*ReconciliationFinding.State.choices, ("all", "All")],
+        "states": STATES,
         "counts": reconciliation_counts(tenants),
         "runs": reconciliation_runs(tenants),
     }
