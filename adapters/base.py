@@ -145,6 +145,17 @@ class ReadResult:
 
 
 @dataclass
+class SearchPage:
+    """One page of a search (reconciliation sweeps page through the EHR one page at a time)."""
+
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    next_url: str = ""  # the next page, already checked to lie under the tenant's FHIR base
+    exchanges: list[HttpExchange] = field(default_factory=list)
+    outcome: Outcome | None = None  # set when the page could not be read
+    message: str = ""
+
+
+@dataclass
 class PlannedRequest:
     """A request the adapter would make, for the console's plan view and dry runs."""
 
@@ -289,6 +300,13 @@ class VendorAdapter(abc.ABC):
     @abc.abstractmethod
     def discover(self, *, correlation_id: str = "") -> DiscoveryResult:
         """Reads /metadata (CapabilityStatement)."""
+
+    def search_page(
+        self, resource_type: str, params: dict[str, str] | None = None, *, url: str = ""
+    ) -> SearchPage:
+        """One page of a search: the first (`params`) or a next link (`url`). Only adapters whose
+        capabilities declare `search_by_identifier` need it (reconciliation sweeps)."""
+        return SearchPage(outcome=Outcome.TERMINAL, message=f"{self.vendor} cannot search by identifier")
 
     def take_refusals(self) -> list[OutboundRefusal]:
         """The requests refused since the last call (URLs outside the tenant), and forgets them. The

@@ -25,6 +25,7 @@ from adapters.base import (
     Outcome,
     PlannedRequest,
     ReadResult,
+    SearchPage,
     TargetConfig,
     VendorAdapter,
     WriteRequest,
@@ -210,6 +211,8 @@ def _failure_result(name: str, exc: Exception, *, sent: bool) -> Any:
         return LookupResult(found=None, outcome=Outcome.TERMINAL, message=message)
     if name == "discover":
         return DiscoveryResult(ok=False, error=message)
+    if name == "search_page":
+        return SearchPage(outcome=Outcome.TERMINAL, message=message)
     return ReadResult(resource=None, outcome=Outcome.TERMINAL, message=message)
 
 
@@ -483,6 +486,20 @@ class FhirRestAdapter(VendorAdapter):
                 message=f"could not check: more than {len(found.replies)} pages of results to search",
             )
         return LookupResult(found=False)
+
+    # -- reconciliation --------------------------------------------------------------------------------
+
+    @adapter_call
+    def search_page(
+        self, resource_type: str, params: dict[str, str] | None = None, *, url: str = ""
+    ) -> SearchPage:
+        reply, resources, nxt = self.client.search_page(resource_type, params, url=url)
+        failed = _failed([reply])
+        if failed is not None:
+            return SearchPage(outcome=failed.outcome, message=failed.message)
+        if not isinstance(reply.body, dict) or reply.body.get("resourceType") != "Bundle":
+            return SearchPage(outcome=Outcome.TERMINAL, message="the search answer is not a Bundle")
+        return SearchPage(resources=resources, next_url=nxt)
 
     # -- discovery -------------------------------------------------------------------------------------
 

@@ -507,6 +507,39 @@ class FhirClient:
                 return Searchset(resources, replies, complete=False)
             replies.append(self.send(RequestSpec("GET", url), correlation_id=correlation_id))
 
+    def search_page(
+        self,
+        rtype: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        url: str = "",
+        correlation_id: str = "",
+    ) -> tuple[HttpReply, list[dict[str, Any]], str]:
+        """One page of a searchset: the first (`params`) or the one a `next` link names (`url`).
+        Returns the reply, the page's resources of `rtype`, and the next link ("" on the last page). A
+        next link outside the FHIR base is refused here, as in `search_all`."""
+        if url:
+            full = urljoin(self.base_url + "/", url)
+            if not self._under(full, (self.fhir_root,)):
+                reply = self.refuse("next-link", "GET", full, correlation_id, roots=(self.fhir_root,))
+                return reply, [], ""
+            reply = self.send(RequestSpec("GET", full), correlation_id=correlation_id)
+        else:
+            reply = self.search(rtype, dict(params or {}), correlation_id=correlation_id)
+        bundle = reply.body if reply.ok else None
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            return reply, [], ""
+        resources = [
+            e["resource"]
+            for e in bundle.get("entry") or []
+            if isinstance(e, dict)
+            and isinstance(e.get("resource"), dict)
+            and e["resource"].get("resourceType") == rtype
+        ]
+        links = [link for link in bundle.get("link") or [] if isinstance(link, dict)]
+        nxt = next((link.get("url") for link in links if link.get("relation") == "next"), "")
+        return reply, resources, str(nxt or "")
+
     # --- sending ---------------------------------------------------------------------------------------
 
     def standard_headers(self, spec: RequestSpec) -> dict[str, str]:

@@ -15,6 +15,7 @@ from writeback.models import (
     Conflict,
     KillSwitch,
     ManualTask,
+    ReconciliationFinding,
     Tenant,
     Write,
 )
@@ -107,6 +108,18 @@ def get_alert_for_user(request: HttpRequest, uid) -> Alert:
         Alert.objects.select_related("tenant", "write").filter(tenant__in=visible_tenants(request)),
         Alert.objects.all(),
         "alert",
+        uid=uid,
+    )
+
+
+def get_finding_for_user(request: HttpRequest, uid) -> ReconciliationFinding:
+    return _visible_or_refused(
+        request,
+        ReconciliationFinding.objects.select_related("tenant", "write").filter(
+            tenant__in=visible_tenants(request)
+        ),
+        ReconciliationFinding.objects.all(),
+        "reconciliation_finding",
         uid=uid,
     )
 

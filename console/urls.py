@@ -10,6 +10,7 @@ from console.views import (
     conflicts,
     overview,
     preferences,
+    reconcile,
     replay,
     shadow,
     tenants,
@@ -65,6 +66,12 @@ urlpatterns = [
     path("tasks/<uuid:uid>/confirm", compensation.task_confirm, name="console-task-confirm"),
     path("alerts/", alerts.alert_list, name="console-alerts"),
     path("alerts/<uuid:uid>/acknowledge", alerts.alert_ack, name="console-alert-ack"),
+    path("reconciliation/", reconcile.reconciliation, name="console-reconciliation"),
+    path(
+        "reconciliation/<uuid:uid>/<str:action>",
+        reconcile.finding_action,
+        name="console-finding-action",
+    ),
     # Configuration
     path("tenants/", tenants.tenant_list, name="console-tenants"),
     path("tenants/<slug:slug>/", tenants.tenant_detail, name="console-tenant"),

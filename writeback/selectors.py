@@ -2,9 +2,17 @@
 
 import re
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 
-from writeback.models import ApiToken, AuditEntry, BusinessEvent, Tenant, Write
+from writeback.models import (
+    ApiToken,
+    AuditEntry,
+    BusinessEvent,
+    ReconciliationFinding,
+    ReconciliationRun,
+    Tenant,
+    Write,
+)
 from writeback.services.tenants import tenants_for_user
 
 
@@ -71,3 +79,37 @@ def _looks_like_uuid(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def reconciliation_findings(
+    tenants: QuerySet[Tenant], *, kind: str = "", state: str = "", tenant_slug: str = ""
+) -> QuerySet[ReconciliationFinding]:
+    """Findings of the tenants a person may see, filtered; open ones first, newest first."""
+    qs = ReconciliationFinding.objects.filter(tenant__in=tenants).select_related(
+        "tenant", "write", "run", "decided_by", "resolution_write", "task"
+    )
+    if kind in ReconciliationFinding.Kind.values:
+        qs = qs.filter(kind=kind)
+    if state in ReconciliationFinding.State.values:
+        qs = qs.filter(state=state)
+    if tenant_slug:
+        qs = qs.filter(tenant__slug=tenant_slug)
+    return qs.defer("write__payload", "write__context").order_by("-created_at", "-id")
+
+
+def reconciliation_counts(tenants: QuerySet[Tenant]) -> dict[str, dict[str, int]]:
+    """{kind: {state: n}} over the tenants a person may see (one grouped query)."""
+    counts: dict[str, dict[str, int]] = {k: {} for k in ReconciliationFinding.Kind.values}
+    rows = (
+        ReconciliationFinding.objects.filter(tenant__in=tenants)
+        .values("kind", "state")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for row in rows:
+        counts[row["kind"]][row["state"]] = row["n"]
+    return counts
+
+
+def reconciliation_runs(tenants: QuerySet[Tenant], limit: int = 5) -> list[ReconciliationRun]:
+    return list(ReconciliationRun.objects.filter(tenant__in=tenants).select_related("tenant")[:limit])

@@ -298,6 +298,13 @@ WRITEBACK_BACKOFF_CAP_SECONDS = float(env("WRITEBACK_BACKOFF_CAP_SECONDS", "900"
 # Worker threads per process, and writes claimed per claim query (batched claims are ~2.5x cheaper).
 WRITEBACK_WORKER_CONCURRENCY = env_int("WRITEBACK_WORKER_CONCURRENCY", 8)
 WRITEBACK_IDLE_SLEEP_SECONDS = float(env("WRITEBACK_IDLE_SLEEP_SECONDS", "1.0"))
+# Reconciliation sweeps: resources per search page (`_count`), and at most this many pages per type.
+WRITEBACK_RECONCILE_PAGE_SIZE = env_int("WRITEBACK_RECONCILE_PAGE_SIZE", 100)
+WRITEBACK_RECONCILE_MAX_PAGES = env_int("WRITEBACK_RECONCILE_MAX_PAGES", 10_000)
+# Restore detection (docs/recovery.md): a file outside the database where workers keep the audit chain
+# head they last saw. A worker that starts on a database behind it marks open writes verify-before-send.
+# Empty: off. Keep it on storage that a database restore does not roll back.
+WRITEBACK_GENERATION_FILE = env("WRITEBACK_GENERATION_FILE", "")
 # Live EHR reads from the console (chart comparison, plan prediction) per person: a burst of this many,
 # refilled at this many a minute (0: no limit).
 WRITEBACK_CONSOLE_EHR_READS_PER_MINUTE = env_int("WRITEBACK_CONSOLE_EHR_READS_PER_MINUTE", 20)

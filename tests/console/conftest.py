@@ -11,7 +11,7 @@ from adapters.base import HttpExchange
 from tests.writeback.helpers import consent_for, event
 from writeback import diffs
 from writeback.models import Write
-from writeback.sync.record import Recorder
+from writeback.services.record import Recorder
 
 RECORDER = Recorder("worker:console-tests")
 _keys = itertools.count(1)

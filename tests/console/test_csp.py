@@ -38,6 +38,7 @@ PAGES = {
     "console-conflict",
     "console-tasks",
     "console-alerts",
+    "console-reconciliation",
     "console-tenants",
     "console-tenant",
     "console-audit",
@@ -85,6 +86,7 @@ def objects(make, tenant, engineer, admin_user):
         "alerts": broken.alerts.get().uid,
         "kill-switches": switch.uid,
         "capability-changes": uuid.uuid4(),  # POST-only: never looked up on a GET
+        "reconciliation": uuid.uuid4(),  # POST-only, as above
         "tenants": tenant.slug,
     }
 

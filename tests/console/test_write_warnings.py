@@ -7,7 +7,7 @@ import pytest
 
 from tests.console.conftest import HTMX, RECORDER, client_for, exchange
 from writeback.models import Write
-from writeback.sync.record import Readback
+from writeback.services.record import Readback
 
 pytestmark = pytest.mark.django_db
 

@@ -23,6 +23,7 @@ from writeback.models.ledger import (
     WriteEditor,
 )
 from writeback.models.limits import RateBucket
+from writeback.models.reconcile import ReconciliationFinding, ReconciliationRun
 from writeback.models.tenants import (
     Capability,
     CapabilityChange,
@@ -57,6 +58,8 @@ __all__ = [
     "Operation",
     "PatientIdentity",
     "RateBucket",
+    "ReconciliationFinding",
+    "ReconciliationRun",
     "Risk",
     "Severity",
     "Tenant",

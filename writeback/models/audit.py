@@ -43,6 +43,19 @@ class AuditAction(models.TextChoices):
     MANUAL_TASK_CREATED = "manual_task.created", "Manual task created"
     OUTBOUND_REFUSED = "outbound.refused", "Outbound request refused"
     PERMISSION_GRANTED = "permission.granted", "Permission granted"
+    RECONCILIATION_ACCEPTED = (
+        "reconciliation.accepted",
+        "Reconciliation finding accepted: the EHR's state stands",
+    )
+    RECONCILIATION_ADOPTED = "reconciliation.adopted", "Orphan adopted: committed as found at the EHR"
+    RECONCILIATION_CORRECTION_REQUESTED = (
+        "reconciliation.correction_requested",
+        "Drift: correction in the EHR requested",
+    )
+    RECONCILIATION_FINISHED = "reconciliation.finished", "Reconciliation sweep finished"
+    RECONCILIATION_RESENT = "reconciliation.resent", "Missing write resent"
+    RESTORE_DETECTED = "restore.detected", "Database restore detected"
+    RESTORE_RECOVERY = "restore.recovery", "Writes marked to verify before sending (restore)"
     TENANT_ACCESS_GRANTED = "tenant.access_granted", "Tenant access granted"
     TENANT_ACCESS_REVOKED = "tenant.access_revoked", "Tenant access revoked"
     TENANT_BASE_URL_CHANGED = "tenant.base_url_changed", "Tenant base URL changed"

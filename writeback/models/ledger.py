@@ -4,6 +4,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
 from writeback.models.choices import Operation, Risk
@@ -74,6 +75,9 @@ class Write(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     last_outcome = models.CharField(max_length=16, blank=True)
     last_error = models.TextField(blank=True)
+    # Set after a database restore (or a restore detected on worker start): the EHR may hold this write
+    # already, so the worker looks it up by our identifier before sending it.
+    verify_before_send = models.BooleanField(default=False)
     patient_ref = models.CharField(max_length=128)
     # Writes of one stream (tenant + patient + resource type) are sent in event order.
     stream_key = models.CharField(max_length=300)
@@ -127,6 +131,9 @@ class Write(models.Model):
             models.Index(fields=["created_at"], name="write_created_idx"),
             models.Index(fields=["target_resource_id"], name="write_target_idx"),
             models.Index(fields=["correlation_id"], name="write_correlation_idx"),
+            # Reconciliation looks writes up by the identifier value the EHR shows: a replay carries
+            # its original's (context["identity"]), so that value is indexed too.
+            models.Index(KeyTransform("identity", "context"), name="write_identity_idx"),
             models.Index(fields=["risk", "state"], name="write_risk_state_idx"),
         ]
 

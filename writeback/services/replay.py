@@ -241,6 +241,24 @@ def _resend(write: Write, user: Any, reason: str, request_id: str) -> Write:
     return write
 
 
+def write_resend_missing(*, write: Write, user: Any, reason: str, request_id: str = "") -> Write:
+    """A committed write that reconciliation found gone (or entered-in-error) at the EHR, sent again as
+    a new write linked to it (`replay_of`, `supersedes`). The caller has checked who may ask.
+
+    The new write carries its own identifier, not the original's: the original's may still mark the
+    entered-in-error resource, and a conditional create or a check by read would take that for this
+    write having landed."""
+    write = Write.objects.select_related("tenant", "event").get(pk=write.pk)
+    if write.state != WriteState.COMMITTED or write.operation != "create":
+        raise DomainError(
+            409,
+            "invalid-transition",
+            f"only a committed create is resent; this one is a {write.state} {write.operation}",
+            "state",
+        )
+    return _new_write(write, user, "resend", write.payload, reason, False, request_id, own_identity=True)
+
+
 def _rederived(write: Write) -> dict:
     planned = _planned_today(write.event)
     same = [p for p in planned if p.resource_type == write.resource_type]
@@ -288,7 +306,15 @@ def _with_identity(resource: dict, identity: str) -> dict:
 
 
 def _new_write(
-    original: Write, user, mode: str, payload: dict, reason: str, shadow: bool, request_id: str
+    original: Write,
+    user,
+    mode: str,
+    payload: dict,
+    reason: str,
+    shadow: bool,
+    request_id: str,
+    *,
+    own_identity: bool = False,
 ) -> Write:
     needs_approval = not shadow and (
         original.approval_required or (mode == "edit" and RISK_ORDER[original.risk] >= RISK_ORDER[Risk.HIGH])
@@ -313,8 +339,8 @@ def _new_write(
             stream_key=original.stream_key if not shadow else f"shadow:{original.stream_key}",
             correlation_id=original.correlation_id,
             context={
-                **fresh_context(original.context),
-                "identity": identity_uid(original),
+                **{k: v for k, v in fresh_context(original.context).items() if k != "identity"},
+                **({} if own_identity else {"identity": identity_uid(original)}),
                 "replay_mode": mode,
                 **({"shadow_only": True} if shadow else {}),
             },

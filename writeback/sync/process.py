@@ -24,12 +24,12 @@ from writeback.services.approvals import valid_approval
 from writeback.services.consents import consent_check
 from writeback.services.contract import touched_fields
 from writeback.services.patient_binding import write_binding_problem
+from writeback.services.record import Readback, Recorder, attempt_rows
 from writeback.services.requests import build_request
 from writeback.services.send_authorization import send_authorization_lapse
 from writeback.states import WriteState
 from writeback.sync.claim import release, renew_leases
 from writeback.sync.recent import RecentContracts, RecentHolds
-from writeback.sync.record import Readback, Recorder, attempt_rows
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class WriteProcessor:
         req = build_request(write)
         # The truth first: a write that may already have landed is looked up before anything else is
         # decided about it (a lapsed approval, a revoked consent or a mode change cannot unsend it).
-        if died_mid_call or write.state == WriteState.OUTCOME_UNKNOWN:
+        if died_mid_call or write.state == WriteState.OUTCOME_UNKNOWN or write.verify_before_send:
             settled = self._check_by_read(write, adapter, req, died_mid_call)
             if settled is not None:
                 return settled
@@ -192,7 +192,11 @@ class WriteProcessor:
                 guarantee=write.guarantee or ("ledger" if write.operation == "create" else "if_match"),
                 counted=False,
                 outcome=WriteAttempt.Outcome.FOUND,
-                note="found on the target after an unknown outcome: not sent again",
+                note=(
+                    "found on the target after a database restore: not sent again"
+                    if write.verify_before_send and not died_mid_call
+                    else "found on the target after an unknown outcome: not sent again"
+                ),
                 readback=readback,
             )
             return Result("committed", write)
@@ -242,7 +246,11 @@ class WriteProcessor:
             exchanges,
             outcome,
             self.worker_id,
-            "previous worker lost its lease mid-call" if died_mid_call else "",
+            "previous worker lost its lease mid-call"
+            if died_mid_call
+            else "verify before sending (database restored): not on the target"
+            if write.verify_before_send
+            else "",
         )
         WriteAttempt.objects.bulk_create(rows)
 

@@ -22,14 +22,19 @@ from django.db import close_old_connections, connection
 
 from adapters.base import VendorAdapter
 from writeback.models import Tenant, Write
+from writeback.services import restore
 from writeback.services.bulk import bulk_process_due
 from writeback.services.holds import current_holds
+from writeback.services.reconcile import reconcile_due
 from writeback.services.targets import adapter_for
 from writeback.states import InvalidTransition
 from writeback.sync.claim import claim_due, has_open_work, lapsed_in_flight, release, renew_leases
 from writeback.sync.process import Result, WriteProcessor
 
 log = logging.getLogger(__name__)
+
+# The restore marker and scheduled reconciliation sweeps: checked this often, not every loop.
+SLOW_HOUSEKEEPING_SECONDS = 10.0
 
 
 def make_worker_id() -> str:
@@ -100,6 +105,7 @@ class SyncWorker:
         self.stopping = threading.Event()
         self._claimed = 0
         self._last_housekeeping = 0.0
+        self._last_slow_housekeeping = 0.0
         # Leases are renewed three times per lease length while a write is in flight.
         self._renew_every = max(0.1, settings.WRITEBACK_LEASE_SECONDS / 3)
         self._last_renewal = time.monotonic()
@@ -124,6 +130,7 @@ class SyncWorker:
         return _ids_of(self.exclude_slugs) if self.exclude_slugs else []
 
     def run(self) -> WorkerStats:
+        self._check_for_restore()
         tenant_ids, excluded = self._tenant_ids(), self._excluded_ids()
         caps = dict(Tenant.objects.values_list("pk", "max_concurrency"))
         inflight: dict[Future, Write] = {}
@@ -179,6 +186,10 @@ class SyncWorker:
                 for fut in done:
                     inflight.pop(fut)
                 self._renew(inflight)
+        try:
+            restore.write_marker()  # the head this worker leaves behind, for the next one's check
+        except Exception:
+            log.exception("%s: writing the restore marker failed", self.worker_id)
         close_old_connections()
         return self.stats
 
@@ -217,6 +228,25 @@ class SyncWorker:
             bulk_process_due()
         except Exception:
             log.exception("%s: bulk replay step failed", self.worker_id)
+        now = time.monotonic()
+        if now - self._last_slow_housekeeping >= SLOW_HOUSEKEEPING_SECONDS:
+            self._last_slow_housekeeping = now
+            try:
+                restore.write_marker()
+                reconcile_due()  # tenants that asked for scheduled sweeps (off by default)
+            except Exception:
+                log.exception("%s: restore marker or scheduled reconciliation failed", self.worker_id)
+
+    def _check_for_restore(self) -> None:
+        """A database behind the restore marker was restored: writes that may have landed since the
+        backup are checked at the EHR before sending (writeback.services.restore)."""
+        try:
+            acted = restore.check_for_restore(actor=self.worker_id)
+        except Exception:
+            log.exception("%s: restore check failed", self.worker_id)
+            return
+        if acted:
+            log.warning("%s: database restore detected; verify before sending: %s", self.worker_id, acted)
 
     def _within_bulkheads(self, claimed, per_tenant: Counter, caps: dict) -> list:
         """A batch may hold more of one tenant than its cap allows: give the excess back at once."""

@@ -10,8 +10,8 @@ from tests.writeback.sync.conftest import drain, post
 from writeback.models import Alert, AuditEntry, Write
 from writeback.services.alerts import alert_acknowledge
 from writeback.services.discovery import capabilities_discover
+from writeback.services.record import Recorder
 from writeback.states import WriteState
-from writeback.sync.record import Recorder
 
 pytestmark = pytest.mark.django_db
 

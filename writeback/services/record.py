@@ -22,9 +22,9 @@ from writeback.models import (
 from writeback.services import audit
 from writeback.services.alerts import alert_raise
 from writeback.services.approvals import void_approvals as approvals_void
+from writeback.services.backoff import next_attempt_at
 from writeback.services.transitions import transition
 from writeback.states import ALLOWED_TRANSITIONS, WriteState
-from writeback.sync.backoff import next_attempt_at
 
 MAX_BODY = 8000
 
@@ -105,7 +105,8 @@ def attempt_rows(
 
 
 def _release_fields(**more: Any) -> dict[str, Any]:
-    return {"lease_owner": "", "lease_expires_at": None, **more}
+    # Any recorded outcome follows the check by read a restore asked for (or a send after it).
+    return {"lease_owner": "", "lease_expires_at": None, "verify_before_send": False, **more}
 
 
 def _alert(write: Write, code: str, message: str, drafts: list[audit.AuditDraft]) -> Alert:
