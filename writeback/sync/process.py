@@ -235,7 +235,7 @@ class WriteProcessor:
         return None
 
     def _note_lookup(self, write, exchanges, died_mid_call: bool) -> None:
-        from writeback.sync.record import attempt_rows
+        from writeback.sync.record import attempt_rows, save_attempts
 
         outcome = WriteAttempt.Outcome.NOT_FOUND
         rows = attempt_rows(
@@ -246,7 +246,7 @@ class WriteProcessor:
             self.worker_id,
             "previous worker lost its lease mid-call" if died_mid_call else "",
         )
-        WriteAttempt.objects.bulk_create(rows)
+        save_attempts(write, rows)
 
     # -- prepare: read before an update -------------------------------------------------------------
 

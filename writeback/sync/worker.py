@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from adapters.base import VendorAdapter
+from writeback import logcontext
 from writeback.models import Tenant, Write
 from writeback.services.bulk import bulk_process_due
 from writeback.services.targets import adapter_for
@@ -232,6 +233,10 @@ class SyncWorker:
         return keep
 
     def _run_one(self, write) -> Result | None:
+        with logcontext.for_write(write):
+            return self._process_one(write)
+
+    def _process_one(self, write) -> Result | None:
         try:
             result = self.processor.process(write)
             self.stats.processed += 1
