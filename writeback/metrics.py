@@ -151,7 +151,7 @@ class LedgerCollector(Collector):
         )
         oldest = GaugeMetricFamily(
             "writeback_oldest_pending_age_seconds",
-            "Age of the oldest write waiting to be sent (0 when none waits).",
+            "Seconds the longest-waiting due write has waited to be sent (0 when none waits).",
             labels=("tenant", "vendor"),
         )
         unknown = GaugeMetricFamily(

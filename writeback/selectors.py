@@ -104,8 +104,9 @@ class QueueSnapshot:
 
 
 def queue_gauges(tenant_ids: list[int], *, now: datetime | None = None) -> QueueSnapshot:
-    """Per tenant: open writes by state, the age of the oldest write waiting to be sent and of the
-    oldest with an unknown outcome (ages from the write's creation), and unacknowledged alerts.
+    """Per tenant: open writes by state, how long the longest-waiting due write has waited (since its
+    `next_attempt_at`, pending writes), the age of the oldest write whose outcome is unknown (since its
+    creation: the ledger keeps no time of entering that state), and unacknowledged alerts.
 
     Three queries whatever the size of the ledger; settled writes (committed and the like, the bulk of
     a ledger) are never read, the (state, next_attempt_at) index narrows to the open ones."""
@@ -119,16 +120,15 @@ def queue_gauges(tenant_ids: list[int], *, now: datetime | None = None) -> Queue
     for r in (
         Write.objects.filter(tenant_id__in=list(rows), state__in=OPEN_STATES)
         .values("tenant_id", "state")
-        .annotate(n=Count("id"), oldest=Min("created_at"))
+        .annotate(n=Count("id"), due=Min("next_attempt_at"), created=Min("created_at"))
         .order_by()
     ):
         row = rows[r["tenant_id"]]
         row.open_by_state[r["state"]] = r["n"]
-        age = max(0.0, (now - r["oldest"]).total_seconds())
-        if r["state"] in CLAIMABLE:
-            row.oldest_pending_seconds = max(row.oldest_pending_seconds, age)
-        if r["state"] == WriteState.OUTCOME_UNKNOWN:
-            row.oldest_unknown_seconds = age
+        if r["state"] == WriteState.PENDING:
+            row.oldest_pending_seconds = max(0.0, (now - r["due"]).total_seconds())
+        elif r["state"] == WriteState.OUTCOME_UNKNOWN:
+            row.oldest_unknown_seconds = max(0.0, (now - r["created"]).total_seconds())
     for r in (
         Alert.objects.filter(tenant_id__in=list(rows), acknowledged_at__isnull=True)
         .values("tenant_id", "severity")
