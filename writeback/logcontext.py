@@ -68,6 +68,13 @@ class ContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         context = _context.get()
+        request = getattr(record, "request", None)
+        if request is not None and not context.get("request_id"):
+            # Django logs a 4xx/5xx answer after the middleware has returned: the ids are on the request.
+            context = {
+                "request_id": getattr(request, "request_id", ""),
+                "correlation_id": getattr(request, "correlation_id", ""),
+            }
         for name in FIELDS:
             if not getattr(record, name, ""):
                 setattr(record, name, context.get(name, ""))
