@@ -5,6 +5,7 @@ scrape shows only the caller's tenants."""
 import os
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -293,3 +294,44 @@ def test_the_shipped_alert_rules_pass_promtool():
             text=True,
         )
         assert unit.returncode == 0, unit.stdout + unit.stderr
+
+
+# -- several processes ---------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_processes_counters_reach_the_web_scrape_in_multiprocess_mode(
+    live, sim, api, app_user, tmp_path, monkeypatch
+):
+    """Two `run_sync_worker` processes write their samples to PROMETHEUS_MULTIPROC_DIR; the web
+    process's /metrics serves their sum."""
+    from tests.browser.worker import ENV, database_url
+
+    for n in range(3):
+        post(api, "problem.confirmed", key=f"mp-{n}", note=f"note {n}")
+    env = {
+        **os.environ,
+        **ENV,
+        "DATABASE_URL": database_url(),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    for extra in (["--max-writes", "1"], ["--until-idle"]):
+        run = subprocess.run(
+            [sys.executable, "manage.py", "run_sync_worker", "--concurrency", "1", *extra],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+    assert Write.objects.filter(tenant=live, state=WriteState.COMMITTED).count() == 3
+    # One file per process (and kind of metric).
+    assert len({p.name.rsplit("_", 1)[-1] for p in tmp_path.glob("counter_*.db")}) == 2
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    samples = scrape(api_client_for(app_user, live))
+    assert total(samples, "writeback_write_outcomes_total", tenant=live.slug, outcome="committed") == 3
+    posts = WriteAttempt.objects.filter(write__tenant=live, latency_ms__isnull=False).count()
+    assert total(samples, "writeback_vendor_request_duration_seconds_count", tenant=live.slug) == posts
