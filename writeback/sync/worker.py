@@ -210,7 +210,7 @@ class SyncWorker:
         try:
             for write in lapsed_in_flight():
                 # InvalidTransition: taken over meanwhile, and the new holder records it.
-                with contextlib.suppress(InvalidTransition):
+                with logcontext.for_write(write), contextlib.suppress(InvalidTransition):
                     self.processor.record.lost(write, previous_owner=write.lease_owner)
         except Exception:
             log.exception("%s: marking lapsed leases failed", self.worker_id)
