@@ -81,6 +81,19 @@ class ContextFilter(logging.Filter):
         return True
 
 
+_QUERY = re.compile(r"\?[^\s\"']*")
+
+
+class NoQueryStrings(logging.Filter):
+    """Request lines are logged without their query strings: a console search (`?q=`) may carry a
+    patient's name or identifier. For the development server's access log (django.server)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_QUERY.sub("?...", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
 class RequestContextMiddleware:
     """First in the chain: every log line of the request carries its ids; the answer names the request."""
 

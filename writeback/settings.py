@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.utils.csp import CSP
+from pythonjsonlogger.core import RESERVED_ATTRS
 
 from writeback.deploy import DEVELOPMENT_SECRET_KEY as _development_key
 
@@ -228,12 +229,17 @@ _LOG_FIELDS = "%(correlation_id)s %(request_id)s %(tenant)s %(write_id)s %(event
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "writeback.logcontext.ContextFilter"}},
+    "filters": {
+        "context": {"()": "writeback.logcontext.ContextFilter"},
+        "no_query_strings": {"()": "writeback.logcontext.NoQueryStrings"},
+    },
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
             "format": f"%(levelname)s %(name)s %(message)s {_LOG_FIELDS}",
             "rename_fields": {"levelname": "level", "name": "logger"},
+            # Django passes the request object along (its repr shows the query string): not printed.
+            "reserved_attrs": [*RESERVED_ATTRS, "request", "server_time"],
             "timestamp": "time",
         },
         "plain": {
@@ -250,7 +256,17 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+    "loggers": {
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+        # The development server's access log (the demo): JSON too, and without query strings.
+        "django.server": {
+            "handlers": ["console"],
+            "level": "INFO",
+            "propagate": False,
+            "filters": ["no_query_strings"],
+        },
+    },
 }
 
 # --- The write-back domain -------------------------------------------------------------------------

@@ -142,3 +142,29 @@ def test_a_hostile_request_id_is_replaced(captured):
     assert "forged" not in captured.getvalue()
     # The context ends with the request.
     assert logcontext.current() == {}
+
+
+def test_query_strings_and_request_objects_stay_out_of_the_logs(captured):
+    """A console search puts a patient's name in the query string: the development server's access
+    line drops it, and the request object Django attaches to its lines is not printed."""
+    request = RequestFactory().get("/writes", {"q": "Quixwright"})
+    logging.getLogger("django.request").warning(
+        "Not Found: %s", request.path, extra={"request": request, "status_code": 404}
+    )
+    (line,) = _lines(captured)
+    assert "request" not in line and line["status_code"] == 404
+    assert "Quixwright" not in captured.getvalue()
+
+    server = logging.getLogger("django.server")
+    assert any(isinstance(f, logcontext.NoQueryStrings) for f in server.filters)
+    record = server.makeRecord(
+        "django.server",
+        logging.INFO,
+        "",
+        0,
+        '"%s" %s %s',
+        ("GET /writes?q=Quixwright HTTP/1.1", "200", "5"),
+        None,
+    )
+    assert all(f.filter(record) for f in server.filters)
+    assert record.getMessage() == '"GET /writes?... HTTP/1.1" 200 5'
