@@ -331,7 +331,13 @@ def test_worker_processes_counters_reach_the_web_scrape_in_multiprocess_mode(
     assert len({p.name.rsplit("_", 1)[-1] for p in tmp_path.glob("counter_*.db")}) == 2
 
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    samples = scrape(api_client_for(app_user, live))
+    client = api_client_for(app_user, live)
+    samples = scrape(client)
+    promtool = _promtool()
+    if promtool is not None:
+        text = client.get("/metrics").content.decode()
+        run = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+        assert run.returncode == 0 and not (run.stdout + run.stderr).strip(), run.stdout + run.stderr
     assert total(samples, "writeback_write_outcomes_total", tenant=live.slug, outcome="committed") == 3
     posts = WriteAttempt.objects.filter(write__tenant=live, latency_ms__isnull=False).count()
     assert total(samples, "writeback_vendor_request_duration_seconds_count", tenant=live.slug) == posts
