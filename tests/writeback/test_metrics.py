@@ -205,6 +205,29 @@ def test_a_rolled_back_record_is_not_counted(live, sim, api, django_capture_on_c
     assert metrics.STEP == "step"
 
 
+def test_a_refused_approval_is_not_timed_and_a_rejection_is(
+    live, api, app_user, clinician, clinician2, django_capture_on_commit_callbacks
+):
+    """The four-eyes rule refuses the initiator: nothing is observed. The other clinician's rejection
+    is observed once, as `rejected`."""
+    from writeback.services.approvals import write_reject
+    from writeback.services.permissions import ActionRefused
+
+    scraper = api_client_for(app_user, live)
+    before = scrape(scraper)
+    write = post(api, "medication.reconciled", key="rejected-med")[0]
+    with django_capture_on_commit_callbacks(execute=True):
+        with pytest.raises(ActionRefused):
+            write_reject(write=write, user=clinician, rationale="my own")
+        write_reject(write=write, user=clinician2, rationale="not this dose")
+    after = scrape(scraper)
+    name = "writeback_approval_latency_seconds_count"
+    for decision, n in (("rejected", 1), ("approved", 0)):
+        labels = {"tenant": live.slug, "decision": decision}
+        assert total(after, name, **labels) - total(before, name, **labels) == n
+    assert Approval.objects.filter(write=write).count() == 1
+
+
 def test_a_scrape_at_a_large_ledger_runs_a_bounded_number_of_queries(
     live, app_user, django_assert_max_num_queries
 ):
