@@ -2,12 +2,11 @@
 person may act on. An object of another tenant is refused (403, audited, as the API does); an unknown
 id is a 404."""
 
-import uuid
-
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 
+from writeback import logcontext
 from writeback.models import (
     Alert,
     BulkOperation,
@@ -22,9 +21,8 @@ from writeback.models import (
 from writeback.selectors import tenants_visible_to, writes_visible_to
 from writeback.services.permissions import refuse, require
 
-
-def request_id(request: HttpRequest) -> str:
-    return request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+# One id per request, the same in logs, audit entries and the API (writeback/logcontext.py).
+request_id = logcontext.request_id
 
 
 def visible_tenants(request: HttpRequest) -> QuerySet[Tenant]:

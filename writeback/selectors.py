@@ -1,19 +1,25 @@
 """Reads: the querysets the API and the console show, scoped to what the person may see."""
 
 import re
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Min, Q, QuerySet
+from django.utils import timezone
 
 from writeback.models import (
+    Alert,
     ApiToken,
     AuditEntry,
     BusinessEvent,
     ReconciliationFinding,
     ReconciliationRun,
+    Severity,
     Tenant,
     Write,
 )
 from writeback.services.tenants import tenants_for_user
+from writeback.states import CLAIMABLE, NEEDS_OPERATOR, WriteState
 
 
 def tenants_visible_to(user, token: ApiToken | None = None) -> QuerySet[Tenant]:
@@ -113,3 +119,65 @@ def reconciliation_counts(tenants: QuerySet[Tenant]) -> dict[str, dict[str, int]
 
 def reconciliation_runs(tenants: QuerySet[Tenant], limit: int = 5) -> list[ReconciliationRun]:
     return list(ReconciliationRun.objects.filter(tenant__in=tenants).select_related("tenant")[:limit])
+
+
+# -- queue gauges (Prometheus, alerts) ---------------------------------------------------------------
+
+# Writes that are not settled: waiting to be sent, for approval, or for an operator.
+OPEN_STATES = tuple(dict.fromkeys((*CLAIMABLE, *NEEDS_OPERATOR)))
+
+
+@dataclass
+class TenantQueue:
+    slug: str
+    vendor: str
+    open_by_state: dict[str, int] = field(default_factory=dict)
+    oldest_pending_seconds: float = 0.0
+    oldest_unknown_seconds: float = 0.0
+    open_alerts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def queue_depth(self) -> int:
+        return sum(self.open_by_state.get(s, 0) for s in CLAIMABLE)
+
+
+@dataclass
+class QueueSnapshot:
+    at: datetime
+    tenants: list[TenantQueue]
+
+
+def queue_gauges(tenant_ids: list[int], *, now: datetime | None = None) -> QueueSnapshot:
+    """Per tenant: open writes by state, how long the longest-waiting due write has waited (since its
+    `next_attempt_at`, pending writes), the age of the oldest write whose outcome is unknown (since its
+    creation: the ledger keeps no time of entering that state), and unacknowledged alerts.
+
+    Three queries whatever the size of the ledger; settled writes (committed and the like, the bulk of
+    a ledger) are never read, the (state, next_attempt_at) index narrows to the open ones."""
+    now = now or timezone.now()
+    rows = {
+        pk: TenantQueue(slug, vendor, open_alerts={s.value: 0 for s in Severity})
+        for pk, slug, vendor in Tenant.objects.filter(pk__in=tenant_ids)
+        .order_by("slug")
+        .values_list("pk", "slug", "vendor")
+    }
+    for r in (
+        Write.objects.filter(tenant_id__in=list(rows), state__in=OPEN_STATES)
+        .values("tenant_id", "state")
+        .annotate(n=Count("id"), due=Min("next_attempt_at"), created=Min("created_at"))
+        .order_by()
+    ):
+        row = rows[r["tenant_id"]]
+        row.open_by_state[r["state"]] = r["n"]
+        if r["state"] == WriteState.PENDING:
+            row.oldest_pending_seconds = max(0.0, (now - r["due"]).total_seconds())
+        elif r["state"] == WriteState.OUTCOME_UNKNOWN:
+            row.oldest_unknown_seconds = max(0.0, (now - r["created"]).total_seconds())
+    for r in (
+        Alert.objects.filter(tenant_id__in=list(rows), acknowledged_at__isnull=True)
+        .values("tenant_id", "severity")
+        .annotate(n=Count("id"))
+        .order_by()
+    ):
+        rows[r["tenant_id"]].open_alerts[r["severity"]] = r["n"]
+    return QueueSnapshot(at=now, tenants=list(rows.values()))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.utils.csp import CSP
+from pythonjsonlogger.core import RESERVED_ATTRS
 
 from writeback.deploy import DEVELOPMENT_SECRET_KEY as _development_key
 
@@ -62,6 +63,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every log line of a request carries its request and correlation ids (writeback/logcontext.py).
+    "writeback.logcontext.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -218,13 +221,52 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
+# One JSON object per line on stderr (python-json-logger), whatever DEBUG says: time, level, logger,
+# message, and the context of the line (correlation id, request id, tenant, write id, event type; see
+# writeback/logcontext.py and docs/operations.md, "Logs"). LOG_FORMAT=plain gives the same fields as text.
+LOG_FORMAT = env("LOG_FORMAT", "json")
+_LOG_FIELDS = "%(correlation_id)s %(request_id)s %(tenant)s %(write_id)s %(event_type)s"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "context": {"()": "writeback.logcontext.ContextFilter"},
+        "no_query_strings": {"()": "writeback.logcontext.NoQueryStrings"},
+    },
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": f"%(levelname)s %(name)s %(message)s {_LOG_FIELDS}",
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            # Django passes the request object along (its repr shows the query string): not printed.
+            "reserved_attrs": [*RESERVED_ATTRS, "request", "server_time"],
+            "timestamp": "time",
+        },
+        "plain": {
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s "
+            "[correlation_id=%(correlation_id)s request_id=%(request_id)s tenant=%(tenant)s "
+            "write_id=%(write_id)s event_type=%(event_type)s]"
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain" if LOG_FORMAT == "plain" else "json",
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+    "loggers": {
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+        # The development server's access log (the demo): JSON too, and without query strings.
+        "django.server": {
+            "handlers": ["console"],
+            "level": "INFO",
+            "propagate": False,
+            "filters": ["no_query_strings"],
+        },
+    },
 }
 
 # --- The write-back domain -------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from tests.conftest import api_client_for
 from tests.console.conftest import HTMX, client_for, committed, failed
 from tests.writeback.helpers import event
 from writeback.models import TenantMode
-from writeback.services.metrics import dashboard, percentile, prometheus_text
+from writeback.services.metrics import dashboard, percentile
 from writeback.services.tenants import tenant_set_mode, tenants_for_user
 
 pytestmark = pytest.mark.django_db
@@ -73,13 +73,15 @@ def test_prometheus_text(ledger, app_user, tenant, client):
     assert r.status_code == 200
     assert r["Content-Type"].startswith("text/plain")
     text = r.content.decode()
-    assert 'writeback_writes{tenant="generic-main",vendor="generic",state="committed"} 1' in text
-    assert "writeback_duplicate_suppression_rate 0.2" in text
+    assert 'writeback_open_writes{state="failed_terminal",tenant="generic-main",vendor="generic"} 1.0' in text
+    assert 'writeback_queue_depth{tenant="generic-main",vendor="generic"} 1.0' in text
     assert "# TYPE writeback_queue_depth gauge" in text
     assert client.get("/metrics").status_code == 401
     assert client.get("/api/v1/metrics").status_code == 401
 
 
-def test_metrics_only_cover_the_callers_tenants(ledger, outsider):
-    text = prometheus_text(dashboard(tenants_for_user(outsider)))
-    assert "generic-main" not in text
+def test_metrics_only_cover_the_callers_tenants(ledger, outsider, other_tenant):
+    r = api_client_for(outsider, other_tenant).get("/metrics")
+    assert r.status_code == 200
+    assert "generic-main" not in r.content.decode()
+    assert 'writeback_queue_depth{tenant="other",vendor="generic"} 0.0' in r.content.decode()

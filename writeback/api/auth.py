@@ -4,6 +4,7 @@ from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
+from writeback import logcontext
 from writeback.models import ApiToken
 from writeback.models.tokens import hash_key
 from writeback.services.permissions import ActionRefused, refuse
@@ -52,7 +53,7 @@ def _refuse_known_token(request, token: ApiToken) -> None:
             rule=rule,
             object_type="api_token",
             object_id=token.prefix,
-            request_id=request.headers.get("X-Request-ID", "")[:64],
+            request_id=logcontext.request_id(request),
         )
     except ActionRefused:
         raise exceptions.AuthenticationFailed("Invalid or revoked token.")

@@ -1,7 +1,5 @@
 """The REST API (spec/events.md). Views parse, call one service, and shape the answer."""
 
-import uuid
-
 from django.http import Http404
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -12,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from writeback import logcontext
 from writeback.api import body
 from writeback.api import serializers as s
 from writeback.api.errors import ApiError
@@ -22,13 +21,9 @@ from writeback.services import approvals, compensation, consents, intake, operat
 from writeback.services.permissions import refuse, require
 from writeback.services.tokens import token_may_access
 
-
-def request_id(request: Request) -> str:
-    return request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
-
-
-def correlation_id(request: Request) -> str:
-    return request.headers.get("X-Correlation-ID", "")[:64] or uuid.uuid4().hex
+# One id per request, the same in logs, audit entries and the console (writeback/logcontext.py).
+request_id = logcontext.request_id
+correlation_id = logcontext.correlation_id
 
 
 def _token(request: Request):

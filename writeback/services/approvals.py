@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from writeback import metrics
 from writeback.errors import DomainError
 from writeback.models import Approval, AuditAction, Write, WriteEditor
 from writeback.services import audit
@@ -114,6 +115,7 @@ def _decide(
             expires_at=now + timedelta(hours=settings.WRITEBACK_APPROVAL_TTL_HOURS) if approve else now,
             reauthorizes=held and approve,
         )
+        metrics.approval_decided(write, decision, (now - write.created_at).total_seconds())
         drafts: list[audit.AuditDraft] = []
         reason = "approved" if approve else "rejected by approver"
         if approve and held:

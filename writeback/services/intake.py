@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from adapters.base import WriteRequest
 from adapters.registry import adapter_class
+from writeback import logcontext, metrics
 from writeback.canonical import CanonicalEvent, canonicalize
 from writeback.errors import DomainError
 from writeback.fhir_mapping import PlannedWrite, plan_writes
@@ -72,7 +73,7 @@ def event_ingest(req: IntakeRequest) -> IntakeResult:
     """Takes one event in. A reused key and a contract refusal are audited (`event.refused`) whoever
     calls; a dry run stores nothing, its refusals included."""
     try:
-        return _ingest(req)
+        result = _ingest(req)
     except (DomainError, ValidationFailed) as exc:
         if not req.dry_run:
             body = req.body if isinstance(req.body, dict) else {}
@@ -85,6 +86,9 @@ def event_ingest(req: IntakeRequest) -> IntakeResult:
                 correlation_id=req.correlation_id,
             )
         raise
+    if not req.dry_run and result.event is not None:
+        metrics.event_received(result.event.tenant.slug, result.event.type, duplicate=result.status == 200)
+    return result
 
 
 def _ingest(req: IntakeRequest) -> IntakeResult:
@@ -106,6 +110,7 @@ def _ingest(req: IntakeRequest) -> IntakeResult:
             )
         raise ValidationFailed(result.issues, status=422)
     event = result.event
+    logcontext.bind(tenant=tenant.slug, event_type=event.type)
     initiator = _initiator(event, req, tenant)
     chash = content_hash(tenant.slug, event)
 

@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from adapters.base import HttpExchange
+from writeback import metrics
 from writeback.models import (
     RISK_SEVERITY,
     Alert,
@@ -104,6 +105,12 @@ def attempt_rows(
     return rows
 
 
+def save_attempts(write: Write, rows: list[WriteAttempt]) -> None:
+    """Saves attempt rows; the metrics count them once the surrounding transaction commits."""
+    WriteAttempt.objects.bulk_create(rows)
+    metrics.attempts_recorded(write, rows)
+
+
 def _release_fields(**more: Any) -> dict[str, Any]:
     # Any recorded outcome follows the check by read a restore asked for (or a send after it).
     return {"lease_owner": "", "lease_expires_at": None, "verify_before_send": False, **more}
@@ -158,7 +165,7 @@ class Recorder:
                 "warnings": [*(write.warnings or []), *readback.warnings()],
             }
         with transaction.atomic():
-            WriteAttempt.objects.bulk_create(rows)
+            save_attempts(write, rows)
             drafts: list[audit.AuditDraft] = []
             transition(
                 write,
@@ -323,13 +330,18 @@ class Recorder:
                 guard=guard,
                 defer_audit=drafts,
             )
-            WriteAttempt.objects.create(
-                write=write,
-                number=write.attempts,
-                worker_id=previous_owner[:128],
-                correlation_id=write.correlation_id,
-                outcome=WriteAttempt.Outcome.LOST,
-                error=message,
+            save_attempts(
+                write,
+                [
+                    WriteAttempt(
+                        write=write,
+                        number=write.attempts,
+                        worker_id=previous_owner[:128],
+                        correlation_id=write.correlation_id,
+                        outcome=WriteAttempt.Outcome.LOST,
+                        error=message,
+                    )
+                ],
             )
             audit.record_many(drafts)
 
@@ -358,9 +370,7 @@ class Recorder:
             **(more_fields or {}),
         )
         with transaction.atomic():
-            WriteAttempt.objects.bulk_create(
-                attempt_rows(write, attempts, exchanges, outcome, self.worker_id, message)
-            )
+            save_attempts(write, attempt_rows(write, attempts, exchanges, outcome, self.worker_id, message))
             drafts: list[audit.AuditDraft] = []
             if write.state == to:
                 Write.objects.filter(pk=write.pk, **self._guard(write)).update(
@@ -407,9 +417,7 @@ class Recorder:
     ) -> None:
         attempts = write.attempts + (1 if counted else 0)
         with transaction.atomic():
-            WriteAttempt.objects.bulk_create(
-                attempt_rows(write, attempts, exchanges, outcome, self.worker_id, message)
-            )
+            save_attempts(write, attempt_rows(write, attempts, exchanges, outcome, self.worker_id, message))
             drafts: list[audit.AuditDraft] = []
             transition(
                 write,
@@ -444,7 +452,8 @@ class Recorder:
         `reads` fetched theirs and the base afterwards."""
         attempts = write.attempts + (1 if counted else 0)
         with transaction.atomic():
-            WriteAttempt.objects.bulk_create(
+            save_attempts(
+                write,
                 [
                     *attempt_rows(
                         write, attempts, exchanges, WriteAttempt.Outcome.CONFLICT, self.worker_id, message
@@ -454,7 +463,7 @@ class Recorder:
                         if reads
                         else []
                     ),
-                ]
+                ],
             )
             conflict = Conflict.objects.create(
                 write=write,
@@ -465,6 +474,7 @@ class Recorder:
                 theirs_version=theirs_version,
                 diff=diff,
             )
+            metrics.conflict_recorded(write)
             drafts: list[audit.AuditDraft] = []
             transition(
                 write,
@@ -503,8 +513,9 @@ class Recorder:
 
     def shadowed(self, write: Write, divergence: dict, exchanges: list[HttpExchange]) -> None:
         with transaction.atomic():
-            WriteAttempt.objects.bulk_create(
-                attempt_rows(write, write.attempts, exchanges, WriteAttempt.Outcome.STEP, self.worker_id)
+            save_attempts(
+                write,
+                attempt_rows(write, write.attempts, exchanges, WriteAttempt.Outcome.STEP, self.worker_id),
             )
             drafts: list[audit.AuditDraft] = []
             transition(
@@ -539,8 +550,9 @@ class Recorder:
         re-approve or resolve, with the reason on the write and in the audit trail."""
         message = f"authorisation check before sending failed: {reason}"
         with transaction.atomic():
-            WriteAttempt.objects.bulk_create(
-                attempt_rows(write, write.attempts, [], WriteAttempt.Outcome.HELD, self.worker_id, message)
+            save_attempts(
+                write,
+                attempt_rows(write, write.attempts, [], WriteAttempt.Outcome.HELD, self.worker_id, message),
             )
             drafts: list[audit.AuditDraft] = []
             if void_approvals:
@@ -581,8 +593,9 @@ class Recorder:
         """Read before an update: the version we commit against and the values we replace. For the
         two-phase surrogate this is phase 1 (`prepared`), visible on the write."""
         with transaction.atomic():
-            WriteAttempt.objects.bulk_create(
-                attempt_rows(write, write.attempts, exchanges, WriteAttempt.Outcome.STEP, self.worker_id)
+            save_attempts(
+                write,
+                attempt_rows(write, write.attempts, exchanges, WriteAttempt.Outcome.STEP, self.worker_id),
             )
             context = {**write.context, "pre_image": pre_image, "prepared_version": version}
             if two_phase:

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 
+from writeback import logcontext
 from writeback.models import AuditAction, AuditEntry
 from writeback.services import audit
 
@@ -20,7 +21,7 @@ def signin_lockout_record(*, username: str | None, ip_address: str | None, reque
         actor="anonymous",
         object_type="user",
         object_id=(username or "")[:64],
-        request_id=(request.headers.get("X-Request-ID", "")[:64] if request is not None else ""),
+        request_id=logcontext.request_id(request) if request is not None else "",
         data={
             "username": (username or "")[:150],
             "ip_address": ip_address or "",

@@ -24,7 +24,7 @@ from writeback.services.approvals import valid_approval
 from writeback.services.consents import consent_check
 from writeback.services.contract import touched_fields
 from writeback.services.patient_binding import write_binding_problem
-from writeback.services.record import Readback, Recorder, attempt_rows
+from writeback.services.record import Readback, Recorder, attempt_rows, save_attempts
 from writeback.services.requests import build_request
 from writeback.services.send_authorization import send_authorization_lapse
 from writeback.states import WriteState
@@ -252,7 +252,7 @@ class WriteProcessor:
             if write.verify_before_send
             else "",
         )
-        WriteAttempt.objects.bulk_create(rows)
+        save_attempts(write, rows)
 
     # -- prepare: read before an update -------------------------------------------------------------
 

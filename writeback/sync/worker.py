@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from adapters.base import VendorAdapter
+from writeback import logcontext
 from writeback.models import Tenant, Write
 from writeback.services import restore
 from writeback.services.bulk import bulk_process_due
@@ -220,7 +221,7 @@ class SyncWorker:
         try:
             for write in lapsed_in_flight():
                 # InvalidTransition: taken over meanwhile, and the new holder records it.
-                with contextlib.suppress(InvalidTransition):
+                with logcontext.for_write(write), contextlib.suppress(InvalidTransition):
                     self.processor.record.lost(write, previous_owner=write.lease_owner)
         except Exception:
             log.exception("%s: marking lapsed leases failed", self.worker_id)
@@ -260,6 +261,10 @@ class SyncWorker:
         return keep
 
     def _run_one(self, write) -> Result | None:
+        with logcontext.for_write(write):
+            return self._process_one(write)
+
+    def _process_one(self, write) -> Result | None:
         try:
             result = self.processor.process(write)
             self.stats.processed += 1
