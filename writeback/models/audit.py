@@ -11,7 +11,12 @@ class AuditAction(models.TextChoices):
 
     ACCESS_REFUSED = "access.refused", "Action refused"
     ALERT_ACKNOWLEDGED = "alert.acknowledged", "Alert acknowledged"
+    ALERT_DELIVERY_FAILED = "alert.delivery_failed", "Alert delivery gave up"
+    ALERT_ESCALATED = "alert.escalated", "Alert escalated"
     ALERT_RAISED = "alert.raised", "Alert raised"
+    ALERT_RESOLVED = "alert.resolved", "Alert resolved"
+    ALERT_ROUTE_ADDED = "alert_route.added", "Alert route added"
+    ALERT_ROUTE_REMOVED = "alert_route.removed", "Alert route removed"
     API_TOKEN_CREATED = "api_token.created", "API token created"
     API_TOKEN_REVOKED = "api_token.revoked", "API token revoked"
     APPROVAL_VOIDED = "approval.voided", "Approval voided"

@@ -22,6 +22,7 @@ from django.db import close_old_connections, connection
 
 from adapters.base import VendorAdapter
 from writeback.models import Tenant, Write
+from writeback.services.alerts import alerts_housekeeping
 from writeback.services.bulk import bulk_process_due
 from writeback.services.targets import adapter_for
 from writeback.states import InvalidTransition
@@ -217,6 +218,7 @@ class SyncWorker:
             bulk_process_due()
         except Exception:
             log.exception("%s: bulk replay step failed", self.worker_id)
+        alerts_housekeeping()  # thresholds, escalations, deliveries; each step catches its own errors
 
     def _within_bulkheads(self, claimed, per_tenant: Counter, caps: dict) -> list:
         """A batch may hold more of one tenant than its cap allows: give the excess back at once."""
