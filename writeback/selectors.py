@@ -4,7 +4,16 @@ import re
 
 from django.db.models import Q, QuerySet
 
-from writeback.models import ApiToken, AuditEntry, BusinessEvent, Tenant, Write
+from writeback.models import (
+    Alert,
+    AlertDelivery,
+    AlertRoute,
+    ApiToken,
+    AuditEntry,
+    BusinessEvent,
+    Tenant,
+    Write,
+)
 from writeback.services.tenants import tenants_for_user
 
 
@@ -71,3 +80,17 @@ def _looks_like_uuid(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def alert_routes_visible_to(user) -> QuerySet[AlertRoute]:
+    """Active routes of the person's tenants, and the routes for all tenants."""
+    return (
+        AlertRoute.objects.filter(removed_at__isnull=True)
+        .filter(Q(tenant__in=tenants_for_user(user)) | Q(tenant__isnull=True))
+        .select_related("tenant")
+        .order_by("name")
+    )
+
+
+def alert_deliveries(alert: Alert) -> QuerySet[AlertDelivery]:
+    return alert.deliveries.select_related("route").order_by("created_at", "id")
