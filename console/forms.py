@@ -327,7 +327,9 @@ class AlertRouteForm(forms.Form):
     name = forms.SlugField(label="Name", max_length=64)
     kind = forms.ChoiceField(label="Kind", choices=[("webhook", "Webhook (signed JSON)"), ("email", "Email")])
     target = forms.CharField(label="Webhook URL or email address", max_length=500)
-    tenant = forms.ChoiceField(label="Tenant")
+    # A slug, not a choice: a tenant outside the person's is refused (and audited) by the view, not
+    # silently reported as an invalid choice.
+    tenant = forms.CharField(label="Tenant", max_length=64, widget=forms.Select)
     min_severity = forms.ChoiceField(label="Minimum severity", initial="warning")
     escalation = forms.BooleanField(
         label="Escalation route (receives only page alerts nobody acknowledged in time)", required=False
@@ -337,5 +339,5 @@ class AlertRouteForm(forms.Form):
         from writeback.models import Severity
 
         super().__init__(*args, **kwargs)
-        self.fields["tenant"].choices = [(slug, slug) for slug in tenants]
+        self.fields["tenant"].widget.choices = [(slug, slug) for slug in tenants]
         self.fields["min_severity"].choices = Severity.choices
