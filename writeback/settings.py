@@ -314,3 +314,22 @@ WRITEBACK_ALERT_ESCALATION_MINUTES = env_int("WRITEBACK_ALERT_ESCALATION_MINUTES
 WRITEBACK_ALERT_FROM_EMAIL = env("WRITEBACK_ALERT_FROM_EMAIL", "writeback-alerts@localhost")
 # Threshold alerts are evaluated by each worker's housekeeping at most this often.
 WRITEBACK_ALERT_EVALUATE_SECONDS = env_int("WRITEBACK_ALERT_EVALUATE_SECONDS", 15)
+# Outgoing mail (alert routes of kind email): SMTP by default; any Django mail backend by dotted path.
+_EMAIL_BACKEND = env("WRITEBACK_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+MAILERS = {
+    "default": {
+        "BACKEND": _EMAIL_BACKEND,
+        **(
+            {
+                "OPTIONS": {
+                    "host": env("WRITEBACK_EMAIL_HOST", "localhost"),
+                    "port": env_int("WRITEBACK_EMAIL_PORT", 25),
+                    "use_tls": env_bool("WRITEBACK_EMAIL_TLS", False),
+                    "timeout": 10,
+                }
+            }
+            if _EMAIL_BACKEND.endswith("smtp.EmailBackend")
+            else {}
+        ),
+    }
+}

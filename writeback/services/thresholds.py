@@ -7,7 +7,8 @@ the measure off). A rate over too few attempts is not judged either way.
 
 The queries are bounded: the rates count attempts started inside the window (`attempt_started_idx`),
 the queue measures aggregate the claimable writes (`write_tenant_state_idx`), approvals the writes in
-`awaiting_approval`, drift the capability registry. No query reads the whole ledger.
+`awaiting_approval`, drift the writes created inside the window against the discovered capabilities.
+No query reads the whole ledger.
 """
 
 import time
@@ -58,7 +59,7 @@ MEASURES = [
     ),
     Measure("outcome-unknown", "outcome_unknown_minutes", Severity.CRITICAL, "minutes an outcome is unknown"),
     Measure("approval-overdue", "approval_overdue", Severity.WARNING, "writes awaiting approval past expiry"),
-    Measure("capability-drift", "capability_drift", Severity.CRITICAL, "operations we write, not declared"),
+    Measure("capability-drift", "capability_drift", Severity.CRITICAL, "operations written, not declared"),
 ]
 CODES = [m.code for m in MEASURES]
 
@@ -114,17 +115,22 @@ def measure_all(now: datetime, tenants: list[Tenant]) -> dict[int, dict[str, flo
         .annotate(n=Count("id"))
         .values_list("tenant_id", "n")
     )
-    manual = set(
-        Capability.objects.filter(source=Capability.Source.MANUAL, allowed=True).values_list(
-            "tenant_id", "resource_type", "operation"
-        )
+    # Drift: what we wrote inside the window (write_created_idx) that the latest discovery refuses.
+    refused = set(
+        Capability.objects.filter(
+            tenant_id__in=limits, source=Capability.Source.DISCOVERED, allowed=False
+        ).values_list("tenant_id", "resource_type", "operation")
     )
     drift: dict[int, int] = {}
-    for key in Capability.objects.filter(source=Capability.Source.DISCOVERED, allowed=False).values_list(
-        "tenant_id", "resource_type", "operation"
-    ):
-        if key in manual:
-            drift[key[0]] = drift.get(key[0], 0) + 1
+    if refused:
+        since = now - timedelta(minutes=max(by_window))
+        for key in (
+            Write.objects.filter(created_at__gte=since, tenant_id__in=limits)
+            .values_list("tenant_id", "resource_type", "operation")
+            .distinct()
+        ):
+            if key in refused:
+                drift[key[0]] = drift.get(key[0], 0) + 1
 
     out: dict[int, dict[str, float | None]] = {}
     for tenant in tenants:
