@@ -97,16 +97,23 @@ def check_webhook_url(url: str) -> str:
         raise DomainError(400, "webhook-url-invalid", f"not a URL: {exc}", "url") from exc
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise DomainError(400, "webhook-url-invalid", "use http:// or https:// and a host", "url")
-    if parsed.userinfo or any(is_secret_name(k) for k in parsed.params):
+    if parsed.userinfo or any(_credential_param(k) for k in parsed.params):
         raise DomainError(
             400,
             "webhook-url-credentials",
             "a webhook URL carries no credentials: the receiver verifies the signature instead",
             "url",
         )
-    if "\\" in parsed.path or any(s in (".", "..") for s in parsed.path.split("/")) or parsed.fragment:
+    # httpx removes dot segments while parsing: look at the path as typed.
+    typed_path = url.split("?", 1)[0].split("#", 1)[0]
+    if "\\" in url or any(s in (".", "..") for s in typed_path.split("/")[3:]) or parsed.fragment:
         raise DomainError(400, "webhook-url-invalid", "no dot segments, backslashes or fragment", "url")
     return url
+
+
+def _credential_param(name: str) -> bool:
+    lowered = name.lower().replace("_", "-")
+    return is_secret_name(lowered) or any(w in lowered for w in ("key", "sig", "auth", "session", "pass"))
 
 
 def _require_manage(actor: Any, tenant: Tenant | None, object_id: str) -> None:
