@@ -191,7 +191,7 @@ def route_add(
 def route_remove(*, name: str, actor: Any) -> AlertRoute:
     with transaction.atomic():
         route = (
-            AlertRoute.objects.select_for_update()
+            AlertRoute.objects.select_for_update(of=("self",))
             .select_related("tenant")
             .filter(name=name, removed_at__isnull=True)
             .first()
