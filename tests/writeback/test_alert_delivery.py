@@ -371,3 +371,25 @@ def test_housekeeping_keeps_escalating_when_a_step_fails(tenant, other_receiver,
     Alert.objects.filter(pk=alert.pk).update(created_at=timezone.now() - timedelta(hours=1))
     housekeeping(times=2)
     assert len(other_receiver.received) == 1
+
+
+def test_an_old_unknown_outcome_and_an_overdue_approval_fire(tenant, settings):
+    from writeback.models import Write
+
+    writes = bulk_writes(tenant, 2)
+    now = timezone.now()
+    Write.objects.filter(pk=writes[0].pk).update(
+        state=WriteState.OUTCOME_UNKNOWN, state_changed_at=now - timedelta(minutes=40)
+    )
+    Write.objects.filter(pk=writes[1].pk).update(
+        state=WriteState.AWAITING_APPROVAL,
+        state_changed_at=now - timedelta(hours=settings.WRITEBACK_APPROVAL_TTL_HOURS, minutes=1),
+    )
+    assert thresholds_evaluate(now)["fired"] == 2
+    fired = {a.code: a for a in Alert.objects.all()}
+    assert set(fired) == {"outcome-unknown-age", "approval-overdue"}
+    assert fired["outcome-unknown-age"].severity == Severity.CRITICAL
+    assert fired["outcome-unknown-age"].details["value"] >= 40
+    # An hour earlier neither had waited long enough.
+    Alert.objects.all().delete()
+    assert thresholds_evaluate(now - timedelta(minutes=30))["fired"] == 0

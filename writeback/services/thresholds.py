@@ -57,7 +57,9 @@ MEASURES = [
         Severity.CRITICAL,
         "minutes the oldest due write has waited",
     ),
-    Measure("outcome-unknown", "outcome_unknown_minutes", Severity.CRITICAL, "minutes an outcome is unknown"),
+    Measure(
+        "outcome-unknown-age", "outcome_unknown_minutes", Severity.CRITICAL, "minutes an outcome is unknown"
+    ),
     Measure("approval-overdue", "approval_overdue", Severity.WARNING, "writes awaiting approval past expiry"),
     Measure("capability-drift", "capability_drift", Severity.CRITICAL, "operations written, not declared"),
 ]
@@ -144,7 +146,7 @@ def measure_all(now: datetime, tenants: list[Tenant]) -> dict[int, dict[str, flo
             "retry-rate": round(counts.get("retryable", 0) / total, 4) if judged else None,
             "queue-depth": q.get("n", 0),
             "oldest-pending": round(max(0.0, (now - due).total_seconds() / 60), 1) if due else 0,
-            "outcome-unknown": round(max(0.0, (now - unknown).total_seconds() / 60), 1) if unknown else 0,
+            "outcome-unknown-age": round(max(0.0, (now - unknown).total_seconds() / 60), 1) if unknown else 0,
             "approval-overdue": overdue.get(tenant.pk, 0),
             "capability-drift": drift.get(tenant.pk, 0),
         }
