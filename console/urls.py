@@ -70,7 +70,7 @@ urlpatterns = [
     path("alert-routes/", alerts.alert_routes, name="console-alert-routes"),
     path("alert-routes/add", alerts.alert_route_add_view, name="console-alert-route-add"),
     path(
-        "alert-routes/<slug:name>/remove", alerts.alert_route_remove_view, name="console-alert-route-remove"
+        "alert-routes/<slug:slug>/remove", alerts.alert_route_remove_view, name="console-alert-route-remove"
     ),
     # Configuration
     path("tenants/", tenants.tenant_list, name="console-tenants"),

@@ -173,8 +173,8 @@ def alert_route_add_view(request: HtmxHttpRequest) -> HttpResponse:
 
 @console_view("manage_alert_routes")
 @require_POST
-def alert_route_remove_view(request: HtmxHttpRequest, name: str) -> HttpResponse:
-    route = alert_routes_visible_to(request.user).filter(name=name, tenant__isnull=False).first()
+def alert_route_remove_view(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    route = alert_routes_visible_to(request.user).filter(name=slug, tenant__isnull=False).first()
     if route is None:
         return not_done(request, "No such route among your tenants' routes.", status=404)
     route_remove(name=route.name, actor=request.user)

@@ -168,7 +168,7 @@ class Migration(migrations.Migration):
         migrations.AddConstraint(
             model_name="alert",
             constraint=models.UniqueConstraint(
-                condition=models.Q(("state", "firing")),
+                condition=models.Q(("state", "firing"), models.Q(("subject", ""), _negated=True)),
                 fields=("tenant", "code", "subject"),
                 name="alert_one_firing",
             ),

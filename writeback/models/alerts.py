@@ -79,7 +79,8 @@ class Alert(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["tenant", "code", "subject"],
-                condition=models.Q(state="firing"),
+                # Every alert_raise() sets a subject; rows made without one are not deduplicated.
+                condition=models.Q(state="firing") & ~models.Q(subject=""),
                 name="alert_one_firing",
             )
         ]

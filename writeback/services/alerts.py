@@ -51,11 +51,12 @@ def alert_raise(
     drafts: list[audit.AuditDraft] | None = None,
 ) -> Alert:
     """Raises an alert, or counts one more occurrence of the firing alert of the same tenant, kind
-    (`code`) and subject (a write's alert is about that write unless `subject` says otherwise). A new
+    (`code`) and subject (a write's alert is about that write, any other about its tenant, unless
+    `subject` says otherwise). A new
     alert gets its `alert.raised` audit entry and its deliveries in the caller's transaction; a repeat
     gets neither (no flood). A caller that records its audit entries together at the end of its
     transaction passes `drafts`; otherwise the entry is recorded here."""
-    subject = (subject or (str(write.uid) if write else ""))[:300]
+    subject = (subject or (str(write.uid) if write else "tenant"))[:300]
     now = timezone.now()
     with transaction.atomic():
         existing = _firing(tenant, code, subject)
