@@ -38,6 +38,8 @@ PAGES = {
     "console-conflict",
     "console-tasks",
     "console-alerts",
+    "console-alert",
+    "console-alert-routes",
     "console-tenants",
     "console-tenant",
     "console-audit",
@@ -86,6 +88,7 @@ def objects(make, tenant, engineer, admin_user):
         "kill-switches": switch.uid,
         "capability-changes": uuid.uuid4(),  # POST-only: never looked up on a GET
         "tenants": tenant.slug,
+        "alert-routes": "no-such-route",  # POST-only: never looked up on a GET
     }
 
 
