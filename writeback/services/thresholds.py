@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
+from writeback.errors import DomainError
 from writeback.models import Alert, AlertState, Capability, Severity, Tenant, Write, WriteAttempt
 from writeback.states import CLAIMABLE, WriteState
 
@@ -189,12 +190,15 @@ def thresholds_evaluate(now: datetime | None = None) -> dict[str, int]:
                 )
                 fired += 1
             elif not crossed and alert is not None:
-                alert_resolve(
-                    alert=alert,
-                    actor="system",
-                    note=f"back below the limit: {measure.label} {value} (limit {limit})",
-                    details={"value": value},
-                )
+                try:
+                    alert_resolve(
+                        alert=alert,
+                        actor="system",
+                        note=f"back below the limit: {measure.label} {value} (limit {limit})",
+                        details={"value": value},
+                    )
+                except DomainError:
+                    continue  # another worker's evaluation (or a person) resolved it first
                 resolved += 1
     return {"fired": fired, "resolved": resolved}
 
