@@ -52,10 +52,9 @@ def alert_raise(
 ) -> Alert:
     """Raises an alert, or counts one more occurrence of the firing alert of the same tenant, kind
     (`code`) and subject (a write's alert is about that write, any other about its tenant, unless
-    `subject` says otherwise). A new
-    alert gets its `alert.raised` audit entry and its deliveries in the caller's transaction; a repeat
-    gets neither (no flood). A caller that records its audit entries together at the end of its
-    transaction passes `drafts`; otherwise the entry is recorded here."""
+    `subject` says otherwise). A new alert gets its `alert.raised` audit entry and its deliveries in
+    the same transaction; a repeat gets neither (no flood). A caller that records its audit entries
+    together at the end of its transaction passes `drafts`; otherwise the entry is recorded here."""
     subject = (subject or (str(write.uid) if write else "tenant"))[:300]
     now = timezone.now()
     with transaction.atomic():
@@ -87,20 +86,20 @@ def alert_raise(
             existing.refresh_from_db()
             return existing
         deliveries_enqueue(alert, AlertDelivery.Event.FIRING)
-    entry = audit.draft(
-        AuditAction.ALERT_RAISED,
-        actor="system",
-        tenant=tenant.slug,
-        object_type="alert",
-        object_id=str(alert.uid),
-        write_uid=str(write.uid) if write else "",
-        correlation_id=write.correlation_id if write else "",
-        data={"severity": severity, "code": code, "holds_queue": holds_queue, "reason": message[:500]},
-    )
-    if drafts is not None:
-        drafts.append(entry)
-    else:
-        audit.record_many([entry])
+        entry = audit.draft(
+            AuditAction.ALERT_RAISED,
+            actor="system",
+            tenant=tenant.slug,
+            object_type="alert",
+            object_id=str(alert.uid),
+            write_uid=str(write.uid) if write else "",
+            correlation_id=write.correlation_id if write else "",
+            data={"severity": severity, "code": code, "holds_queue": holds_queue, "reason": message[:500]},
+        )
+        if drafts is not None:
+            drafts.append(entry)
+        else:
+            audit.record_many([entry])
     return alert
 
 
