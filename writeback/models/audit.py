@@ -50,6 +50,7 @@ class AuditAction(models.TextChoices):
     PERMISSION_GRANTED = "permission.granted", "Permission granted"
     TENANT_ACCESS_GRANTED = "tenant.access_granted", "Tenant access granted"
     TENANT_ACCESS_REVOKED = "tenant.access_revoked", "Tenant access revoked"
+    TENANT_ALERT_THRESHOLDS_CHANGED = "tenant.alert_thresholds_changed", "Tenant alert thresholds changed"
     TENANT_BASE_URL_CHANGED = "tenant.base_url_changed", "Tenant base URL changed"
     TENANT_CONSENT_POLICY_CHANGED = "tenant.consent_policy_changed", "Tenant consent policy changed"
     TENANT_CREATED = "tenant.created", "Tenant created"

@@ -11,17 +11,29 @@ the queue measures aggregate the claimable writes (`write_tenant_state_idx`), ap
 No query reads the whole ledger.
 """
 
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from writeback.errors import DomainError
-from writeback.models import Alert, AlertState, Capability, Severity, Tenant, Write, WriteAttempt
+from writeback.models import (
+    Alert,
+    AlertState,
+    AuditAction,
+    Capability,
+    Severity,
+    Tenant,
+    Write,
+    WriteAttempt,
+)
+from writeback.services import audit
 from writeback.states import CLAIMABLE, WriteState
 
 SUBJECT = "threshold"
@@ -214,3 +226,51 @@ def thresholds_evaluate_throttled(now: datetime | None = None) -> dict[str, int]
         return None
     _last_run[0] = time.monotonic()
     return thresholds_evaluate(now)
+
+
+def thresholds_set(*, tenant: Tenant, changes: dict[str, str], actor: Any) -> dict[str, Any]:
+    """Sets some of a tenant's limits (`tenant.settings["alerts"]`), checked and audited; "default"
+    removes an override. Returns the effective limits."""
+    parsed: dict[str, float | int | None] = {}
+    for key, raw in changes.items():
+        if key not in DEFAULTS and key != "escalation_minutes":
+            known = ", ".join(sorted([*DEFAULTS, "escalation_minutes"]))
+            raise DomainError(400, "threshold-unknown", f"no threshold {key!r} (known: {known})", key)
+        if raw == "default":
+            parsed[key] = None
+            continue
+        try:
+            value = float(raw)
+        except ValueError as exc:
+            raise DomainError(400, "threshold-invalid", f"{key} takes a number, not {raw!r}", key) from exc
+        rate = key.endswith("_rate")
+        lowest = 1 if key in ("escalation_minutes", "window_minutes") else 0
+        if not math.isfinite(value) or value < lowest or (rate and value > 1):
+            bound = "between 0 and 1" if rate else f"{lowest} or more"
+            raise DomainError(400, "threshold-invalid", f"{key} must be {bound}", key)
+        if not rate and not value.is_integer():
+            raise DomainError(400, "threshold-invalid", f"{key} takes a whole number", key)
+        parsed[key] = value if rate else int(value)
+    with transaction.atomic():
+        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        tenant_settings = dict(locked.settings or {})
+        before = dict(tenant_settings.get("alerts") or {})
+        after = dict(before)
+        for key, value in parsed.items():
+            if value is None:
+                after.pop(key, None)
+            else:
+                after[key] = value
+        tenant_settings["alerts"] = after
+        locked.settings = tenant_settings
+        locked.save(update_fields=["settings", "updated_at"])
+        tenant.settings = tenant_settings
+        audit.record(
+            AuditAction.TENANT_ALERT_THRESHOLDS_CHANGED,
+            actor=actor,
+            tenant=tenant.slug,
+            object_type="tenant",
+            object_id=tenant.slug,
+            data={"before": before, "after": after},
+        )
+    return {**tenant_thresholds(tenant), "escalation_minutes": after.get("escalation_minutes")}
