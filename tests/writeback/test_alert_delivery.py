@@ -393,3 +393,14 @@ def test_an_old_unknown_outcome_and_an_overdue_approval_fire(tenant, settings):
     # An hour earlier neither had waited long enough.
     Alert.objects.all().delete()
     assert thresholds_evaluate(now - timedelta(minutes=30))["fired"] == 0
+
+
+def test_a_pass_stops_starting_sends_once_its_budget_is_spent(tenant, receiver):
+    webhook("oncall", receiver)
+    for i in range(3):
+        alert_raise(tenant=tenant, code="retries-exhausted", subject=str(i), message="x", severity="warning")
+    # No budget left after the first send: the others wait for the next pass, and none is lost.
+    assert deliver_due(budget_seconds=0) == 1
+    assert AlertDelivery.objects.filter(status="pending", attempts=0).count() == 2
+    assert deliver_due() == 2
+    assert len(receiver.received) == 3
