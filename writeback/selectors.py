@@ -1,20 +1,24 @@
 """Reads: the querysets the API and the console show, scoped to what the person may see."""
 
 import re
+from collections.abc import Iterable
 
-from django.db.models import Q, QuerySet
+from django.db.models import Case, Count, IntegerField, Q, QuerySet, Value, When
 
 from writeback.models import (
     Alert,
     AlertDelivery,
     AlertRoute,
+    AlertState,
     ApiToken,
     AuditEntry,
     BusinessEvent,
+    Severity,
     Tenant,
     Write,
 )
 from writeback.services.tenants import tenants_for_user
+from writeback.states import CLAIMABLE
 
 
 def tenants_visible_to(user, token: ApiToken | None = None) -> QuerySet[Tenant]:
@@ -94,3 +98,43 @@ def alert_routes_visible_to(user) -> QuerySet[AlertRoute]:
 
 def alert_deliveries(alert: Alert) -> QuerySet[AlertDelivery]:
     return alert.deliveries.select_related("route").order_by("created_at", "id")
+
+
+# The console's alert list: the most urgent first.
+ALERT_URGENCY = Case(
+    When(severity=Severity.PAGE, then=Value(0)),
+    When(severity=Severity.CRITICAL, then=Value(1)),
+    When(severity=Severity.WARNING, then=Value(2)),
+    default=Value(3),
+    output_field=IntegerField(),
+)
+ALERT_STATUS_FILTERS = {
+    "open": AlertState.FIRING,
+    "acknowledged": AlertState.ACKNOWLEDGED,
+    "resolved": AlertState.RESOLVED,
+}
+
+
+def alerts_for_list(tenants: QuerySet[Tenant], *, status: str, severity: str) -> QuerySet[Alert]:
+    """Alerts of these tenants in one state ("open" = firing; anything else = all), of one severity
+    if it names one."""
+    alerts = Alert.objects.filter(tenant__in=tenants).select_related("tenant", "write", "acknowledged_by")
+    if status in ALERT_STATUS_FILTERS:
+        alerts = alerts.filter(state=ALERT_STATUS_FILTERS[status])
+    if severity in Severity.values:
+        alerts = alerts.filter(severity=severity)
+    return alerts.defer("write__payload").annotate(rank=ALERT_URGENCY).order_by("rank", "-created_at")
+
+
+def held_queue_waiting(alerts: Iterable[Alert]) -> dict[tuple[int, str], int]:
+    """For the open alerts that hold a queue: how many writes wait in it, by (tenant id, resource type)."""
+    held = [(a.tenant_id, a.resource_type) for a in alerts if a.holds_queue and a.is_open]
+    if not held:
+        return {}
+    rows = (
+        Write.objects.filter(tenant_id__in={t for t, _ in held}, resource_type__in={r for _, r in held})
+        .filter(state__in=CLAIMABLE)
+        .values("tenant_id", "resource_type")
+        .annotate(n=Count("id"))
+    )
+    return {(r["tenant_id"], r["resource_type"]): r["n"] for r in rows}

@@ -1,6 +1,5 @@
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Case, Count, IntegerField, Value, When
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -9,19 +8,16 @@ from console.decorators import HtmxHttpRequest, console_view, not_done
 from console.fetch import get_alert_for_user, get_tenant_for_user, may, request_id, visible_tenants
 from console.forms import AlertRouteForm, NoteForm
 from writeback.errors import DomainError
-from writeback.models import Alert, AlertState, Severity, Write
-from writeback.selectors import alert_deliveries, alert_routes_visible_to
+from writeback.models import AlertState, Severity
+from writeback.selectors import (
+    alert_deliveries,
+    alert_routes_visible_to,
+    alerts_for_list,
+    held_queue_waiting,
+)
 from writeback.services.alert_delivery import route_add, route_remove
 from writeback.services.alerts import alert_acknowledge, alert_resolve
-from writeback.states import CLAIMABLE
 
-SEVERITY_RANK = Case(
-    When(severity=Severity.PAGE, then=Value(0)),
-    When(severity=Severity.CRITICAL, then=Value(1)),
-    When(severity=Severity.WARNING, then=Value(2)),
-    default=Value(3),
-    output_field=IntegerField(),
-)
 STATUSES = [("open", "Firing"), ("acknowledged", "Acknowledged"), ("resolved", "Resolved"), ("all", "All")]
 
 
@@ -29,29 +25,9 @@ STATUSES = [("open", "Firing"), ("acknowledged", "Acknowledged"), ("resolved", "
 def alert_list(request: HtmxHttpRequest) -> HttpResponse:
     status = request.GET.get("status", "open")
     severity = request.GET.get("severity", "")
-    alerts = Alert.objects.filter(tenant__in=visible_tenants(request)).select_related(
-        "tenant", "write", "acknowledged_by"
-    )
-    if status == "open":
-        alerts = alerts.filter(state=AlertState.FIRING)
-    elif status == "acknowledged":
-        alerts = alerts.filter(state=AlertState.ACKNOWLEDGED)
-    elif status == "resolved":
-        alerts = alerts.filter(state=AlertState.RESOLVED)
-    if severity in Severity.values:
-        alerts = alerts.filter(severity=severity)
-    alerts = alerts.defer("write__payload").annotate(rank=SEVERITY_RANK).order_by("rank", "-created_at")
+    alerts = alerts_for_list(visible_tenants(request), status=status, severity=severity)
     page = Paginator(alerts, 50).get_page(request.GET.get("page"))
-    held = [(a.tenant_id, a.resource_type) for a in page.object_list if a.holds_queue and a.is_open]
-    waiting = {}
-    if held:
-        for r in (
-            Write.objects.filter(tenant_id__in={t for t, _ in held}, resource_type__in={r for _, r in held})
-            .filter(state__in=CLAIMABLE)
-            .values("tenant_id", "resource_type")
-            .annotate(n=Count("id"))
-        ):
-            waiting[(r["tenant_id"], r["resource_type"])] = r["n"]
+    waiting = held_queue_waiting(page.object_list)
     cards = [
         {
             "alert": a,
@@ -60,16 +36,9 @@ def alert_list(request: HtmxHttpRequest) -> HttpResponse:
         }
         for a in page.object_list
     ]
-    context = {
-        "page": page,
-        "cards": cards,
-        "status": status,
-        "severity": severity,
-        "statuses": STATUSES,
-        "severities": Severity.choices,
-        "form": NoteForm(),
-        "can_manage_routes": may(request, "manage_alert_routes"),
-    }
+    context = {"page": page, "cards": cards, "status": status, "severity": severity, "statuses": STATUSES}
+    context |= {"severities": Severity.choices, "form": NoteForm()}
+    context["can_manage_routes"] = may(request, "manage_alert_routes")
     return render(request, "console/alerts.html", context)
 
 
