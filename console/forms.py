@@ -318,3 +318,26 @@ def conflict_choices(diff: list[dict], data) -> tuple[dict[str, Any], dict[int, 
         else:
             errors[i] = "Choose ours, theirs or type a value: both sides changed this field."
     return choices, errors
+
+
+class AlertRouteForm(forms.Form):
+    """A route added from the console is for one of the person's tenants; routes for all tenants are
+    added with `alert_route_add` by whoever runs the deployment."""
+
+    name = forms.SlugField(label="Name", max_length=64)
+    kind = forms.ChoiceField(label="Kind", choices=[("webhook", "Webhook (signed JSON)"), ("email", "Email")])
+    target = forms.CharField(label="Webhook URL or email address", max_length=500)
+    # A slug, not a choice: a tenant outside the person's is refused (and audited) by the view, not
+    # silently reported as an invalid choice.
+    tenant = forms.CharField(label="Tenant", max_length=64, widget=forms.Select)
+    min_severity = forms.ChoiceField(label="Minimum severity", initial="warning")
+    escalation = forms.BooleanField(
+        label="Escalation route (receives only page alerts nobody acknowledged in time)", required=False
+    )
+
+    def __init__(self, *args: Any, tenants: list[str], **kwargs: Any) -> None:
+        from writeback.models import Severity
+
+        super().__init__(*args, **kwargs)
+        self.fields["tenant"].widget.choices = [(slug, slug) for slug in tenants]
+        self.fields["min_severity"].choices = Severity.choices

@@ -65,12 +65,19 @@ urlpatterns = [
     path("tasks/", compensation.task_list, name="console-tasks"),
     path("tasks/<uuid:uid>/confirm", compensation.task_confirm, name="console-task-confirm"),
     path("alerts/", alerts.alert_list, name="console-alerts"),
+    path("alerts/<uuid:uid>/", alerts.alert_detail, name="console-alert"),
     path("alerts/<uuid:uid>/acknowledge", alerts.alert_ack, name="console-alert-ack"),
     path("reconciliation/", reconcile.reconciliation, name="console-reconciliation"),
     path(
         "reconciliation/<uuid:uid>/<str:action>",
         reconcile.finding_action,
         name="console-finding-action",
+    ),
+    path("alerts/<uuid:uid>/resolve", alerts.alert_resolve_view, name="console-alert-resolve"),
+    path("alert-routes/", alerts.alert_routes, name="console-alert-routes"),
+    path("alert-routes/add", alerts.alert_route_add_view, name="console-alert-route-add"),
+    path(
+        "alert-routes/<slug:slug>/remove", alerts.alert_route_remove_view, name="console-alert-route-remove"
     ),
     # Configuration
     path("tenants/", tenants.tenant_list, name="console-tenants"),

@@ -1,14 +1,18 @@
 """Reads: the querysets the API and the console show, scoped to what the person may see."""
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db.models import Count, Min, Q, QuerySet
+from django.db.models import Case, Count, IntegerField, Min, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from writeback.models import (
     Alert,
+    AlertDelivery,
+    AlertRoute,
+    AlertState,
     ApiToken,
     AuditEntry,
     BusinessEvent,
@@ -149,8 +153,8 @@ class QueueSnapshot:
 
 def queue_gauges(tenant_ids: list[int], *, now: datetime | None = None) -> QueueSnapshot:
     """Per tenant: open writes by state, how long the longest-waiting due write has waited (since its
-    `next_attempt_at`, pending writes), the age of the oldest write whose outcome is unknown (since its
-    creation: the ledger keeps no time of entering that state), and unacknowledged alerts.
+    `next_attempt_at`, pending writes), the age of the oldest write whose outcome is unknown (since it
+    entered that state), and firing alerts.
 
     Three queries whatever the size of the ledger; settled writes (committed and the like, the bulk of
     a ledger) are never read, the (state, next_attempt_at) index narrows to the open ones."""
@@ -164,7 +168,7 @@ def queue_gauges(tenant_ids: list[int], *, now: datetime | None = None) -> Queue
     for r in (
         Write.objects.filter(tenant_id__in=list(rows), state__in=OPEN_STATES)
         .values("tenant_id", "state")
-        .annotate(n=Count("id"), due=Min("next_attempt_at"), created=Min("created_at"))
+        .annotate(n=Count("id"), due=Min("next_attempt_at"), entered=Min("state_changed_at"))
         .order_by()
     ):
         row = rows[r["tenant_id"]]
@@ -172,12 +176,66 @@ def queue_gauges(tenant_ids: list[int], *, now: datetime | None = None) -> Queue
         if r["state"] == WriteState.PENDING:
             row.oldest_pending_seconds = max(0.0, (now - r["due"]).total_seconds())
         elif r["state"] == WriteState.OUTCOME_UNKNOWN:
-            row.oldest_unknown_seconds = max(0.0, (now - r["created"]).total_seconds())
+            row.oldest_unknown_seconds = max(0.0, (now - r["entered"]).total_seconds())
     for r in (
-        Alert.objects.filter(tenant_id__in=list(rows), acknowledged_at__isnull=True)
+        Alert.objects.filter(tenant_id__in=list(rows), state=AlertState.FIRING)
         .values("tenant_id", "severity")
         .annotate(n=Count("id"))
         .order_by()
     ):
         rows[r["tenant_id"]].open_alerts[r["severity"]] = r["n"]
     return QueueSnapshot(at=now, tenants=list(rows.values()))
+
+
+def alert_routes_visible_to(user) -> QuerySet[AlertRoute]:
+    """Active routes of the person's tenants, and the routes for all tenants."""
+    return (
+        AlertRoute.objects.filter(removed_at__isnull=True)
+        .filter(Q(tenant__in=tenants_for_user(user)) | Q(tenant__isnull=True))
+        .select_related("tenant")
+        .order_by("name")
+    )
+
+
+def alert_deliveries(alert: Alert) -> QuerySet[AlertDelivery]:
+    return alert.deliveries.select_related("route").order_by("created_at", "id")
+
+
+# The console's alert list: the most urgent first.
+ALERT_URGENCY = Case(
+    When(severity=Severity.PAGE, then=Value(0)),
+    When(severity=Severity.CRITICAL, then=Value(1)),
+    When(severity=Severity.WARNING, then=Value(2)),
+    default=Value(3),
+    output_field=IntegerField(),
+)
+ALERT_STATUS_FILTERS = {
+    "open": AlertState.FIRING,
+    "acknowledged": AlertState.ACKNOWLEDGED,
+    "resolved": AlertState.RESOLVED,
+}
+
+
+def alerts_for_list(tenants: QuerySet[Tenant], *, status: str, severity: str) -> QuerySet[Alert]:
+    """Alerts of these tenants in one state ("open" = firing; anything else = all), of one severity
+    if it names one."""
+    alerts = Alert.objects.filter(tenant__in=tenants).select_related("tenant", "write", "acknowledged_by")
+    if status in ALERT_STATUS_FILTERS:
+        alerts = alerts.filter(state=ALERT_STATUS_FILTERS[status])
+    if severity in Severity.values:
+        alerts = alerts.filter(severity=severity)
+    return alerts.defer("write__payload").annotate(rank=ALERT_URGENCY).order_by("rank", "-created_at")
+
+
+def held_queue_waiting(alerts: Iterable[Alert]) -> dict[tuple[int, str], int]:
+    """For the open alerts that hold a queue: how many writes wait in it, by (tenant id, resource type)."""
+    held = [(a.tenant_id, a.resource_type) for a in alerts if a.holds_queue and a.is_open]
+    if not held:
+        return {}
+    rows = (
+        Write.objects.filter(tenant_id__in={t for t, _ in held}, resource_type__in={r for _, r in held})
+        .filter(state__in=CLAIMABLE)
+        .values("tenant_id", "resource_type")
+        .annotate(n=Count("id"))
+    )
+    return {(r["tenant_id"], r["resource_type"]): r["n"] for r in rows}

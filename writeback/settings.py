@@ -352,3 +352,33 @@ WRITEBACK_GENERATION_FILE = env("WRITEBACK_GENERATION_FILE", "")
 WRITEBACK_CONSOLE_EHR_READS_PER_MINUTE = env_int("WRITEBACK_CONSOLE_EHR_READS_PER_MINUTE", 20)
 # Serve static files straight from static/ (no collectstatic needed for the demo); production collects.
 WHITENOISE_USE_FINDERS = True
+# Alerts. The console's absolute address, for the link each delivered alert carries.
+WRITEBACK_CONSOLE_URL = env("WRITEBACK_CONSOLE_URL", "http://localhost:8000").rstrip("/")
+# Webhook signing secrets are stored encrypted with this key (any string; or _FILE). Without it they are
+# encrypted with a key derived from SECRET_KEY, so rotating SECRET_KEY then means re-adding the routes.
+WRITEBACK_ALERT_ROUTE_KEY = env_secret("WRITEBACK_ALERT_ROUTE_KEY")
+# Minutes a page alert may stay unacknowledged before it goes to the escalation routes (a tenant's
+# settings["alerts"]["escalation_minutes"] overrides it).
+WRITEBACK_ALERT_ESCALATION_MINUTES = env_int("WRITEBACK_ALERT_ESCALATION_MINUTES", 15)
+WRITEBACK_ALERT_FROM_EMAIL = env("WRITEBACK_ALERT_FROM_EMAIL", "writeback-alerts@localhost")
+# Threshold alerts are evaluated by each worker's housekeeping at most this often.
+WRITEBACK_ALERT_EVALUATE_SECONDS = env_int("WRITEBACK_ALERT_EVALUATE_SECONDS", 15)
+# Outgoing mail (alert routes of kind email): SMTP by default; any Django mail backend by dotted path.
+_EMAIL_BACKEND = env("WRITEBACK_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+MAILERS = {
+    "default": {
+        "BACKEND": _EMAIL_BACKEND,
+        **(
+            {
+                "OPTIONS": {
+                    "host": env("WRITEBACK_EMAIL_HOST", "localhost"),
+                    "port": env_int("WRITEBACK_EMAIL_PORT", 25),
+                    "use_tls": env_bool("WRITEBACK_EMAIL_TLS", False),
+                    "timeout": 10,
+                }
+            }
+            if _EMAIL_BACKEND.endswith("smtp.EmailBackend")
+            else {}
+        ),
+    }
+}

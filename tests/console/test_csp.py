@@ -39,6 +39,8 @@ PAGES = {
     "console-tasks",
     "console-alerts",
     "console-reconciliation",
+    "console-alert",
+    "console-alert-routes",
     "console-tenants",
     "console-tenant",
     "console-audit",
@@ -88,6 +90,7 @@ def objects(make, tenant, engineer, admin_user):
         "capability-changes": uuid.uuid4(),  # POST-only: never looked up on a GET
         "reconciliation": uuid.uuid4(),  # POST-only, as above
         "tenants": tenant.slug,
+        "alert-routes": "no-such-route",  # POST-only: never looked up on a GET
     }
 
 

@@ -22,6 +22,7 @@ from tests.console.conftest import committed, conflicted, failed
 from tests.writeback.helpers import consent_for, event
 from writeback.models import (
     Alert,
+    AlertRoute,
     Approval,
     AuditEntry,
     BusinessEvent,
@@ -70,6 +71,8 @@ EXPECTED: dict[str, set[str]] = {
     "resolve_conflict": {"clinician", "admin"},
     "confirm_manual_task": {"clinician", "admin", "engineer"},
     "acknowledge_alert": {"clinician", "admin", "engineer"},
+    "resolve_alert": {"clinician", "admin", "engineer"},
+    "manage_alert_routes": {"admin"},
     "configure_tenant": {"engineer"},
     "kill_switch": {"engineer", "admin"},
     "manage_consent": {"clinician", "admin"},  # and a client app holding the permission
@@ -192,6 +195,7 @@ COUNTED = [
     KillSwitch,
     ManualTask,
     Alert,
+    AlertRoute,
     CapabilityChange,
     Capability,
 ]
@@ -202,7 +206,7 @@ def fingerprint() -> dict:
         "counts": {m.__name__: m.objects.count() for m in COUNTED},
         "writes": sorted(Write.objects.values_list("pk", "state", "payload_hash", "lease_owner")),
         "tenants": sorted(Tenant.objects.values_list("slug", "mode", "consent_required")),
-        "alerts": sorted(Alert.objects.values_list("pk", "acknowledged_at")),
+        "alerts": sorted(Alert.objects.values_list("pk", "acknowledged_at", "state")),
         "tasks": sorted(ManualTask.objects.values_list("pk", "status")),
         "conflicts": sorted(Conflict.objects.values_list("pk", "resolved_at")),
         "audit_other_than_refusals": list(
@@ -368,6 +372,28 @@ CONSOLE: dict[str, Case] = {
         lambda c, a, s: c.post(f"/alerts/{a.uid}/acknowledge", {"note": "looked into it"}),
         lambda a, s, r: Alert.objects.get(pk=a.pk, acknowledged_by=s.user),
         ok=(302,),
+    ),
+    "resolve_alert": Case(
+        _alert,
+        lambda c, a, s: c.post(f"/alerts/{a.uid}/resolve", {"note": "fixed at the source"}),
+        lambda a, s, r: Alert.objects.get(pk=a.pk, state="resolved", resolved_by=s.user),
+        ok=(302,),
+    ),
+    # Routes from the console are for one of the person's tenants.
+    "manage_alert_routes": Case(
+        lambda s: s.tenant,
+        lambda c, t, s: c.post(
+            "/alert-routes/add",
+            {
+                "name": "scene-route",
+                "kind": "webhook",
+                "target": "https://hooks.example/alerts",
+                "tenant": t.slug,
+                "min_severity": "warning",
+            },
+        ),
+        lambda t, s, r: AlertRoute.objects.get(name="scene-route", tenant=t),
+        ok=(201,),
     ),
     "configure_tenant": Case(
         lambda s: s.tenant,

@@ -1,4 +1,4 @@
-from writeback.models.alerts import Alert
+from writeback.models.alerts import SEVERITY_RANK, Alert, AlertDelivery, AlertRoute, AlertState
 from writeback.models.audit import AuditAction, AuditEntry, audit_title
 from writeback.models.bulk import BulkItem, BulkOperation
 from writeback.models.choices import (
@@ -38,7 +38,11 @@ from writeback.models.tokens import ApiToken
 __all__ = [
     "RISK_ORDER",
     "RISK_SEVERITY",
+    "SEVERITY_RANK",
     "Alert",
+    "AlertDelivery",
+    "AlertRoute",
+    "AlertState",
     "ApiToken",
     "Approval",
     "AuditAction",

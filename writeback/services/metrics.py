@@ -287,9 +287,7 @@ def dashboard(tenants: QuerySet[Tenant], *, hours: int = 24, now: datetime | Non
     # 7. Open alerts by severity.
     open_alerts = {s.value: 0 for s in SEVERITY_ORDER}
     for r in (
-        Alert.objects.filter(tenant_id__in=ids, acknowledged_at__isnull=True)
-        .values("severity")
-        .annotate(n=Count("id"))
+        Alert.objects.filter(tenant_id__in=ids, state="firing").values("severity").annotate(n=Count("id"))
     ):
         open_alerts[r["severity"]] = r["n"]
 

@@ -43,6 +43,10 @@ ACTION_ROLES: dict[str, frozenset[str]] = {
     "resolve_conflict": frozenset({CLINICIAN, ADMIN}),
     "confirm_manual_task": frozenset({CLINICIAN, ADMIN, ENGINEER}),
     "acknowledge_alert": frozenset({CLINICIAN, ADMIN, ENGINEER}),
+    # Closing an alert for good (a threshold alert closes itself once back below its limit).
+    "resolve_alert": frozenset({CLINICIAN, ADMIN, ENGINEER}),
+    # Where alerts go (webhooks, mailboxes, escalation): admins own who gets woken up.
+    "manage_alert_routes": frozenset({ADMIN}),
     "configure_tenant": frozenset({ENGINEER}),
     "kill_switch": frozenset({ENGINEER, ADMIN}),
     "manage_consent": frozenset({CLINICIAN, ADMIN}),

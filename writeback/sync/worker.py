@@ -24,6 +24,7 @@ from adapters.base import VendorAdapter
 from writeback import logcontext
 from writeback.models import Tenant, Write
 from writeback.services import restore
+from writeback.services.alert_housekeeping import alerts_housekeeping
 from writeback.services.bulk import bulk_process_due
 from writeback.services.holds import current_holds
 from writeback.services.reconcile import reconcile_due
@@ -229,6 +230,7 @@ class SyncWorker:
             bulk_process_due()
         except Exception:
             log.exception("%s: bulk replay step failed", self.worker_id)
+        alerts_housekeeping()  # thresholds, escalations, deliveries; each step catches its own errors
         now = time.monotonic()
         if now - self._last_slow_housekeeping >= SLOW_HOUSEKEEPING_SECONDS:
             self._last_slow_housekeeping = now
