@@ -62,6 +62,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: a view that fails on an unreachable database answers 503 with Retry-After.
+    "writeback.middleware_db.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -298,6 +300,11 @@ WRITEBACK_BACKOFF_CAP_SECONDS = float(env("WRITEBACK_BACKOFF_CAP_SECONDS", "900"
 # Worker threads per process, and writes claimed per claim query (batched claims are ~2.5x cheaper).
 WRITEBACK_WORKER_CONCURRENCY = env_int("WRITEBACK_WORKER_CONCURRENCY", 8)
 WRITEBACK_IDLE_SLEEP_SECONDS = float(env("WRITEBACK_IDLE_SLEEP_SECONDS", "1.0"))
+# Database outages (restart, failover): a worker retries after base * 2^(n-1) seconds with jitter,
+# capped, and never exits; the web process answers 503 with this Retry-After meanwhile.
+WRITEBACK_DB_RECONNECT_BASE_SECONDS = float(env("WRITEBACK_DB_RECONNECT_BASE_SECONDS", "0.5"))
+WRITEBACK_DB_RECONNECT_CAP_SECONDS = float(env("WRITEBACK_DB_RECONNECT_CAP_SECONDS", "15"))
+WRITEBACK_DB_RETRY_AFTER_SECONDS = env_int("WRITEBACK_DB_RETRY_AFTER_SECONDS", 5)
 # Live EHR reads from the console (chart comparison, plan prediction) per person: a burst of this many,
 # refilled at this many a minute (0: no limit).
 WRITEBACK_CONSOLE_EHR_READS_PER_MINUTE = env_int("WRITEBACK_CONSOLE_EHR_READS_PER_MINUTE", 20)

@@ -1,0 +1,177 @@
+"""An unreachable database: the web process answers 503 with Retry-After (an OperationOutcome for the
+API, a short page for the console), never a 500 and never a success; a worker waits it out and resumes.
+
+"Unreachable" is real, not mocked: the connection settings point at a PostgreSQL port nothing listens
+on, or at an SQLite file in a directory that does not exist, so the driver itself fails to connect.
+"""
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from django.db import connection, connections
+from django.test import Client, RequestFactory
+
+from tests.conftest import make_client_app
+from tests.writeback.canonical.examples import envelope
+from writeback.middleware_db import server_error
+from writeback.models import AuditEntry, BusinessEvent, Write
+from writeback.services.consents import consent_create
+from writeback.services.tokens import api_token_create
+from writeback.sync.worker import SyncWorker
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # released on close: nothing listens there
+
+
+@contextmanager
+def unreachable_database(tmp_path: Path) -> Iterator[None]:
+    """Points every new connection at a database that cannot be reached, then restores the settings.
+    Connections already open in other threads are left as they are."""
+    settings_dict = connection.settings_dict
+    saved = dict(settings_dict)
+    connection.close()
+    if connection.vendor == "postgresql":
+        settings_dict.update(HOST="127.0.0.1", PORT=str(_closed_port()))
+        settings_dict.setdefault("OPTIONS", {})
+        settings_dict["OPTIONS"] = {**saved.get("OPTIONS", {}), "connect_timeout": 2}
+    else:
+        settings_dict["NAME"] = str(tmp_path / "no-such-directory" / "db.sqlite3")
+    try:
+        yield
+    finally:
+        connection.close()
+        settings_dict.clear()
+        settings_dict.update(saved)
+
+
+@pytest.fixture
+def outage(tmp_path: Path, django_db_blocker) -> Iterator[None]:
+    with django_db_blocker.unblock(), unreachable_database(tmp_path):
+        yield
+
+
+def _api_post(client: Client, body: dict, token: str = "not-checked-the-database-is-away") -> object:
+    return client.post(
+        "/api/v1/events", body, content_type="application/json", HTTP_AUTHORIZATION=f"Token {token}"
+    )
+
+
+def test_api_answers_503_with_retry_after_and_an_operation_outcome(outage, settings) -> None:
+    settings.WRITEBACK_DB_RETRY_AFTER_SECONDS = 7
+    response = _api_post(Client(), envelope("vitals.recorded"))
+    assert response.status_code == 503
+    assert response["Retry-After"] == "7"
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    (issue,) = body["issue"]
+    assert issue["code"] == "transient"
+    assert "database" in issue["diagnostics"].lower()
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/writes", "/api/v1/metrics", "/api/v1/events/00000000-0000-4000-8000-000000000000"]
+)
+def test_api_reads_answer_503_too(outage, path: str) -> None:
+    response = Client().get(path, HTTP_AUTHORIZATION="Token whatever")
+    assert response.status_code == 503, response.content[:300]
+    assert response.json()["resourceType"] == "OperationOutcome"
+    assert response["Retry-After"]
+
+
+def test_console_answers_a_short_503_page_when_the_session_cannot_load(outage) -> None:
+    """The session is read in a middleware, before any view: the 503 comes through handler500."""
+    client = Client(raise_request_exception=False)
+    client.cookies["sessionid"] = "a" * 32
+    response = client.get("/")
+    assert response.status_code == 503
+    assert response["Retry-After"]
+    assert response["Content-Type"].startswith("text/html")
+    assert b"temporarily unavailable" in response.content
+
+
+def test_console_sign_in_answers_503_not_500(outage) -> None:
+    client = Client(raise_request_exception=False)
+    response = client.post("/login/", {"username": "amy", "password": "pw"})
+    assert response.status_code == 503
+    assert b"temporarily unavailable" in response.content
+
+
+def test_other_server_errors_still_answer_500(db) -> None:
+    """Only database errors become 503: a bug stays a logged 500."""
+    try:
+        raise RuntimeError("a bug")
+    except RuntimeError:
+        response = server_error(RequestFactory().get("/"))
+    assert response.status_code == 500
+    assert "Retry-After" not in response
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_refused_during_the_outage_is_stored_once_when_sent_again(
+    tmp_path, django_db_blocker
+) -> None:
+    """503 means nothing was stored: the same event sent again after the outage is stored (201) once."""
+    from tests.conftest import make_user
+    from writeback.services.tenants import tenant_create, tenant_grant
+
+    tenant = tenant_create(slug="outage", vendor="generic", base_url="http://127.0.0.1:9/fhir")
+    tenant_grant(tenant=tenant, user=make_user("amy.clinician", "clinician"))
+    app = make_client_app("intake-portal")
+    _, token = api_token_create(user=app, tenants=[tenant], name="outage")
+    consent_create(tenant=tenant, patient_ref="pat-1001", actor=None)
+    body = envelope("vitals.recorded")
+    body.update(tenant="outage", idempotency_key="outage-1", initiator={"user": "amy.clinician"})
+    body["patient"] = {"id": "pat-1001", "identifier": {"system": "urn:example:mrn", "value": "MRN1001"}}
+    audit_before = AuditEntry.objects.count()
+
+    with unreachable_database(tmp_path):
+        refused = _api_post(Client(), body, token)
+    assert refused.status_code == 503, refused.content[:300]
+    assert BusinessEvent.objects.count() == 0 and Write.objects.count() == 0
+    assert AuditEntry.objects.count() == audit_before
+
+    stored = _api_post(Client(), body, token)
+    assert stored.status_code == 201, stored.json()
+    again = _api_post(Client(), body, token)
+    assert again.status_code in (200, 201), again.json()
+    assert BusinessEvent.objects.filter(idempotency_key="outage-1").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_waits_out_an_unreachable_database_and_resumes(tmp_path, settings) -> None:
+    """The worker's loop meets a database it cannot reach: it backs off and keeps trying (it does not
+    exit), and once the database is back it carries on and, with --until-idle, ends normally."""
+    settings.WRITEBACK_DB_RECONNECT_BASE_SECONDS = 0.01
+    settings.WRITEBACK_DB_RECONNECT_CAP_SECONDS = 0.05
+    worker = SyncWorker(worker_id="worker:outage", concurrency=1, until_idle=True, idle_sleep=0.01)
+    finished: list = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            finished.append(worker.run())
+        except BaseException as exc:  # the test fails on it below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    with unreachable_database(tmp_path):
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = threading.Event()
+        for _ in range(600):
+            if worker.stats.db_errors >= 3 or not thread.is_alive():
+                break
+            deadline.wait(0.05)
+        assert thread.is_alive(), errors  # still running, not exited on the error
+        assert worker.stats.db_errors >= 3
+    thread.join(timeout=30)
+    assert not thread.is_alive() and not errors, errors
+    assert finished and finished[0].db_outages == 1
