@@ -12,15 +12,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from django.db import connection, connections
+from django.db import OperationalError, connection, connections
 from django.test import Client, RequestFactory
+from django.utils import timezone
 
 from tests.conftest import make_client_app
 from tests.writeback.canonical.examples import envelope
+from tests.writeback.sync.conftest import drain, ours, post
 from writeback.middleware_db import server_error
-from writeback.models import AuditEntry, BusinessEvent, Write
+from writeback.models import AuditEntry, BusinessEvent, Write, WriteAttempt
 from writeback.services.consents import consent_create
 from writeback.services.tokens import api_token_create
+from writeback.states import WriteState
+from writeback.sync.claim import claim_due
 from writeback.sync.worker import SyncWorker
 
 
@@ -175,3 +179,57 @@ def test_a_worker_waits_out_an_unreachable_database_and_resumes(tmp_path, settin
     thread.join(timeout=30)
     assert not thread.is_alive() and not errors, errors
     assert finished and finished[0].db_outages == 1
+
+
+def test_a_write_whose_outcome_could_not_be_recorded_is_checked_by_read_not_sent_again(live, sim, api):
+    """The request left and landed, then the database failed while the outcome was being recorded. The
+    worker forgets the write, hands its lease back to the ledger, and the next claimer finds it on the
+    target by our identifier: committed, and never sent a second time."""
+    (write,) = post(api, "problem.confirmed")
+    worker = SyncWorker(worker_id="worker:blip", concurrency=1)
+    (claimed,) = claim_due(worker.worker_id, 10)
+
+    def database_gone_while_recording(execute, sql, params, many, context):
+        if sql.lstrip().upper().startswith("INSERT") and "writeback_writeattempt" in sql:
+            raise OperationalError("server closed the connection unexpectedly")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(database_gone_while_recording):
+        assert worker._run_one(claimed) is None  # survived, nothing recorded
+    assert worker.stats.by_label["db-error"] == 1
+    assert ours(sim) == {str(write.uid): 1}  # the request did land
+    stuck = Write.objects.get(pk=write.pk)
+    assert (stuck.state, stuck.last_outcome, stuck.lease_owner) == (
+        WriteState.PENDING,
+        "in_flight",
+        worker.worker_id,
+    )
+    assert not WriteAttempt.objects.filter(write=stuck).exists()
+
+    worker._forget_unrecorded()  # the database is back: the lease goes back at once
+    assert Write.objects.get(pk=write.pk).lease_expires_at <= timezone.now()
+    assert worker.stats.unrecorded == 1
+
+    drain()  # any worker, this one or another
+    done = Write.objects.get(pk=write.pk)
+    assert done.state == WriteState.COMMITTED and done.target_resource_id
+    outcomes = list(WriteAttempt.objects.filter(write=done).values_list("method", "outcome"))
+    assert ("GET", WriteAttempt.Outcome.FOUND) in outcomes
+    assert not any(method == "POST" for method, _ in outcomes)  # never sent again
+    assert ours(sim) == {str(write.uid): 1}
+    posts = [r for r in sim.requests(100) if r["method"] == "POST" and "/Condition" in r["path"]]
+    assert len(posts) == 1, posts
+
+
+def test_a_write_still_recorded_after_all_is_not_handed_back(live, sim, api):
+    """The commit landed and only its answer was lost: the ledger already holds the outcome, and the
+    hand-back leaves the write alone."""
+    (write,) = post(api, "problem.confirmed")
+    worker = SyncWorker(worker_id="worker:blip", concurrency=1)
+    (claimed,) = claim_due(worker.worker_id, 10)
+    assert worker._run_one(claimed).label == "committed"
+    worker._note_unrecorded(claimed)
+    worker._forget_unrecorded()
+    done = Write.objects.get(pk=write.pk)
+    assert done.state == WriteState.COMMITTED and done.lease_owner == "" and done.lease_expires_at is None
+    assert worker.stats.unrecorded == 0

@@ -193,7 +193,13 @@ class SyncWorker:
                 tenant_ids=tenant_ids,
                 exclude_tenants=[*full, *excluded],
             )
-            claimed = self._within_bulkheads(claimed, per_tenant, caps)
+            try:
+                claimed = self._within_bulkheads(claimed, per_tenant, caps)
+            except DB_ERRORS:
+                # Claimed but never started: hand them straight back once the database is reachable.
+                for write in claimed:
+                    self._note_unrecorded(write)
+                raise
         for write in claimed:
             self._claimed += 1
             per_tenant[write.tenant_id] += 1
@@ -269,19 +275,21 @@ class SyncWorker:
         if not ids:
             return
         try:
-            Write.objects.filter(pk__in=ids, lease_owner=self.worker_id, last_outcome="in_flight").update(
-                lease_expires_at=timezone.now() - timedelta(microseconds=1)
-            )
+            handed = Write.objects.filter(
+                pk__in=ids, lease_owner=self.worker_id, last_outcome="in_flight"
+            ).update(lease_expires_at=timezone.now() - timedelta(microseconds=1))
         except DB_ERRORS:
             with self._unrecorded_lock:
                 self._unrecorded |= ids  # still away: try again on the next turn
             raise
-        self.stats.unrecorded += len(ids)
+        if not handed:
+            return
+        self.stats.unrecorded += handed
         log.warning(
             "%s: %d write(s) whose outcome could not be recorded handed back to the ledger; "
             "they are checked by read before any resend",
             self.worker_id,
-            len(ids),
+            handed,
         )
 
     def _renew(self, inflight: dict[Future, Write]) -> None:
