@@ -164,10 +164,6 @@ class SyncWorker:
     def _cycle(self, pool: ThreadPoolExecutor, inflight: dict[Future, Write], per_tenant: Counter) -> bool:
         """One turn of the loop: housekeeping, a claim, a wait for in-flight work. True: the worker is done
         (--until-idle found nothing left, or --max-writes reached). Database errors propagate to `run`."""
-        # Drops this thread's connection if an earlier error left it unusable (the next query reconnects).
-        # Never inside a transaction (tests run the loop in one): that is no stale connection.
-        if not connection.in_atomic_block:
-            close_old_connections()
         if self._scope is None:
             self._scope = (self._tenant_ids(), self._excluded_ids())
             self._caps = dict(Tenant.objects.values_list("pk", "max_concurrency"))
@@ -301,8 +297,12 @@ class SyncWorker:
             renew_leases(self.worker_id, [w.pk for w in inflight.values()])
         except DB_ERRORS as exc:
             # The database may be away for a moment: the next beat tries again; a lease that lapses
-            # meanwhile is handled like a dead worker's (check by read before any resend).
+            # meanwhile is handled like a dead worker's (check by read before any resend). The broken
+            # connection is dropped so the next query opens a new one.
             log.warning("%s: lease renewal failed: %s", self.worker_id, str(exc).strip()[:200])
+            if not connection.in_atomic_block:
+                with contextlib.suppress(Exception):
+                    connection.close()
         except Exception:
             log.exception("%s: lease renewal failed", self.worker_id)
 
