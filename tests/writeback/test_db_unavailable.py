@@ -11,17 +11,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.db import OperationalError, connection, connections
 from django.test import Client, RequestFactory
 from django.utils import timezone
 
-from tests.conftest import make_client_app
+from tests.conftest import make_client_app, make_user
+from tests.drills.conftest import database_url
 from tests.writeback.canonical.examples import envelope
 from tests.writeback.sync.conftest import drain, ours, post
 from writeback.middleware_db import server_error
 from writeback.models import AuditEntry, BusinessEvent, Write, WriteAttempt
 from writeback.services.consents import consent_create
+from writeback.services.tenants import tenant_create, tenant_grant
 from writeback.services.tokens import api_token_create
 from writeback.states import WriteState
 from writeback.sync.claim import claim_due
@@ -59,6 +62,14 @@ def unreachable_database(tmp_path: Path) -> Iterator[None]:
 def outage(tmp_path: Path, django_db_blocker) -> Iterator[None]:
     with django_db_blocker.unblock(), unreachable_database(tmp_path):
         yield
+
+
+def _outage_event(key: str) -> dict:
+    body = envelope("vitals.recorded")
+    body.update(tenant="outage", idempotency_key=key, initiator={"user": "amy.clinician"})
+    body["source"]["message_id"] = f"msg-{key}"
+    body["patient"] = {"id": "pat-1001", "identifier": {"system": "urn:example:mrn", "value": "MRN1001"}}
+    return body
 
 
 def _api_post(client: Client, body: dict, token: str = "not-checked-the-database-is-away") -> object:
@@ -118,21 +129,14 @@ def test_other_server_errors_still_answer_500(db) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_event_refused_during_the_outage_is_stored_once_when_sent_again(
-    tmp_path, django_db_blocker
-) -> None:
+def test_an_event_refused_during_the_outage_is_stored_once_when_sent_again(tmp_path) -> None:
     """503 means nothing was stored: the same event sent again after the outage is stored (201) once."""
-    from tests.conftest import make_user
-    from writeback.services.tenants import tenant_create, tenant_grant
-
     tenant = tenant_create(slug="outage", vendor="generic", base_url="http://127.0.0.1:9/fhir")
     tenant_grant(tenant=tenant, user=make_user("amy.clinician", "clinician"))
     app = make_client_app("intake-portal")
     _, token = api_token_create(user=app, tenants=[tenant], name="outage")
     consent_create(tenant=tenant, patient_ref="pat-1001", actor=None)
-    body = envelope("vitals.recorded")
-    body.update(tenant="outage", idempotency_key="outage-1", initiator={"user": "amy.clinician"})
-    body["patient"] = {"id": "pat-1001", "identifier": {"system": "urn:example:mrn", "value": "MRN1001"}}
+    body = _outage_event("outage-1")
     audit_before = AuditEntry.objects.count()
 
     with unreachable_database(tmp_path):
@@ -233,3 +237,39 @@ def test_a_write_still_recorded_after_all_is_not_handed_back(live, sim, api):
     done = Write.objects.get(pk=write.pk)
     assert done.state == WriteState.COMMITTED and done.lease_owner == "" and done.lease_expires_at is None
     assert worker.stats.unrecorded == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_intake_whose_connection_dies_mid_transaction_answers_503_and_stores_nothing() -> None:
+    """The server ends the request's session between the event's INSERT and its writes' (what a restart
+    or a failover does): the answer is 503, never 201 or 500, and nothing of the event is stored."""
+    tenant = tenant_create(slug="outage", vendor="generic", base_url="http://127.0.0.1:9/fhir")
+    tenant_grant(tenant=tenant, user=make_user("amy.clinician", "clinician"))
+    _, token = api_token_create(user=make_client_app("intake-portal"), tenants=[tenant], name="outage")
+    consent_create(tenant=tenant, patient_ref="pat-1001", actor=None)
+    body = _outage_event("outage-cut")
+    audit_before = AuditEntry.objects.count()
+    cut: list[int] = []
+
+    def server_ends_the_session(execute, sql, params, many, context):
+        if not cut and sql.lstrip().upper().startswith("INSERT") and '"writeback_write"' in sql:
+            pid = connection.connection.info.backend_pid
+            with psycopg.connect(database_url(), autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+            cut.append(pid)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(server_ends_the_session):
+        answer = _api_post(Client(raise_request_exception=False), body, token)
+    assert cut, "the intake never reached the writes' INSERT"
+    assert answer.status_code == 503, answer.content[:500]
+    assert answer.json()["resourceType"] == "OperationOutcome"
+    connection.close()
+    assert not BusinessEvent.objects.filter(idempotency_key="outage-cut").exists()
+    assert not Write.objects.exists()
+    assert AuditEntry.objects.count() == audit_before
+
+    again = _api_post(Client(), body, token)  # the client's retry after Retry-After
+    assert again.status_code == 201, again.json()
+    assert BusinessEvent.objects.filter(idempotency_key="outage-cut").count() == 1
