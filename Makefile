@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv lint check bench screenshots clean
+.PHONY: demo test venv lint check bench soak screenshots clean
 
 $(VENV)/.installed: pyproject.toml
 	@base=$$(.ci/find-python) || exit 1; \
@@ -31,6 +31,10 @@ check: venv
 
 bench: venv
 	$(PY) bench/run.py
+
+# 30 minutes of steady load with faults; writes docs/soak.csv, docs/soak.svg and docs/benchmarks.md.
+soak: venv
+	$(PY) bench/soak.py --minutes 30 --write-docs
 
 screenshots: venv
 	$(PY) -m pytest tests/browser/test_screenshots.py -p no:xdist

@@ -63,6 +63,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: a view that fails on an unreachable database answers 503 with Retry-After.
+    "writeback.middleware_db.DatabaseUnavailableMiddleware",
     # First: every log line of a request carries its request and correlation ids (writeback/logcontext.py).
     "writeback.logcontext.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -347,6 +349,11 @@ WRITEBACK_RECONCILE_MAX_PAGES = env_int("WRITEBACK_RECONCILE_MAX_PAGES", 10_000)
 # head they last saw. A worker that starts on a database behind it marks open writes verify-before-send.
 # Empty: off. Keep it on storage that a database restore does not roll back.
 WRITEBACK_GENERATION_FILE = env("WRITEBACK_GENERATION_FILE", "")
+# Database outages (restart, failover): a worker retries after base * 2^(n-1) seconds with jitter,
+# capped, and never exits; the web process answers 503 with this Retry-After meanwhile.
+WRITEBACK_DB_RECONNECT_BASE_SECONDS = float(env("WRITEBACK_DB_RECONNECT_BASE_SECONDS", "0.5"))
+WRITEBACK_DB_RECONNECT_CAP_SECONDS = float(env("WRITEBACK_DB_RECONNECT_CAP_SECONDS", "15"))
+WRITEBACK_DB_RETRY_AFTER_SECONDS = env_int("WRITEBACK_DB_RETRY_AFTER_SECONDS", 5)
 # Live EHR reads from the console (chart comparison, plan prediction) per person: a burst of this many,
 # refilled at this many a minute (0: no limit).
 WRITEBACK_CONSOLE_EHR_READS_PER_MINUTE = env_int("WRITEBACK_CONSOLE_EHR_READS_PER_MINUTE", 20)

@@ -11,3 +11,6 @@ urlpatterns = [
     path("metrics", PrometheusMetricsApi.as_view(), name="metrics"),
     path("", include("console.urls")),
 ]
+
+# A database outage that surfaces in a middleware (session, user) answers 503, not 500.
+handler500 = "writeback.middleware_db.server_error"

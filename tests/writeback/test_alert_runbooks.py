@@ -36,7 +36,12 @@ def test_every_alert_kind_has_a_runbook():
     consent_rules = set(
         re.findall(r'"(consent-[a-z-]+)"', (ROOT / "writeback/services/consents.py").read_text())
     )
-    kinds = raised_by_the_worker() | set(CODES) | {OUTBOUND_REFUSED, FINDINGS_ALERT, RESTORE_ALERT} | consent_rules
+    kinds = (
+        raised_by_the_worker()
+        | set(CODES)
+        | {OUTBOUND_REFUSED, FINDINGS_ALERT, RESTORE_ALERT}
+        | consent_rules
+    )
     assert {"retries-exhausted", "rejected-by-target", "outcome-unknown", "patient-binding"} <= kinds
     missing = kinds - runbook_kinds()
     assert not missing, f"no runbook in docs/operations.md for {sorted(missing)}"

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from writeback.errors import DomainError
+from writeback.middleware_db import DB_ERRORS, database_unavailable
 from writeback.services.permissions import ActionRefused
 from writeback.states import InvalidTransition
 from writeback.validation.outcome import ValidationFailed, operation_outcome, single
@@ -89,6 +90,10 @@ def exception_handler(exc, context):
         if getattr(exc, "wait", None):
             headers["Retry-After"] = str(int(exc.wait))
         return Response(body, status=exc.status_code, headers=headers)
+    if isinstance(exc, DB_ERRORS):
+        # The database is away (restart, failover): nothing was stored; the client retries later.
+        set_rollback()
+        return database_unavailable(context["request"], exc)
     # Anything else is a bug: log it with its traceback, answer a clean OperationOutcome.
     log.exception("unhandled error in %s", context.get("view").__class__.__name__)
     set_rollback()

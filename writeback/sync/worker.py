@@ -16,15 +16,18 @@ import uuid
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from django.utils import timezone
 
 from adapters.base import VendorAdapter
 from writeback import logcontext
 from writeback.models import Tenant, Write
 from writeback.services import restore
 from writeback.services.alert_housekeeping import alerts_housekeeping
+from writeback.services.backoff import reconnect_delay
 from writeback.services.bulk import bulk_process_due
 from writeback.services.holds import current_holds
 from writeback.services.reconcile import reconcile_due
@@ -37,6 +40,9 @@ log = logging.getLogger(__name__)
 
 # The restore marker and scheduled reconciliation sweeps: checked this often, not every loop.
 SLOW_HOUSEKEEPING_SECONDS = 10.0
+
+# What a lost database connection raises (psycopg's errors, wrapped by Django).
+DB_ERRORS = (OperationalError, InterfaceError)
 
 
 def make_worker_id() -> str:
@@ -79,6 +85,9 @@ def _ids_of(slugs: list[str]) -> list[int]:
 class WorkerStats:
     processed: int = 0
     by_label: Counter = field(default_factory=Counter)
+    db_outages: int = 0  # times the database became unreachable
+    db_errors: int = 0  # failed turns of the loop while it was
+    unrecorded: int = 0  # writes handed back to the ledger because their outcome could not be recorded
 
 
 class SyncWorker:
@@ -111,6 +120,12 @@ class SyncWorker:
         # Leases are renewed three times per lease length while a write is in flight.
         self._renew_every = max(0.1, settings.WRITEBACK_LEASE_SECONDS / 3)
         self._last_renewal = time.monotonic()
+        self._scope: tuple[list[int] | None, list[int]] | None = None
+        self._caps: dict[int, int] = {}
+        self._sleep = self.idle_sleep
+        self._db_failures = 0
+        self._unrecorded: set[int] = set()
+        self._unrecorded_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -133,55 +148,17 @@ class SyncWorker:
 
     def run(self) -> WorkerStats:
         self._check_for_restore()
-        tenant_ids, excluded = self._tenant_ids(), self._excluded_ids()
-        caps = dict(Tenant.objects.values_list("pk", "max_concurrency"))
         inflight: dict[Future, Write] = {}
         per_tenant: Counter = Counter()
-        sleep = self.idle_sleep
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="sync") as pool:
             while not self.stopping.is_set():
-                self._housekeeping()
-                free = self.concurrency - len(inflight)
-                if self.max_writes is not None:
-                    free = min(free, self.max_writes - self._claimed)
-                claimed = []
-                # Claim in batches (one claim costs about as much for 1 write as for 8): wait until
-                # half the threads are free, unless nothing is in flight.
-                if free > 0 and (free >= self.batch or not inflight):
-                    full = [t for t, n in per_tenant.items() if n >= caps.get(t, 4)]
-                    claimed = claim_due(
-                        self.worker_id,
-                        free,
-                        holds=current_holds(tenant_ids),
-                        tenant_ids=tenant_ids,
-                        exclude_tenants=[*full, *excluded],
-                    )
-                    claimed = self._within_bulkheads(claimed, per_tenant, caps)
-                for write in claimed:
-                    self._claimed += 1
-                    per_tenant[write.tenant_id] += 1
-                    inflight[pool.submit(self._run_one, write)] = write
-                if inflight:
-                    done, _ = wait(
-                        list(inflight),
-                        timeout=min(0.5 if claimed else self.idle_sleep, self._renew_every),
-                        return_when=FIRST_COMPLETED,
-                    )
-                    for fut in done:
-                        per_tenant[inflight.pop(fut).tenant_id] -= 1
-                    self._renew(inflight)
-                    sleep = self.idle_sleep
-                    continue
-                if self.max_writes is not None and self._claimed >= self.max_writes:
-                    break
-                if not claimed:
-                    if self.until_idle and not has_open_work(
-                        holds=current_holds(tenant_ids), tenant_ids=tenant_ids, exclude_tenants=excluded
-                    ):
+                try:
+                    if self._cycle(pool, inflight, per_tenant):
                         break
-                    self.stopping.wait(sleep)
-                    sleep = min(sleep * 1.5, 5.0)  # back off while idle, wake fast when work appears
-                    caps = dict(Tenant.objects.values_list("pk", "max_concurrency"))
+                except DB_ERRORS as exc:
+                    # A restart, a failover, a network blip: the worker waits it out instead of exiting,
+                    # so sending resumes on its own when the database is back.
+                    self._database_lost(exc)
             # Stopping (SIGTERM, --max-writes): finish what is in flight, keeping its leases alive.
             while inflight:
                 done, _ = wait(list(inflight), timeout=self._renew_every, return_when=FIRST_COMPLETED)
@@ -192,8 +169,137 @@ class SyncWorker:
             restore.write_marker()  # the head this worker leaves behind, for the next one's check
         except Exception:
             log.exception("%s: writing the restore marker failed", self.worker_id)
+        with contextlib.suppress(*DB_ERRORS):
+            self._forget_unrecorded()
         close_old_connections()
         return self.stats
+
+    def _cycle(self, pool: ThreadPoolExecutor, inflight: dict[Future, Write], per_tenant: Counter) -> bool:
+        """One turn of the loop: housekeeping, a claim, a wait for in-flight work. True: the worker is done
+        (--until-idle found nothing left, or --max-writes reached). Database errors propagate to `run`."""
+        if self._scope is None:
+            self._scope = (self._tenant_ids(), self._excluded_ids())
+            self._caps = dict(Tenant.objects.values_list("pk", "max_concurrency"))
+        tenant_ids, excluded = self._scope
+        caps = self._caps
+        if self._db_failures:
+            connection.ensure_connection()  # raises while the database is still away
+            self._database_back()
+        self._forget_unrecorded()
+        self._housekeeping()
+        free = self.concurrency - len(inflight)
+        if self.max_writes is not None:
+            free = min(free, self.max_writes - self._claimed)
+        claimed = []
+        # Claim in batches (one claim costs about as much for 1 write as for 8): wait until half the
+        # threads are free, unless nothing is in flight.
+        if free > 0 and (free >= self.batch or not inflight):
+            full = [t for t, n in per_tenant.items() if n >= caps.get(t, 4)]
+            claimed = claim_due(
+                self.worker_id,
+                free,
+                holds=current_holds(tenant_ids),
+                tenant_ids=tenant_ids,
+                exclude_tenants=[*full, *excluded],
+            )
+            try:
+                claimed = self._within_bulkheads(claimed, per_tenant, caps)
+            except DB_ERRORS:
+                # Claimed but never started: hand them straight back once the database is reachable.
+                for write in claimed:
+                    self._note_unrecorded(write)
+                raise
+        for write in claimed:
+            self._claimed += 1
+            per_tenant[write.tenant_id] += 1
+            inflight[pool.submit(self._run_one, write)] = write
+        if inflight:
+            done, _ = wait(
+                list(inflight),
+                timeout=min(0.5 if claimed else self.idle_sleep, self._renew_every),
+                return_when=FIRST_COMPLETED,
+            )
+            for fut in done:
+                per_tenant[inflight.pop(fut).tenant_id] -= 1
+            self._renew(inflight)
+            self._sleep = self.idle_sleep
+            return False
+        if self.max_writes is not None and self._claimed >= self.max_writes:
+            return True
+        if not claimed:
+            if self.until_idle and not has_open_work(
+                holds=current_holds(tenant_ids), tenant_ids=tenant_ids, exclude_tenants=excluded
+            ):
+                return True
+            self.stopping.wait(self._sleep)
+            self._sleep = min(self._sleep * 1.5, 5.0)  # back off while idle, wake fast when work appears
+            self._caps = dict(Tenant.objects.values_list("pk", "max_concurrency"))
+        return False
+
+    # -- database outages --------------------------------------------------------------------------
+
+    def _database_lost(self, exc: Exception) -> None:
+        """Closes the broken connection and waits (capped exponential backoff with jitter, cut short by
+        SIGTERM) before the loop tries again. In-flight writes carry on: their outcomes are recorded if
+        the database is back in time, and otherwise forgotten and checked by read (`_forget_unrecorded`)."""
+        self._db_failures += 1
+        self.stats.db_errors += 1
+        if self._db_failures == 1:
+            self.stats.db_outages += 1
+        with contextlib.suppress(Exception):
+            connection.close()
+        delay = reconnect_delay(self._db_failures)
+        log.warning(
+            "%s: database unavailable (%s: %s); try %d again in %.1f s",
+            self.worker_id,
+            type(exc).__name__,
+            str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "",
+            self._db_failures,
+            delay,
+        )
+        self.stopping.wait(delay)
+
+    def _database_back(self) -> None:
+        log.warning(
+            "%s: database reachable again after %d failed tr%s; resuming",
+            self.worker_id,
+            self._db_failures,
+            "y" if self._db_failures == 1 else "ies",
+        )
+        self._db_failures = 0
+
+    def _note_unrecorded(self, write: Write) -> None:
+        with self._unrecorded_lock:
+            self._unrecorded.add(write.pk)
+
+    def _forget_unrecorded(self) -> None:
+        """Writes whose processing died on a database error may have been sent without their outcome being
+        recorded. This worker keeps nothing about them in memory: it lets go of their leases at once,
+        leaving them marked in flight, so the ledger (not this process) decides what happens next. The
+        housekeeping sweep marks them outcome unknown, and whoever claims one (this worker or another)
+        looks it up on the target before sending anything. A write whose outcome was recorded after all
+        (the commit landed, its answer was lost) no longer matches and is left alone."""
+        with self._unrecorded_lock:
+            ids, self._unrecorded = self._unrecorded, set()
+        if not ids:
+            return
+        try:
+            handed = Write.objects.filter(
+                pk__in=ids, lease_owner=self.worker_id, last_outcome="in_flight"
+            ).update(lease_expires_at=timezone.now() - timedelta(microseconds=1))
+        except DB_ERRORS:
+            with self._unrecorded_lock:
+                self._unrecorded |= ids  # still away: try again on the next turn
+            raise
+        if not handed:
+            return
+        self.stats.unrecorded += handed
+        log.warning(
+            "%s: %d write(s) whose outcome could not be recorded handed back to the ledger; "
+            "they are checked by read before any resend",
+            self.worker_id,
+            handed,
+        )
 
     def _renew(self, inflight: dict[Future, Write]) -> None:
         now = time.monotonic()
@@ -202,9 +308,15 @@ class SyncWorker:
         self._last_renewal = now
         try:
             renew_leases(self.worker_id, [w.pk for w in inflight.values()])
-        except Exception:
+        except DB_ERRORS as exc:
             # The database may be away for a moment: the next beat tries again; a lease that lapses
-            # meanwhile is handled like a dead worker's (check by read before any resend).
+            # meanwhile is handled like a dead worker's (check by read before any resend). The broken
+            # connection is dropped so the next query opens a new one.
+            log.warning("%s: lease renewal failed: %s", self.worker_id, str(exc).strip()[:200])
+            if not connection.in_atomic_block:
+                with contextlib.suppress(Exception):
+                    connection.close()
+        except Exception:
             log.exception("%s: lease renewal failed", self.worker_id)
 
     def _housekeeping(self) -> None:
@@ -224,10 +336,14 @@ class SyncWorker:
                 # InvalidTransition: taken over meanwhile, and the new holder records it.
                 with logcontext.for_write(write), contextlib.suppress(InvalidTransition):
                     self.processor.record.lost(write, previous_owner=write.lease_owner)
+        except DB_ERRORS:
+            raise  # the loop waits for the database; the sweep runs again once it is back
         except Exception:
             log.exception("%s: marking lapsed leases failed", self.worker_id)
         try:
             bulk_process_due()
+        except DB_ERRORS:
+            raise
         except Exception:
             log.exception("%s: bulk replay step failed", self.worker_id)
         alerts_housekeeping()  # thresholds, escalations, deliveries; each step catches its own errors
@@ -272,6 +388,18 @@ class SyncWorker:
             self.stats.processed += 1
             self.stats.by_label[result.label] += 1
             return result
+        except DB_ERRORS as exc:
+            # The database went away mid-write: whether the request left is unknown to us now. Forget
+            # the write here; the ledger still marks it in flight (see _forget_unrecorded).
+            log.warning(
+                "%s: database error while processing write %s: %s",
+                self.worker_id,
+                write.uid,
+                str(exc).strip()[:200],
+            )
+            self.stats.by_label["db-error"] += 1
+            self._note_unrecorded(write)
+            return None
         except Exception:
             # A bug must not kill the worker or lose the write: the lease lapses and the write (marked
             # in flight) is checked by read before it is sent again.

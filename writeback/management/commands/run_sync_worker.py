@@ -41,4 +41,9 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc))
         summary = ", ".join(f"{k} {v}" for k, v in sorted(stats.by_label.items())) or "nothing to do"
+        if stats.db_outages:
+            summary += (
+                f"; rode out {stats.db_outages} database outage(s), {stats.unrecorded} write(s) "
+                "handed back to be checked by read"
+            )
         self.stdout.write(f"{worker.worker_id}: stopped after {stats.processed} writes ({summary})")
