@@ -1,10 +1,13 @@
 """Reads: the querysets the API and the console show, scoped to what the person may see."""
 
 import re
+from collections.abc import Iterable
+from datetime import datetime
+from typing import NamedTuple
 
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, Sum
 
-from writeback.models import ApiToken, AuditEntry, BusinessEvent, Tenant, Write
+from writeback.models import ApiToken, AuditEntry, BusinessEvent, HourCount, Tenant, Write, WriteCount
 from writeback.services.tenants import tenants_for_user
 
 
@@ -71,3 +74,62 @@ def _looks_like_uuid(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# -- the ledger's running counts (writeback.models.counts): a few hundred rows whatever the ledger size --
+
+TenantScope = Tenant | int | Iterable[int] | QuerySet[Tenant] | None
+
+
+class LedgerCount(NamedTuple):
+    tenant_id: int
+    state: str
+    resource_type: str
+    n: int
+
+
+class HourTotal(NamedTuple):
+    tenant_id: int
+    hour: datetime
+    resource_type: str
+    outcome: str
+    n: int
+
+
+def ledger_counts(tenant: TenantScope = None) -> list[LedgerCount]:
+    """Writes per tenant x state x resource type (keys at zero left out), for one tenant, several
+    (ids or a queryset) or all (None). One query over the counts table, never over the ledger."""
+    rows = _scoped(WriteCount.objects.order_by(), tenant)
+    return [
+        LedgerCount(r["tenant_id"], r["state"], r["resource_type"], r["total"])
+        for r in rows.values("tenant_id", "state", "resource_type")
+        .annotate(total=Sum("n"))
+        .exclude(total=0)
+        .order_by("tenant_id", "state", "resource_type")
+    ]
+
+
+def hour_counts(tenant: TenantScope = None, *, since: datetime) -> list[HourTotal]:
+    """Send attempts per tenant x UTC hour x resource type x outcome, and stored events (outcome
+    `event`), for the hours starting at or after `since`'s hour."""
+    start = since.replace(minute=0, second=0, microsecond=0)
+    rows = _scoped(HourCount.objects.order_by().filter(hour__gte=start), tenant)
+    return [
+        HourTotal(r["tenant_id"], r["hour"], r["resource_type"], r["outcome"], r["total"])
+        for r in rows.values("tenant_id", "hour", "resource_type", "outcome")
+        .annotate(total=Sum("n"))
+        .exclude(total=0)
+        .order_by("hour", "tenant_id", "resource_type", "outcome")
+    ]
+
+
+def _scoped(qs: QuerySet, tenant: TenantScope) -> QuerySet:
+    if tenant is None:
+        return qs
+    if isinstance(tenant, Tenant):
+        return qs.filter(tenant_id=tenant.pk)
+    if isinstance(tenant, int):
+        return qs.filter(tenant_id=tenant)
+    if isinstance(tenant, QuerySet):
+        return qs.filter(tenant_id__in=tenant.values("pk"))
+    return qs.filter(tenant_id__in=list(tenant))

@@ -11,6 +11,7 @@ from writeback.models.choices import (
     Vendor,
     WritePattern,
 )
+from writeback.models.counts import HourCount, WriteCount
 from writeback.models.events import BusinessEvent, ImmutableError
 from writeback.models.ledger import (
     Approval,
@@ -50,6 +51,7 @@ __all__ = [
     "Conflict",
     "Consent",
     "ContractRule",
+    "HourCount",
     "ImmutableError",
     "KillSwitch",
     "ManualTask",
@@ -63,6 +65,7 @@ __all__ = [
     "Vendor",
     "Write",
     "WriteAttempt",
+    "WriteCount",
     "WriteEditor",
     "WritePattern",
     "audit_title",

@@ -22,12 +22,16 @@ from django.db import close_old_connections, connection
 
 from adapters.base import VendorAdapter
 from writeback.models import Tenant, Write
+from writeback.services import counts
 from writeback.services.bulk import bulk_process_due
 from writeback.services.targets import adapter_for
 from writeback.states import InvalidTransition
 from writeback.sync.claim import claim_due, has_open_work, lapsed_in_flight, renew_leases
 from writeback.sync.holds import current_holds
 from writeback.sync.process import Result, WriteProcessor
+
+# The ledger counts' delta rows are folded this often (the counts are exact between foldings too).
+COMPACT_EVERY_SECONDS = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,7 @@ class SyncWorker:
         self.stopping = threading.Event()
         self._claimed = 0
         self._last_housekeeping = 0.0
+        self._last_compaction = 0.0
         # Leases are renewed three times per lease length while a write is in flight.
         self._renew_every = max(0.1, settings.WRITEBACK_LEASE_SECONDS / 3)
         self._last_renewal = time.monotonic()
@@ -204,8 +209,8 @@ class SyncWorker:
     def housekeeping(self) -> None:
         """One pass of the work no write claim carries (the loop runs it at most once a second): mark
         writes whose worker died mid-call as outcome unknown (so the ledger shows it even while nobody
-        takes them over, e.g. under a hold), and move bulk operations on (rate-limited). Background work
-        lives here, never in the web process."""
+        takes them over, e.g. under a hold), move bulk operations on (rate-limited) and fold the ledger
+        counts' delta rows. Background work lives here, never in the web process."""
         try:
             for write in lapsed_in_flight():
                 # InvalidTransition: taken over meanwhile, and the new holder records it.
@@ -217,6 +222,13 @@ class SyncWorker:
             bulk_process_due()
         except Exception:
             log.exception("%s: bulk replay step failed", self.worker_id)
+        now = time.monotonic()
+        if now - self._last_compaction >= COMPACT_EVERY_SECONDS:
+            self._last_compaction = now
+            try:
+                counts.compact()
+            except Exception:
+                log.exception("%s: folding the ledger counts failed", self.worker_id)
 
     def _within_bulkheads(self, claimed, per_tenant: Counter, caps: dict) -> list:
         """A batch may hold more of one tenant than its cap allows: give the excess back at once."""
