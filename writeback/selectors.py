@@ -2,6 +2,7 @@
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
@@ -133,3 +134,71 @@ def _scoped(qs: QuerySet, tenant: TenantScope) -> QuerySet:
     if isinstance(tenant, QuerySet):
         return qs.filter(tenant_id__in=tenant.values("pk"))
     return qs.filter(tenant_id__in=list(tenant))
+
+
+# -- the write list: keyset pages (newest first) and a total that never counts the whole ledger --
+
+# Past this many matches a filtered total is shown as "at least": counting further would read them all.
+COUNT_CAP = 10_000
+# Filters whose total the running counts answer exactly (they are the counts' keys).
+COUNTED_FILTERS = frozenset({"tenant", "state", "resource_type"})
+
+
+@dataclass
+class KeysetPage:
+    """One page of writes, newest first, addressed by the id it starts after (`?after=`) or before
+    (`?before=`): the database seeks by primary key instead of skipping OFFSET rows."""
+
+    object_list: list[Write]
+    count: int
+    count_exact: bool
+    after: int | None  # cursor of the next (older) page, None on the last
+    before: int | None  # cursor of the previous (newer) page, None on the first
+
+
+def write_page(
+    qs: QuerySet[Write], *, after: str | None, before: str | None, size: int, total: tuple[int, bool]
+) -> KeysetPage:
+    """`qs` is filtered and scoped; bad cursors count as none (the first page)."""
+    after_id, before_id = _cursor(after), _cursor(before)
+    if before_id is not None and after_id is None:
+        rows = list(qs.filter(pk__gt=before_id).order_by("id")[: size + 1])
+        more_newer = len(rows) > size
+        rows = list(reversed(rows[:size]))
+        older = rows[-1].pk if rows else None
+        return KeysetPage(rows, *total, after=older, before=rows[0].pk if rows and more_newer else None)
+    if after_id is not None:
+        qs = qs.filter(pk__lt=after_id)
+    rows = list(qs.order_by("-id")[: size + 1])
+    more_older = len(rows) > size
+    rows = rows[:size]
+    return KeysetPage(
+        rows,
+        *total,
+        after=rows[-1].pk if rows and more_older else None,
+        before=rows[0].pk if rows and after_id is not None else None,
+    )
+
+
+def write_total(qs: QuerySet[Write], tenants: list[Tenant], filters: dict) -> tuple[int, bool]:
+    """(total, exact) for the write list: from the running counts when only tenant, state and resource
+    type filter it; otherwise a count that stops at COUNT_CAP."""
+    used = {name for name, value in filters.items() if value not in (None, "", [])}
+    if used <= COUNTED_FILTERS:
+        tenant_ids = [t.pk for t in tenants if not filters.get("tenant") or t.slug == filters["tenant"]]
+        states, resource_type = set(filters.get("state") or ()), filters.get("resource_type")
+        total = sum(
+            c.n
+            for c in ledger_counts(tenant_ids)
+            if (not states or c.state in states) and (not resource_type or c.resource_type == resource_type)
+        )
+        return total, True
+    capped = qs.order_by()[: COUNT_CAP + 1].count()
+    return min(capped, COUNT_CAP), capped <= COUNT_CAP
+
+
+def _cursor(value: str | None) -> int | None:
+    # Anything but a positive id that fits the column is no cursor (never a database error).
+    if not value or not (value.isascii() and value.isdigit()) or not 0 < int(value) < 2**63:
+        return None
+    return int(value)

@@ -1,5 +1,4 @@
 from django.conf import settings
-from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import HttpResponse
 from django.shortcuts import render
@@ -12,7 +11,7 @@ from console.fetch import get_write_for_user, may, request_id, visible_tenants
 from console.forms import ConsoleWriteFilter, NoteForm, RationaleForm
 from console.summaries import clinical_summary, event_item_for
 from writeback.models import Compensation, Write
-from writeback.selectors import audit_for_write, writes_visible_to
+from writeback.selectors import audit_for_write, write_page, write_total, writes_visible_to
 from writeback.services.ehr_reads import ehr_read_plan
 from writeback.services.permissions import ADMIN, roles_of
 from writeback.services.plans import stream_blocker, write_plan
@@ -37,13 +36,15 @@ BULK_STATES = (WriteState.FAILED_TERMINAL, WriteState.FAILED_RETRYABLE)
 @console_view()
 def write_list(request: HtmxHttpRequest) -> HttpResponse:
     tenants = list(visible_tenants(request).order_by("slug"))
-    writes = writes_visible_to(request.user).defer(*LIST_DEFERRED).order_by("-id")
+    writes = writes_visible_to(request.user).defer(*LIST_DEFERRED)
     filters = ConsoleWriteFilter(request.GET or None, queryset=writes, tenants=tenants)
-    rows = filters.qs if filters.is_bound and filters.is_valid() else writes
-    page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
+    valid = filters.is_bound and filters.is_valid()
+    rows = filters.qs if valid else writes
+    total = write_total(rows, tenants, filters.form.cleaned_data if valid else {})
+    get = request.GET.get
     context = {
         "filters": filters,
-        "page": page,
+        "page": write_page(rows, after=get("after"), before=get("before"), size=PAGE_SIZE, total=total),
         # Bulk replay is an admin's call (the service checks it again).
         "can_bulk": may(request, "replay") and (request.user.is_superuser or ADMIN in roles_of(request.user)),
         "bulk_states": BULK_STATES,
