@@ -7,8 +7,10 @@ from datetime import datetime
 from typing import NamedTuple
 
 from django.db.models import Q, QuerySet, Sum
+from django.http import Http404
 
 from writeback.models import ApiToken, AuditEntry, BusinessEvent, HourCount, Tenant, Write, WriteCount
+from writeback.services.permissions import refuse
 from writeback.services.tenants import tenants_for_user
 
 
@@ -19,6 +21,42 @@ def tenants_visible_to(user, token: ApiToken | None = None) -> QuerySet[Tenant]:
         if scoped:
             tenants = tenants.filter(pk__in=scoped)
     return tenants
+
+
+def scoped_get(
+    user,
+    visible: QuerySet,
+    everything: QuerySet,
+    object_type: str,
+    *,
+    action: str = "view",
+    channel: str = "api",
+    request_id: str = "",
+    **lookup,
+):
+    """The one tenant-scoped fetch of the API and the console: the object from `visible`; if only
+    `everything` holds it, an audited refusal naming its tenant (403); if nothing does, a 404."""
+    obj = visible.filter(**lookup).first()
+    if obj is not None:
+        return obj
+    other = everything.select_related(None).filter(**lookup).first()
+    if other is None:
+        raise Http404(f"no such {object_type.replace('_', ' ')}")
+    tenant = other if isinstance(other, Tenant) else getattr(other, "tenant", None)
+    if tenant is None and hasattr(other, "write"):
+        tenant = other.write.tenant
+    refuse(
+        user,
+        action,
+        f"this {object_type.replace('_', ' ')} belongs to tenant {tenant.slug if tenant else '?'}, "
+        "which you may not act on",
+        rule="tenant-forbidden",
+        tenant=tenant,
+        object_type=object_type,
+        object_id=str(next(iter(lookup.values()))),
+        request_id=request_id,
+        channel=channel,
+    )
 
 
 def writes_visible_to(user, token: ApiToken | None = None) -> QuerySet[Write]:
