@@ -1,17 +1,34 @@
 """Reads: the querysets the API and the console show, scoped to what the person may see."""
 
 import re
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Case, Count, IntegerField, Q, QuerySet, Sum, Value, When
 from django.http import Http404
 
-from writeback.models import ApiToken, AuditEntry, BusinessEvent, HourCount, Tenant, Write, WriteCount
+from writeback.models import (
+    Alert,
+    ApiToken,
+    AuditEntry,
+    BusinessEvent,
+    Capability,
+    CapabilityChange,
+    Compensation,
+    HourCount,
+    KillSwitch,
+    Severity,
+    Tenant,
+    Write,
+    WriteCount,
+)
+from writeback.services.killswitches import active_switches
 from writeback.services.permissions import refuse
 from writeback.services.tenants import tenants_for_user
+from writeback.states import CLAIMABLE
 
 
 def tenants_visible_to(user, token: ApiToken | None = None) -> QuerySet[Tenant]:
@@ -243,3 +260,155 @@ def _cursor(value: str | None) -> int | None:
     if not value or not (value.isascii() and value.isdigit()) or not 0 < int(value) < 2**63:
         return None
     return int(value)
+
+
+# -- console pages' reads ----------------------------------------------------------------------------
+
+
+def audit_search(tenant_slugs: list[str], data: dict | None) -> QuerySet[AuditEntry]:
+    """Audit entries of these tenants and the system-wide ones (no tenant), newest first, narrowed by
+    the search form's cleaned data (action prefix, tenant, write/event/object id, correlation id, actor,
+    time range)."""
+    entries = AuditEntry.objects.filter(tenant__in=[*tenant_slugs, ""]).order_by("-seq")
+    data = {k: v.strip() if isinstance(v, str) else v for k, v in (data or {}).items() if v}
+    if "action" in data:
+        entries = entries.filter(action__startswith=data["action"])
+    if "object_id" in data:
+        ident = data["object_id"]
+        entries = entries.filter(Q(write_uid=ident) | Q(event_uid=ident) | Q(object_id=ident))
+    exact = {"tenant": "tenant", "correlation_id": "correlation_id", "actor": "actor"}
+    exact |= {"since": "at__gte", "until": "at__lt"}
+    return entries.filter(**{lookup: data[name] for name, lookup in exact.items() if name in data})
+
+
+@dataclass
+class TenantRow:
+    tenant: Tenant
+    queued: int
+    pending_changes: int
+    switches: list[KillSwitch]
+
+
+def tenant_rows(tenants: list[Tenant]) -> tuple[list[TenantRow], list[KillSwitch]]:
+    """The tenants page: per tenant its queued writes (from the running counts), capability changes
+    waiting for a second person and active kill switches; and the global switches."""
+    ids = [t.pk for t in tenants]
+    queued: dict[int, int] = defaultdict(int)
+    for c in ledger_counts(ids):
+        if c.state in CLAIMABLE:
+            queued[c.tenant_id] += c.n
+    pending = dict(
+        CapabilityChange.objects.filter(tenant_id__in=ids, status=CapabilityChange.Status.PENDING)
+        .values("tenant_id")
+        .annotate(n=Count("id"))
+        .values_list("tenant_id", "n")
+    )
+    switches = active_switches(ids)
+    rows = [
+        TenantRow(t, queued[t.pk], pending.get(t.pk, 0), [s for s in switches if s.tenant_id == t.pk])
+        for t in tenants
+    ]
+    return rows, [s for s in switches if s.scope == KillSwitch.Scope.GLOBAL]
+
+
+def queued_writes(tenant: Tenant) -> int:
+    return sum(c.n for c in ledger_counts(tenant) if c.state in CLAIMABLE)
+
+
+def tenant_changes(tenant: Tenant) -> tuple[list, list[CapabilityChange]]:
+    """The tenant page's capability history (15 latest) and change requests (25 latest)."""
+    history = (
+        Capability.history.filter(tenant_id=tenant.pk)
+        .select_related("history_user", "set_by")
+        .order_by("-history_date")[:15]
+    )
+    changes = (
+        CapabilityChange.objects.filter(tenant=tenant)
+        .select_related("requested_by", "decided_by")
+        .order_by("-requested_at")[:25]
+    )
+    return list(history), list(changes)
+
+
+ALERT_SEVERITY_RANK = Case(
+    When(severity=Severity.PAGE, then=Value(0)),
+    When(severity=Severity.CRITICAL, then=Value(1)),
+    When(severity=Severity.WARNING, then=Value(2)),
+    default=Value(3),
+    output_field=IntegerField(),
+)
+
+
+def alerts_for(tenants: QuerySet[Tenant], *, status: str, severity: str) -> QuerySet[Alert]:
+    """Alerts of these tenants, most severe first: open, acknowledged or all, of one severity or any."""
+    alerts = Alert.objects.filter(tenant__in=tenants).select_related("tenant", "write", "acknowledged_by")
+    if status == "open":
+        alerts = alerts.filter(acknowledged_at__isnull=True)
+    elif status == "acknowledged":
+        alerts = alerts.filter(acknowledged_at__isnull=False)
+    if severity in Severity.values:
+        alerts = alerts.filter(severity=severity)
+    return alerts.defer("write__payload").annotate(rank=ALERT_SEVERITY_RANK).order_by("rank", "-created_at")
+
+
+def held_queue_sizes(alerts: list[Alert]) -> dict[tuple[int, str], int]:
+    """Writes waiting behind each open queue-holding alert, by (tenant id, resource type)."""
+    held = {(a.tenant_id, a.resource_type) for a in alerts if a.holds_queue and a.is_open}
+    if not held:
+        return {}
+    waiting: dict[tuple[int, str], int] = defaultdict(int)
+    for c in ledger_counts({t for t, _ in held}):
+        if c.state in CLAIMABLE and (c.tenant_id, c.resource_type) in held:
+            waiting[(c.tenant_id, c.resource_type)] += c.n
+    return dict(waiting)
+
+
+@dataclass
+class WriteDetail:
+    """What the write page shows of a write's history, in a constant number of queries."""
+
+    attempts: list
+    approvals: list
+    entries: list[AuditEntry]
+    conflicts: list
+    open_conflict: object | None
+    compensations: list
+    active_compensation: object | None
+    related: list[Write]
+    live_approval: object | None
+
+
+def write_history(write: Write) -> WriteDetail:
+    attempts = list(write.attempts_log.order_by("number", "id"))
+    approvals = list(write.approvals.select_related("approver").order_by("decided_at"))
+    conflicts = list(
+        write.conflicts.select_related("resolved_by", "resolution_write").order_by("-created_at")
+    )
+    compensations = list(
+        write.compensations.select_related("requested_by").prefetch_related("writes", "manual_tasks")
+    )
+    related = list(
+        Write.objects.filter(Q(replay_of=write) | Q(supersedes=write) | Q(compensates=write))
+        .only(
+            "uid",
+            "state",
+            "resource_type",
+            "operation",
+            "replay_of",
+            "supersedes",
+            "compensates",
+            "created_at",
+        )
+        .order_by("id")
+    )
+    return WriteDetail(
+        attempts=attempts,
+        approvals=approvals,
+        entries=list(audit_for_write(write)),
+        conflicts=conflicts,
+        open_conflict=next((c for c in conflicts if c.resolved_at is None), None),
+        compensations=compensations,
+        active_compensation=next((c for c in compensations if c.status != Compensation.Status.FAILED), None),
+        related=related,
+        live_approval=next((a for a in reversed(approvals) if a.is_valid_for(write.payload_hash)), None),
+    )

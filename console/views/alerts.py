@@ -1,6 +1,5 @@
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Case, Count, IntegerField, Value, When
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -8,17 +7,10 @@ from django.views.decorators.http import require_POST
 from console.decorators import HtmxHttpRequest, console_view
 from console.fetch import get_alert_for_user, may, request_id, visible_tenants
 from console.forms import NoteForm
-from writeback.models import Alert, Severity, Write
+from writeback.models import Severity
+from writeback.selectors import alerts_for, held_queue_sizes
 from writeback.services.alerts import alert_acknowledge
-from writeback.states import CLAIMABLE
 
-SEVERITY_RANK = Case(
-    When(severity=Severity.PAGE, then=Value(0)),
-    When(severity=Severity.CRITICAL, then=Value(1)),
-    When(severity=Severity.WARNING, then=Value(2)),
-    default=Value(3),
-    output_field=IntegerField(),
-)
 STATUSES = [("open", "Open"), ("acknowledged", "Acknowledged"), ("all", "All")]
 
 
@@ -26,27 +18,9 @@ STATUSES = [("open", "Open"), ("acknowledged", "Acknowledged"), ("all", "All")]
 def alert_list(request: HtmxHttpRequest) -> HttpResponse:
     status = request.GET.get("status", "open")
     severity = request.GET.get("severity", "")
-    alerts = Alert.objects.filter(tenant__in=visible_tenants(request)).select_related(
-        "tenant", "write", "acknowledged_by"
-    )
-    if status == "open":
-        alerts = alerts.filter(acknowledged_at__isnull=True)
-    elif status == "acknowledged":
-        alerts = alerts.filter(acknowledged_at__isnull=False)
-    if severity in Severity.values:
-        alerts = alerts.filter(severity=severity)
-    alerts = alerts.defer("write__payload").annotate(rank=SEVERITY_RANK).order_by("rank", "-created_at")
+    alerts = alerts_for(visible_tenants(request), status=status, severity=severity)
     page = Paginator(alerts, 50).get_page(request.GET.get("page"))
-    held = [(a.tenant_id, a.resource_type) for a in page.object_list if a.holds_queue and a.is_open]
-    waiting = {}
-    if held:
-        for r in (
-            Write.objects.filter(tenant_id__in={t for t, _ in held}, resource_type__in={r for _, r in held})
-            .filter(state__in=CLAIMABLE)
-            .values("tenant_id", "resource_type")
-            .annotate(n=Count("id"))
-        ):
-            waiting[(r["tenant_id"], r["resource_type"])] = r["n"]
+    waiting = held_queue_sizes(page.object_list)
     cards = [
         {
             "alert": a,
