@@ -21,6 +21,7 @@ EVENTS = "writeback_businessevent"
 WRITE_COUNTS = "writeback_writecount"
 HOUR_COUNTS = "writeback_hourcount"
 
+PG_FUNCTIONS = ("writeback_count_writes", "writeback_count_attempts", "writeback_count_events")
 PG_TRIGGERS = {
     "writeback_write_count_ins": (WRITES, "INSERT", "NEW TABLE AS new_rows", "writeback_count_writes"),
     "writeback_write_count_upd": (
