@@ -50,12 +50,14 @@ def pages() -> dict[str, str]:
     """The pages to measure; the write and the patient are picked from the middle of the ledger."""
     middle = Write.objects.order_by("-id").values_list("id", flat=True)[Write.objects.count() // 2]
     write = Write.objects.get(pk=middle)
+    # Page 200 of 50 rows, as the keyset list addresses it: after the 9,950th newest write.
+    deep = Write.objects.order_by("-id").values_list("id", flat=True)[199 * 50 - 1]
     return {
         "overview": "/",
         "write list": "/writes/",
         "state filter": "/writes/?state=failed_terminal",
         "patient search": f"/writes/?q={write.patient_ref}",
-        "page 200": "/writes/?page=200",
+        "page 200": f"/writes/?after={deep}",
         "approvals": "/approvals/",
         "write detail": f"/writes/{write.uid}/",
         "/metrics": "/metrics",

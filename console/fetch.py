@@ -3,7 +3,7 @@ person may act on. An object of another tenant is refused (403, audited, as the 
 id is a 404."""
 
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest
+from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 
 from writeback import logcontext
@@ -18,7 +18,7 @@ from writeback.models import (
     Tenant,
     Write,
 )
-from writeback.selectors import tenants_visible_to, writes_visible_to
+from writeback.selectors import scoped_get, tenants_visible_to, writes_visible_to
 from writeback.services.permissions import refuse, require
 
 # One id per request, the same in logs, audit entries and the API (writeback/logcontext.py).
@@ -39,26 +39,14 @@ def visible_tenant_ids(request: HttpRequest) -> list[int]:
 def _visible_or_refused(
     request: HttpRequest, visible: QuerySet, everything: QuerySet, object_type: str, **lookup
 ):
-    """The object from `visible`; if only `everything` has it, a refusal naming the tenant; else 404."""
-    obj = visible.filter(**lookup).first()
-    if obj is not None:
-        return obj
-    other = everything.select_related(None).filter(**lookup).first()
-    if other is None:
-        raise Http404(f"no such {object_type}")
-    tenant = other if isinstance(other, Tenant) else getattr(other, "tenant", None)
-    if tenant is None and hasattr(other, "write"):
-        tenant = other.write.tenant
-    refuse(
+    return scoped_get(
         request.user,
-        "view",
-        f"this {object_type.replace('_', ' ')} belongs to tenant {tenant.slug if tenant else '?'}, "
-        "which you may not act on",
-        rule="tenant-forbidden",
-        tenant=tenant,
-        object_type=object_type,
-        object_id=str(next(iter(lookup.values()))),
+        visible,
+        everything,
+        object_type,
         channel="console",
+        request_id=request_id(request),
+        **lookup,
     )
 
 

@@ -87,10 +87,10 @@ class ConsoleWriteFilter(WriteFilter):
     tenant = django_filters.ChoiceFilter(field_name="tenant__slug", label="Tenant", empty_label="All tenants")
     resource_type = django_filters.ChoiceFilter(label="Resource type", empty_label="Any resource type")
     state = django_filters.MultipleChoiceFilter(
-        choices=WriteState.choices, label="State", widget=forms.CheckboxSelectMultiple
+        choices=WriteState.choices, label="State", widget=forms.CheckboxSelectMultiple, distinct=False
     )
     risk = django_filters.MultipleChoiceFilter(
-        choices=Risk.choices, label="Risk", widget=forms.CheckboxSelectMultiple
+        choices=Risk.choices, label="Risk", widget=forms.CheckboxSelectMultiple, distinct=False
     )
     patient = django_filters.CharFilter(field_name="patient_ref", label="Patient id")
     range = django_filters.ChoiceFilter(

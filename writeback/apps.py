@@ -8,6 +8,7 @@ class WritebackConfig(AppConfig):
 
     def ready(self) -> None:
         from axes.signals import user_locked_out
+        from django.db.models.signals import post_migrate
 
         from writeback.services.signins import signin_lockout_record
 
@@ -16,3 +17,12 @@ class WritebackConfig(AppConfig):
 
         # Strong reference: the receiver is a local function.
         user_locked_out.connect(audit_lockout, weak=False, dispatch_uid="writeback-audit-lockout")
+
+        def restore_count_triggers(sender, using="default", plan=None, **kwargs) -> None:
+            from writeback.services.counts import ensure_installed
+
+            # Only after migrations ran forward: a rollback to before the counts leaves no table.
+            if plan and not any(backwards for _, backwards in plan):
+                ensure_installed(using)
+
+        post_migrate.connect(restore_count_triggers, sender=self, dispatch_uid="writeback-count-triggers")

@@ -9,10 +9,12 @@ from writeback.states import WriteState
 
 class WriteFilter(django_filters.FilterSet):
     tenant = django_filters.CharFilter(field_name="tenant__slug")
-    state = django_filters.MultipleChoiceFilter(choices=WriteState.choices)
+    # distinct=False: a column of the write itself never repeats a row, and DISTINCT over every column
+    # would sort the whole match instead of reading an index newest first.
+    state = django_filters.MultipleChoiceFilter(choices=WriteState.choices, distinct=False)
     resource_type = django_filters.CharFilter()
     patient = django_filters.CharFilter(field_name="patient_ref")
-    risk = django_filters.MultipleChoiceFilter(choices=Risk.choices)
+    risk = django_filters.MultipleChoiceFilter(choices=Risk.choices, distinct=False)
     since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
     q = django_filters.CharFilter(method="search", label="Search ids and clinical keys")

@@ -1,6 +1,5 @@
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Q
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -8,7 +7,8 @@ from django.views.decorators.http import require_POST
 from console.decorators import HtmxHttpRequest, console_view
 from console.fetch import get_write_for_user, request_id, visible_tenants
 from console.forms import AuditSearchForm
-from writeback.models import AuditAction, AuditEntry
+from writeback.models import AuditAction
+from writeback.selectors import audit_search
 from writeback.services.audit_export import audit_chain_check, last_chain_check, write_export
 
 
@@ -16,26 +16,9 @@ from writeback.services.audit_export import audit_chain_check, last_chain_check,
 def audit_log(request: HtmxHttpRequest) -> HttpResponse:
     tenants = list(visible_tenants(request).order_by("slug"))
     slugs = [t.slug for t in tenants]
-    # Entries of the person's tenants, and the system-wide ones (no tenant).
-    entries = AuditEntry.objects.filter(tenant__in=[*slugs, ""]).order_by("-seq")
     form = AuditSearchForm(request.GET or None, tenants=tenants)
-    if form.is_bound and form.is_valid():
-        data = form.cleaned_data
-        if data["action"]:
-            entries = entries.filter(action__startswith=data["action"].strip())
-        if data["tenant"]:
-            entries = entries.filter(tenant=data["tenant"])
-        if data["object_id"]:
-            ident = data["object_id"].strip()
-            entries = entries.filter(Q(write_uid=ident) | Q(event_uid=ident) | Q(object_id=ident))
-        if data["correlation_id"]:
-            entries = entries.filter(correlation_id=data["correlation_id"].strip())
-        if data["actor"]:
-            entries = entries.filter(actor=data["actor"].strip())
-        if data["since"]:
-            entries = entries.filter(at__gte=data["since"])
-        if data["until"]:
-            entries = entries.filter(at__lt=data["until"])
+    # Entries of the person's tenants, and the system-wide ones (no tenant).
+    entries = audit_search(slugs, form.cleaned_data if form.is_bound and form.is_valid() else None)
     page = Paginator(entries, 50).get_page(request.GET.get("page"))
     context = {
         "form": form,

@@ -112,18 +112,15 @@ def correction(request: HtmxHttpRequest, uid) -> HttpResponse:
         context["form"] = form
         return render(request, "console/correction.html", context, status=422)
     plan, problem = _plan(write, "correction", form.cleaned_data["data"])
-    context.update(
-        form=form,
-        plan=plan,
-        plan_problem=problem,
-        confirm_form=CorrectionConfirmForm(
-            initial={
-                "data": json.dumps(form.cleaned_data["data"], indent=2),
-                "reason": form.cleaned_data["reason"],
-            }
-        ),
-    )
+    context.update(form=form, plan=plan, plan_problem=problem, confirm_form=_confirm_form(form.cleaned_data))
     return render(request, "console/correction.html", context, status=200 if plan else 422)
+
+
+def _confirm_form(data: dict) -> CorrectionConfirmForm:
+    """The second step carries the first step's values, for the person to confirm."""
+    return CorrectionConfirmForm(
+        initial={"data": json.dumps(data["data"], indent=2), "reason": data["reason"]}
+    )
 
 
 @console_view()

@@ -57,14 +57,15 @@ def replay(request: HtmxHttpRequest, uid) -> HttpResponse:
         request_id=request_id(request),
         channel="console",
     )
-    if new.pk == write.pk:
-        messages.success(
-            request, "Queued to resend as it was; the worker checks by read first if it may have landed."
-        )
-    else:
-        where = "compared with the EHR (shadow)" if data["shadow"] else "sent"
-        messages.success(request, f"Replay ({data['mode']}) queued as this new write, to be {where}.")
+    messages.success(request, _replayed_message(new, write, data))
     return redirect("console-write", new.uid)
+
+
+def _replayed_message(new: Write, write: Write, data: dict) -> str:
+    if new.pk == write.pk:
+        return "Queued to resend as it was; the worker checks by read first if it may have landed."
+    where = "compared with the EHR (shadow)" if data["shadow"] else "sent"
+    return f"Replay ({data['mode']}) queued as this new write, to be {where}."
 
 
 def _replay_event(request: HtmxHttpRequest, write: Write, data: dict) -> HttpResponse:

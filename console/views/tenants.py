@@ -2,7 +2,6 @@
 the capability matrix with its sources and history, discovery, and two-person widening."""
 
 from django.contrib import messages
-from django.db.models import Count
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -18,7 +17,8 @@ from console.fetch import (
     visible_tenants,
 )
 from console.forms import CapabilityRequestForm, KillSwitchForm, ModeForm, NoteForm
-from writeback.models import Capability, CapabilityChange, KillSwitch, Tenant, Write
+from writeback.models import Tenant
+from writeback.selectors import queued_writes, tenant_changes, tenant_rows
 from writeback.services.capabilities import (
     capabilities_refresh,
     capability_change_approve,
@@ -32,7 +32,6 @@ from writeback.services.killswitches import (
     kill_switch_release,
     tenant_mode_change,
 )
-from writeback.states import CLAIMABLE
 
 
 def _permissions(request: HtmxHttpRequest, tenant: Tenant | None) -> dict:
@@ -44,33 +43,10 @@ def _permissions(request: HtmxHttpRequest, tenant: Tenant | None) -> dict:
 
 @console_view()
 def tenant_list(request: HtmxHttpRequest) -> HttpResponse:
-    tenants = list(visible_tenants(request).order_by("slug"))
-    ids = [t.pk for t in tenants]
-    queued = dict(
-        Write.objects.filter(tenant_id__in=ids, state__in=CLAIMABLE)
-        .values("tenant_id")
-        .annotate(n=Count("id"))
-        .values_list("tenant_id", "n")
-    )
-    pending = dict(
-        CapabilityChange.objects.filter(tenant_id__in=ids, status=CapabilityChange.Status.PENDING)
-        .values("tenant_id")
-        .annotate(n=Count("id"))
-        .values_list("tenant_id", "n")
-    )
-    switches = active_switches(ids)
-    rows = [
-        {
-            "tenant": t,
-            "queued": queued.get(t.pk, 0),
-            "pending_changes": pending.get(t.pk, 0),
-            "switches": [s for s in switches if s.tenant_id == t.pk],
-        }
-        for t in tenants
-    ]
+    rows, global_switches = tenant_rows(list(visible_tenants(request).order_by("slug")))
     context = {
         "rows": rows,
-        "global_switches": [s for s in switches if s.scope == KillSwitch.Scope.GLOBAL],
+        "global_switches": global_switches,
         "switch_form": KillSwitchForm(initial={"scope": "global"}),
         **_permissions(request, None),
     }
@@ -80,27 +56,17 @@ def tenant_list(request: HtmxHttpRequest) -> HttpResponse:
 @console_view()
 def tenant_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     tenant = get_tenant_for_user(request, slug)
-    history = (
-        Capability.history.filter(tenant_id=tenant.pk)
-        .select_related("history_user", "set_by")
-        .order_by("-history_date")[:15]
-    )
-    changes = (
-        CapabilityChange.objects.filter(tenant=tenant)
-        .select_related("requested_by", "decided_by")
-        .order_by("-requested_at")[:25]
-    )
-    switches = [s for s in active_switches([tenant.pk]) if s.tenant_id == tenant.pk]
+    history, changes = tenant_changes(tenant)
     context = {
         "tenant": tenant,
         "matrix": capability_matrix(tenant),
-        "history": list(history),
-        "changes": list(changes),
-        "switches": switches,
+        "history": history,
+        "changes": changes,
+        "switches": [s for s in active_switches([tenant.pk]) if s.tenant_id == tenant.pk],
         "mode_form": ModeForm(initial={"mode": tenant.mode}),
         "request_form": CapabilityRequestForm(),
         "switch_form": KillSwitchForm(initial={"scope": "tenant", "tenant": tenant.slug}),
-        "queued": Write.objects.filter(tenant=tenant, state__in=CLAIMABLE).count(),
+        "queued": queued_writes(tenant),
         "user_pk": request.user.pk,
         **_permissions(request, tenant),
     }

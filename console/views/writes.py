@@ -1,6 +1,4 @@
 from django.conf import settings
-from django.core.paginator import Paginator
-from django.db.models import Q
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
@@ -11,8 +9,8 @@ from console.decorators import HtmxHttpRequest, console_view
 from console.fetch import get_write_for_user, may, request_id, visible_tenants
 from console.forms import ConsoleWriteFilter, NoteForm, RationaleForm
 from console.summaries import clinical_summary, event_item_for
-from writeback.models import Compensation, Write
-from writeback.selectors import audit_for_write, writes_visible_to
+from writeback.models import Write
+from writeback.selectors import write_history, write_page, write_total, writes_visible_to
 from writeback.services.ehr_reads import ehr_read_plan
 from writeback.services.permissions import ADMIN, roles_of
 from writeback.services.plans import stream_blocker, write_plan
@@ -31,19 +29,31 @@ LIST_DEFERRED = (
     "event__canonical_payload",
     "event__consent_snapshot",
 )
+# writeback.selectors.WriteDetail fields the template reads under their own names.
+DETAIL_READS = (
+    "attempts",
+    "entries",
+    "conflicts",
+    "open_conflict",
+    "compensations",
+    "related",
+    "live_approval",
+)
 BULK_STATES = (WriteState.FAILED_TERMINAL, WriteState.FAILED_RETRYABLE)
 
 
 @console_view()
 def write_list(request: HtmxHttpRequest) -> HttpResponse:
     tenants = list(visible_tenants(request).order_by("slug"))
-    writes = writes_visible_to(request.user).defer(*LIST_DEFERRED).order_by("-id")
+    writes = writes_visible_to(request.user).defer(*LIST_DEFERRED)
     filters = ConsoleWriteFilter(request.GET or None, queryset=writes, tenants=tenants)
-    rows = filters.qs if filters.is_bound and filters.is_valid() else writes
-    page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
+    valid = filters.is_bound and filters.is_valid()
+    rows = filters.qs if valid else writes
+    total = write_total(rows, tenants, filters.form.cleaned_data if valid else {})
+    get = request.GET.get
     context = {
         "filters": filters,
-        "page": page,
+        "page": write_page(rows, after=get("after"), before=get("before"), size=PAGE_SIZE, total=total),
         # Bulk replay is an admin's call (the service checks it again).
         "can_bulk": may(request, "replay") and (request.user.is_superuser or ADMIN in roles_of(request.user)),
         "bulk_states": BULK_STATES,
@@ -55,51 +65,19 @@ def write_list(request: HtmxHttpRequest) -> HttpResponse:
 
 def detail_context(request: HtmxHttpRequest, write: Write, **forms) -> dict:
     """Everything the write page shows (a constant number of queries, whatever the write's history)."""
-    event = write.event
-    attempts = list(write.attempts_log.order_by("number", "id"))
-    approvals = list(write.approvals.select_related("approver").order_by("decided_at"))
-    entries = list(audit_for_write(write))
-    conflicts = list(
-        write.conflicts.select_related("resolved_by", "resolution_write").order_by("-created_at")
-    )
-    open_conflict = next((c for c in conflicts if c.resolved_at is None), None)
-    compensations = list(
-        write.compensations.select_related("requested_by").prefetch_related("writes", "manual_tasks")
-    )
-    active = next((c for c in compensations if c.status != Compensation.Status.FAILED), None)
-    related = list(
-        Write.objects.filter(Q(replay_of=write) | Q(supersedes=write) | Q(compensates=write))
-        .only(
-            "uid",
-            "state",
-            "resource_type",
-            "operation",
-            "replay_of",
-            "supersedes",
-            "compensates",
-            "created_at",
-        )
-        .order_by("id")
-    )
-    live_approval = next((a for a in reversed(approvals) if a.is_valid_for(write.payload_hash)), None)
+    event, reads = write.event, write_history(write)
     return {
         "write": write,
         "event": event,
         "summary": clinical_summary(write.payload, event_item_for(event.canonical_payload, write.position)),
-        "timeline": timeline.build(write, event, attempts, approvals, entries),
-        "attempts": attempts,
-        "entries": entries,
-        "conflicts": conflicts,
-        "open_conflict": open_conflict,
-        "compensations": compensations,
-        "related": related,
+        "timeline": timeline.build(write, event, reads.attempts, reads.approvals, reads.entries),
+        **{name: getattr(reads, name) for name in DETAIL_READS},
         "blocker": stream_blocker(write),
-        "live_approval": live_approval,
         "actions": write_actions(
             write,
             request.user,
-            open_conflict=open_conflict,
-            compensation=active,
+            open_conflict=reads.open_conflict,
+            compensation=reads.active_compensation,
             may=lambda action, tenant: may(request, action, tenant),
         ),
         "approve_form": forms.get("approve_form") or RationaleForm(),

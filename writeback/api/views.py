@@ -1,6 +1,5 @@
 """The REST API (spec/events.md). Views parse, call one service, and shape the answer."""
 
-from django.http import Http404
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
@@ -16,7 +15,7 @@ from writeback.api import serializers as s
 from writeback.api.errors import ApiError
 from writeback.api.filters import ApiWriteFilter
 from writeback.models import BusinessEvent, Consent, Tenant, Write
-from writeback.selectors import events_visible_to, tenants_visible_to, writes_visible_to
+from writeback.selectors import events_visible_to, scoped_get, tenants_visible_to, writes_visible_to
 from writeback.services import approvals, compensation, consents, intake, operations, replay, two_phase
 from writeback.services.permissions import refuse, require
 from writeback.services.tokens import token_may_access
@@ -66,30 +65,24 @@ class EventCreateApi(APIView):
 def _scoped_get(request: Request, visible, model, uid, object_type: str, action: str = "view"):
     """The object if the caller may see it; 404 if it does not exist; 403 (audited) if it belongs to a
     tenant this token may not act on, or the caller holds no role that may `action`."""
-    obj = visible.filter(uid=uid).first()
-    if obj is not None:
-        require(
-            request.user,
-            action,
-            obj.tenant,
-            object_type=object_type,
-            object_id=str(uid),
-            request_id=request_id(request),
-        )
-        return obj
-    other = model.objects.select_related("tenant").filter(uid=uid).first()
-    if other is None:
-        raise Http404
-    refuse(
+    obj = scoped_get(
+        request.user,
+        visible,
+        model.objects.select_related("tenant"),
+        object_type,
+        action=action,
+        request_id=request_id(request),
+        uid=uid,
+    )
+    require(
         request.user,
         action,
-        f"this token may not act on tenant {other.tenant.slug}",
-        rule="tenant-forbidden",
-        tenant=other.tenant,
+        obj.tenant,
         object_type=object_type,
         object_id=str(uid),
         request_id=request_id(request),
     )
+    return obj
 
 
 class EventDetailApi(RetrieveAPIView):

@@ -11,6 +11,7 @@ from writeback.models.choices import (
     Vendor,
     WritePattern,
 )
+from writeback.models.counts import HourCount, WriteCount
 from writeback.models.events import BusinessEvent, ImmutableError
 from writeback.models.ledger import (
     Approval,
@@ -56,6 +57,7 @@ __all__ = [
     "Conflict",
     "Consent",
     "ContractRule",
+    "HourCount",
     "ImmutableError",
     "KillSwitch",
     "ManualTask",
@@ -72,6 +74,7 @@ __all__ = [
     "Write",
     "WriteAttempt",
     "LastOutcome",
+    "WriteCount",
     "WriteEditor",
     "WritePattern",
     "audit_title",

@@ -4,6 +4,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models.fields.json import KeyTransform
 
 from writeback.models.tenants import Consent, Tenant
 from writeback.models.tokens import ApiToken
@@ -76,6 +77,10 @@ class BusinessEvent(models.Model):
             models.Index(fields=["tenant", "received_at"], name="event_tenant_received_idx"),
             models.Index(fields=["patient_ref"], name="event_patient_idx"),
             models.Index(fields=["received_at"], name="event_received_idx"),
+            # The write list's clinical-key search (exact matches; each key alone, across tenants).
+            models.Index(fields=["idempotency_key"], name="event_idempotency_key_idx"),
+            models.Index(fields=["source_message_id"], name="event_source_message_idx"),
+            models.Index(KeyTransform("value", "patient_identifier"), name="event_patient_identifier_idx"),
         ]
 
     def __str__(self) -> str:

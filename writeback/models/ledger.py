@@ -126,6 +126,9 @@ class Write(models.Model):
             # Per-stream ordering check in the claim query and the console's stream view.
             models.Index(fields=["stream_key", "id"], name="write_stream_idx"),
             models.Index(fields=["tenant", "state"], name="write_tenant_state_idx"),
+            # The console's write list filtered by state, newest first (keyset pages on id); a rare state
+            # would otherwise cost a walk over the whole ledger per page.
+            models.Index(fields=["state", "-id"], name="write_state_id_idx"),
             models.Index(fields=["patient_ref"], name="write_patient_idx"),
             models.Index(fields=["resource_type", "state"], name="write_type_state_idx"),
             models.Index(fields=["created_at"], name="write_created_idx"),

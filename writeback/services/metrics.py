@@ -1,7 +1,7 @@
 """Dashboard numbers for the console and GET /api/v1/metrics (Prometheus' /metrics is writeback/metrics.py).
 
-Each figure comes from one aggregate query (eight in all, whatever the size of the ledger), scoped to
-the tenants the caller may see. Rates cover a trailing window (24 hours by default):
+Each figure comes from one aggregate query (a handful in all, whatever the size of the ledger), scoped
+to the tenants the caller may see. Rates cover a trailing window (24 hours by default):
 
 - retry rate: share of send attempts that ended retryable, ambiguous or lost;
 - conflict rate: share of send attempts that ended in a version conflict;
@@ -9,29 +9,33 @@ the tenants the caller may see. Rates cover a trailing window (24 hours by defau
   all events received (stored events plus suppressed duplicates);
 - accepted vs rejected: send attempts the target acknowledged (or that were found already landed) vs
   those it refused, by resource type;
-- vendor latency p50 / p95: from WriteAttempt.latency_ms. PostgreSQL computes exact percentiles; on
-  SQLite (no percentile function) they are computed from the most recent LATENCY_SAMPLE attempts.
+- vendor latency p50 / p95: from WriteAttempt.latency_ms of the window's most recent LATENCY_SAMPLE
+  attempts: PostgreSQL computes the percentiles (PERCENTILE_CONT), SQLite (no percentile function)
+  returns the sample and Python interpolates the same way.
+
+Writes by state come from the running counts (writeback.models.counts), and attempts, the hourly series
+and events from the hourly counts, so the cost does not grow with the ledger; the window is then whole
+hours (the current one included), starting on the hour.
 """
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import connection
-from django.db.models import Aggregate, Count, FloatField, Q, QuerySet
-from django.db.models.functions import TruncHour
+from django.db.models import Aggregate, Count, FloatField, QuerySet, Subquery
 from django.utils import timezone
 
 from writeback.models import (
     Alert,
     AuditAction,
     AuditEntry,
-    BusinessEvent,
+    HourCount,
     Severity,
     Tenant,
-    Write,
     WriteAttempt,
 )
+from writeback.selectors import hour_counts, ledger_counts
 from writeback.states import CLAIMABLE, NEEDS_OPERATOR, WriteState
 
 LATENCY_SAMPLE = 5000
@@ -203,7 +207,6 @@ class Dashboard:
 
 def dashboard(tenants: QuerySet[Tenant], *, hours: int = 24, now: datetime | None = None) -> Dashboard:
     now = now or timezone.now()
-    since = now - timedelta(hours=hours)
     rows = [
         TenantRow(t.pk, t.slug, t.name or t.slug, t.vendor, t.get_vendor_display(), t.mode)
         for t in tenants.order_by("slug")
@@ -211,73 +214,57 @@ def dashboard(tenants: QuerySet[Tenant], *, hours: int = 24, now: datetime | Non
     ids = [t.id for t in rows]
     by_id = {t.id: t for t in rows}
 
-    # 1. Writes by tenant and state.
+    # 1. Writes by tenant and state: the running counts, never the ledger itself.
     state_totals: dict[str, int] = defaultdict(int)
     by_vendor: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for r in Write.objects.filter(tenant_id__in=ids).values("tenant_id", "state").annotate(n=Count("id")):
-        tenant = by_id[r["tenant_id"]]
-        tenant.counts[r["state"]] = r["n"]
-        state_totals[r["state"]] += r["n"]
-        by_vendor[tenant.vendor][r["state"]] += r["n"]
+    for c in ledger_counts(ids):
+        tenant = by_id[c.tenant_id]
+        tenant.counts[c.state] = tenant.counts.get(c.state, 0) + c.n
+        state_totals[c.state] += c.n
+        by_vendor[tenant.vendor][c.state] += c.n
 
-    # 2. Send attempts in the window, by resource type and outcome.
-    attempts = WriteAttempt.objects.filter(
-        write__tenant_id__in=ids, started_at__gte=since, outcome__in=SEND_OUTCOMES
-    )
+    # 2. Send attempts by resource type and outcome, 4. the hourly series and 5. events per hour: the
+    # hourly counts of the window's hours (the current one included), so the window starts on the hour.
+    tz = timezone.get_current_timezone()
+    series = {p.hour: p for p in _empty_series(now, hours, tz)}
+    since = min(series)
+    per_type: dict[str, Counter] = defaultdict(Counter)
+    events_stored = 0
+    for h in hour_counts(ids, since=since):
+        point = series.get(_hour_key(h.hour, tz))
+        if h.outcome == HourCount.EVENT:
+            events_stored += h.n
+            if point is not None:
+                point.events += h.n
+            continue
+        if h.outcome not in SEND_OUTCOMES:
+            continue
+        per_type[h.resource_type][h.outcome] += h.n
+        if point is not None:
+            point.committed += h.n if h.outcome in ACCEPTED_OUTCOMES else 0
+            point.retried += h.n if h.outcome in RETRY_OUTCOMES else 0
+            point.failed += h.n if h.outcome == Outcome.TERMINAL else 0
+            point.conflicts += h.n if h.outcome == Outcome.CONFLICT else 0
     by_type = []
     sends = retries = conflicts = 0
-    for r in (
-        attempts.values("write__resource_type")
-        .annotate(
-            sends=Count("id"),
-            accepted=Count("id", filter=Q(outcome__in=ACCEPTED_OUTCOMES)),
-            rejected=Count("id", filter=Q(outcome=Outcome.TERMINAL)),
-            retries=Count("id", filter=Q(outcome__in=RETRY_OUTCOMES)),
-            conflicts=Count("id", filter=Q(outcome=Outcome.CONFLICT)),
-        )
-        .order_by("write__resource_type")
-    ):
-        sends, retries, conflicts = sends + r["sends"], retries + r["retries"], conflicts + r["conflicts"]
+    for resource_type, outcomes in sorted(per_type.items()):
+        sends += outcomes.total()
+        retries += sum(outcomes[o] for o in RETRY_OUTCOMES)
+        conflicts += outcomes[Outcome.CONFLICT]
         by_type.append(
             {
-                "resource_type": r["write__resource_type"],
-                "accepted": r["accepted"],
-                "rejected": r["rejected"],
-                "sends": r["sends"],
+                "resource_type": resource_type,
+                "accepted": sum(outcomes[o] for o in ACCEPTED_OUTCOMES),
+                "rejected": outcomes[Outcome.TERMINAL],
+                "sends": outcomes.total(),
             }
         )
 
-    # 3. Vendor latency.
+    # 3. Vendor latency, from the window's most recent attempts.
+    attempts = WriteAttempt.objects.filter(
+        write__tenant_id__in=ids, started_at__gte=since, outcome__in=SEND_OUTCOMES
+    )
     latency, exact = _latency(attempts)
-
-    # 4. Hourly series of outcomes; 5. events per hour.
-    tz = timezone.get_current_timezone()
-    series = {p.hour: p for p in _empty_series(now, hours, tz)}
-    for r in (
-        attempts.annotate(hour=TruncHour("started_at", tzinfo=tz))
-        .values("hour")
-        .annotate(
-            committed=Count("id", filter=Q(outcome__in=ACCEPTED_OUTCOMES)),
-            retried=Count("id", filter=Q(outcome__in=RETRY_OUTCOMES)),
-            failed=Count("id", filter=Q(outcome=Outcome.TERMINAL)),
-            conflicts=Count("id", filter=Q(outcome=Outcome.CONFLICT)),
-        )
-    ):
-        point = series.get(_hour_key(r["hour"], tz))
-        if point is not None:
-            point.committed, point.retried = r["committed"], r["retried"]
-            point.failed, point.conflicts = r["failed"], r["conflicts"]
-    events_stored = 0
-    for r in (
-        BusinessEvent.objects.filter(tenant_id__in=ids, received_at__gte=since)
-        .annotate(hour=TruncHour("received_at", tzinfo=tz))
-        .values("hour")
-        .annotate(n=Count("id"))
-    ):
-        events_stored += r["n"]
-        point = series.get(_hour_key(r["hour"], tz))
-        if point is not None:
-            point.events = r["n"]
 
     # 6. Suppressed duplicates (counted by intake in the audit trail).
     duplicates = AuditEntry.objects.filter(
@@ -314,8 +301,11 @@ def dashboard(tenants: QuerySet[Tenant], *, hours: int = 24, now: datetime | Non
 def _latency(attempts: QuerySet[WriteAttempt]) -> tuple[list[dict], bool]:
     timed = attempts.filter(latency_ms__isnull=False)
     if connection.vendor == "postgresql":
+        # The newest LATENCY_SAMPLE attempts (an index walk on started_at), not the whole window.
+        newest = timed.order_by("-started_at").values("pk")[:LATENCY_SAMPLE]
         rows = (
-            timed.values("write__tenant__vendor")
+            WriteAttempt.objects.filter(pk__in=Subquery(newest))
+            .values("write__tenant__vendor")
             .annotate(
                 p50=Percentile("latency_ms", 0.5), p95=Percentile("latency_ms", 0.95), samples=Count("id")
             )

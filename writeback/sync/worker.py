@@ -25,7 +25,7 @@ from django.utils import timezone
 from adapters.base import VendorAdapter
 from writeback import logcontext
 from writeback.models import Tenant, Write
-from writeback.services import restore
+from writeback.services import counts, restore
 from writeback.services.alert_housekeeping import alerts_housekeeping
 from writeback.services.backoff import reconnect_delay
 from writeback.services.bulk import bulk_process_due
@@ -35,6 +35,9 @@ from writeback.services.targets import adapter_for
 from writeback.states import InvalidTransition
 from writeback.sync.claim import claim_due, has_open_work, lapsed_in_flight, release, renew_leases
 from writeback.sync.process import Result, WriteProcessor
+
+# The ledger counts' delta rows are folded this often (the counts are exact between foldings too).
+COMPACT_EVERY_SECONDS = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,7 @@ class SyncWorker:
         self._claimed = 0
         self._last_housekeeping = 0.0
         self._last_slow_housekeeping = 0.0
+        self._last_compaction = 0.0
         # Leases are renewed three times per lease length while a write is in flight.
         self._renew_every = max(0.1, settings.WRITEBACK_LEASE_SECONDS / 3)
         self._last_renewal = time.monotonic()
@@ -329,8 +333,8 @@ class SyncWorker:
     def housekeeping(self) -> None:
         """One pass of the work no write claim carries (the loop runs it at most once a second): mark
         writes whose worker died mid-call as outcome unknown (so the ledger shows it even while nobody
-        takes them over, e.g. under a hold), and move bulk operations on (rate-limited). Background work
-        lives here, never in the web process."""
+        takes them over, e.g. under a hold), move bulk operations on (rate-limited) and fold the ledger
+        counts' delta rows. Background work lives here, never in the web process."""
         try:
             for write in lapsed_in_flight():
                 # InvalidTransition: taken over meanwhile, and the new holder records it.
@@ -348,6 +352,12 @@ class SyncWorker:
             log.exception("%s: bulk replay step failed", self.worker_id)
         alerts_housekeeping()  # thresholds, escalations, deliveries; each step catches its own errors
         now = time.monotonic()
+        if now - self._last_compaction >= COMPACT_EVERY_SECONDS:
+            self._last_compaction = now
+            try:
+                counts.compact()
+            except Exception:
+                log.exception("%s: folding the ledger counts failed", self.worker_id)
         if now - self._last_slow_housekeeping >= SLOW_HOUSEKEEPING_SECONDS:
             self._last_slow_housekeeping = now
             try:
@@ -369,12 +379,12 @@ class SyncWorker:
 
     def _within_bulkheads(self, claimed, per_tenant: Counter, caps: dict) -> list:
         """A batch may hold more of one tenant than its cap allows: give the excess back at once."""
-        keep, counts = [], Counter(per_tenant)
+        keep, taken = [], Counter(per_tenant)
         for write in claimed:
-            if counts[write.tenant_id] >= caps.get(write.tenant_id, 4):
+            if taken[write.tenant_id] >= caps.get(write.tenant_id, 4):
                 release(write)
                 continue
-            counts[write.tenant_id] += 1
+            taken[write.tenant_id] += 1
             keep.append(write)
         return keep
 

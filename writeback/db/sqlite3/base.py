@@ -8,7 +8,7 @@ other statement path changes: ordinary UPDATE and DELETE on protected rows still
 
 from django.db.backends.sqlite3 import base, operations
 
-from writeback.db import triggers
+from writeback.db import counters, triggers
 
 
 class DatabaseOperations(operations.DatabaseOperations):
@@ -18,7 +18,14 @@ class DatabaseOperations(operations.DatabaseOperations):
         )
         if not statements:
             return statements
-        return [*triggers.sqlite_drop_sql(), *statements, *triggers.sqlite_create_sql()]
+        # The count triggers go too: emptying the ledger must not leave negative deltas behind.
+        return [
+            *triggers.sqlite_drop_sql(),
+            *counters.sqlite_drop_sql(),
+            *statements,
+            *triggers.sqlite_create_sql(),
+            *counters.sqlite_create_sql(),
+        ]
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
