@@ -29,7 +29,9 @@ from writeback.models.tenants import (
     ContractRule,
     KillSwitch,
     PatientIdentity,
+    PractitionerMapping,
     Tenant,
+    UnmappedAuthor,
 )
 from writeback.models.tokens import ApiToken
 
@@ -55,11 +57,13 @@ __all__ = [
     "ManualTask",
     "Operation",
     "PatientIdentity",
+    "PractitionerMapping",
     "RateBucket",
     "Risk",
     "Severity",
     "Tenant",
     "TenantMode",
+    "UnmappedAuthor",
     "Vendor",
     "Write",
     "WriteAttempt",

@@ -26,6 +26,7 @@ from writeback.errors import DomainError
 from writeback.fhir_mapping import PlannedWrite, plan_writes
 from writeback.models import ApiToken, AuditAction, BusinessEvent, PatientIdentity, Tenant, Write
 from writeback.services import audit
+from writeback.services.authors import author_for
 from writeback.services.consents import consent_check
 from writeback.services.contract import TenantContract, event_field_name
 from writeback.services.permissions import (
@@ -121,12 +122,14 @@ def _ingest(req: IntakeRequest) -> IntakeResult:
     if errors:
         raise ValidationFailed(issues, status=422)
 
+    author = author_for(tenant, initiator)
     contract = TenantContract.load(tenant)
     amends_uid = _resolve_amends(tenant, event)
     planned, mapping_issues = plan_writes(
         event,
         identifier_system=settings.WRITEBACK_IDENTIFIER_SYSTEM,
         amends_write_uid=amends_uid,
+        author=author,
     )
     issues += mapping_issues
     if any(i.is_error for i in mapping_issues):
@@ -156,7 +159,7 @@ def _ingest(req: IntakeRequest) -> IntakeResult:
 
     try:
         stored, writes = _store(
-            tenant, event, planned, contract, req, key, chash, initiator, consent, amends_uid
+            tenant, event, planned, contract, req, key, chash, initiator, consent, amends_uid, author
         )
     except IntegrityError:
         # Another request stored the same key (or source message) first: answer as its duplicate.
@@ -414,8 +417,10 @@ def _write_request(p: PlannedWrite, event: CanonicalEvent, correlation_id: str) 
 
 def _dry_run_answer(tenant, event, planned, contract, issues, chash, key) -> IntakeResult:
     writes = []
+    software = event.source_kind != BusinessEvent.SourceKind.HUMAN
     for p in planned:
         rule = contract.rule_for(p.resource_type)
+        needs_approval = rule.approval_required or software
         writes.append(
             {
                 "resource_type": p.resource_type,
@@ -423,10 +428,8 @@ def _dry_run_answer(tenant, event, planned, contract, issues, chash, key) -> Int
                 "target_id": p.target_id,
                 "base_version": p.base_version,
                 "risk": rule.risk,
-                "approval_required": rule.approval_required,
-                "would_be_state": WriteState.AWAITING_APPROVAL
-                if rule.approval_required
-                else WriteState.PENDING,
+                "approval_required": needs_approval,
+                "would_be_state": WriteState.AWAITING_APPROVAL if needs_approval else WriteState.PENDING,
                 "contract": {"allowed": True, "pattern": rule.pattern},
                 "resource": p.resource,
             }
@@ -435,6 +438,7 @@ def _dry_run_answer(tenant, event, planned, contract, issues, chash, key) -> Int
         "dry_run": True,
         "tenant": tenant.slug,
         "type": event.type,
+        "source_kind": event.source_kind,
         "tenant_mode": tenant.mode,
         "idempotency_key": key,
         "content_hash": chash,
@@ -445,7 +449,7 @@ def _dry_run_answer(tenant, event, planned, contract, issues, chash, key) -> Int
     return IntakeResult(200, body)
 
 
-def _store(tenant, event, planned, contract, req, key, chash, initiator, consent, amends_uid):
+def _store(tenant, event, planned, contract, req, key, chash, initiator, consent, amends_uid, author):
     now = timezone.now()
     drafts: list[audit.AuditDraft] = []
     with transaction.atomic():
@@ -472,6 +476,8 @@ def _store(tenant, event, planned, contract, req, key, chash, initiator, consent
             submitted_token=req.token,
             acting_system=req.user.get_username(),
             origin_device=event.device.id if event.device else "",
+            source_kind=event.source_kind,
+            author=author,
             consent=consent.consent,
             consent_snapshot=consent.snapshot(),
             correlation_id=req.correlation_id,
@@ -510,6 +516,8 @@ def _store(tenant, event, planned, contract, req, key, chash, initiator, consent
                     "content_hash": chash,
                     "initiator": initiator.get_username(),
                     "submitter": req.user.get_username(),
+                    "source_kind": event.source_kind,
+                    "author": author,
                     **({"token": req.token.prefix} if req.token else {}),
                     "consent": consent.snapshot(),
                     "writes": len(writes),
@@ -580,7 +588,9 @@ def write_row(
         state=WriteState.VALIDATED,
         state_changed_at=now,
         risk=rule.risk,
-        approval_required=rule.approval_required,
+        # Software proposes, people decide: whatever the contract says, a write of an event proposed by
+        # automation or AI waits for a clinician. No tenant setting reaches this.
+        approval_required=rule.approval_required or event.source_kind != BusinessEvent.SourceKind.HUMAN,
         max_attempts=settings.WRITEBACK_MAX_ATTEMPTS.get(rule.risk, 8),
         next_attempt_at=now,
         patient_ref=event.patient_ref,
@@ -597,6 +607,7 @@ def _event_body(event: BusinessEvent, writes: list[Write], *, duplicate: bool, i
         "id": str(event.uid),
         "tenant": event.tenant.slug,
         "type": event.type,
+        "source_kind": event.source_kind,
         "duplicate": duplicate,
         "correlation_id": event.correlation_id,
         "writes": [

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from adapters.base import LookupResult, Outcome, VendorAdapter, WriteResult
 from adapters.compensation import compensation_method
 from writeback import diffs
-from writeback.models import Tenant, TenantMode, Write, WriteAttempt
+from writeback.models import BusinessEvent, Tenant, TenantMode, Write, WriteAttempt
 from writeback.services.alerts import outbound_refusals_record
 from writeback.services.approvals import valid_approval
 from writeback.services.consents import consent_check
@@ -83,7 +83,9 @@ class WriteProcessor:
             if settled is not None:
                 return settled
 
-        if write.approval_required and valid_approval(write) is None:
+        # A software-proposed event's writes wait for a clinician even if the ledger row lost its flag.
+        software = write.event.source_kind != BusinessEvent.SourceKind.HUMAN
+        if (write.approval_required or software) and valid_approval(write) is None:
             self.record.needs_approval(write, "no valid approval for this exact payload (lapsed or changed)")
             return Result("approval", write)
         if tenant.mode == TenantMode.DRY_RUN:
