@@ -77,7 +77,10 @@ def test_unmapped_initiator_is_attributed_to_the_organization(tenant, api, clini
     # R4 lets a Condition's recorder and asserter name people only: no Organization there.
     cond = Write.objects.get(resource_type="Condition").payload
     assert "recorder" not in cond and "asserter" not in cond
-    assert BusinessEvent.objects.filter(type="problem.confirmed").get().author["reference"] == "Organization/org-1"
+    assert (
+        BusinessEvent.objects.filter(type="problem.confirmed").get().author["reference"]
+        == "Organization/org-1"
+    )
 
 
 def test_command_maps_changes_and_removes_with_history_and_audit(tenant, clinician, capsys):

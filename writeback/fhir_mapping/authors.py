@@ -38,7 +38,7 @@ _PEOPLE_ONLY = frozenset(
 
 
 def reference_type(author: dict[str, Any]) -> str:
-    """"Practitioner" for {"reference": "Practitioner/7"}; the declared type of a display-only one."""
+    """ "Practitioner" for {"reference": "Practitioner/7"}; the declared type of a display-only one."""
     ref = author.get("reference") or ""
     return ref.split("/", 1)[0] if "/" in ref else str(author.get("type") or "")
 

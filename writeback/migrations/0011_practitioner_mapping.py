@@ -26,79 +26,178 @@ def reinstall_triggers(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('writeback', '0009_consent_actions_vocabulary'),
+        ("writeback", "0009_consent_actions_vocabulary"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='businessevent',
-            name='author',
+            model_name="businessevent",
+            name="author",
             field=models.JSONField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='businessevent',
-            name='source_kind',
-            field=models.CharField(choices=[('human', 'Human'), ('automation', 'Automation'), ('ai', 'AI')], default='human', max_length=16),
+            model_name="businessevent",
+            name="source_kind",
+            field=models.CharField(
+                choices=[("human", "Human"), ("automation", "Automation"), ("ai", "AI")],
+                default="human",
+                max_length=16,
+            ),
         ),
         migrations.AddField(
-            model_name='historicaltenant',
-            name='organization_ref',
+            model_name="historicaltenant",
+            name="organization_ref",
             field=models.CharField(blank=True, max_length=200),
         ),
         migrations.AddField(
-            model_name='historicaltenant',
-            name='unmapped_author',
-            field=models.CharField(choices=[('refuse', 'Refuse the event (practitioner-unmapped)'), ('organization', "Attribute to the tenant's Organization")], default='organization', max_length=16),
+            model_name="historicaltenant",
+            name="unmapped_author",
+            field=models.CharField(
+                choices=[
+                    ("refuse", "Refuse the event (practitioner-unmapped)"),
+                    ("organization", "Attribute to the tenant's Organization"),
+                ],
+                default="organization",
+                max_length=16,
+            ),
         ),
         migrations.AddField(
-            model_name='tenant',
-            name='organization_ref',
+            model_name="tenant",
+            name="organization_ref",
             field=models.CharField(blank=True, max_length=200),
         ),
         migrations.AddField(
-            model_name='tenant',
-            name='unmapped_author',
-            field=models.CharField(choices=[('refuse', 'Refuse the event (practitioner-unmapped)'), ('organization', "Attribute to the tenant's Organization")], default='organization', max_length=16),
+            model_name="tenant",
+            name="unmapped_author",
+            field=models.CharField(
+                choices=[
+                    ("refuse", "Refuse the event (practitioner-unmapped)"),
+                    ("organization", "Attribute to the tenant's Organization"),
+                ],
+                default="organization",
+                max_length=16,
+            ),
         ),
         migrations.CreateModel(
-            name='HistoricalPractitionerMapping',
+            name="HistoricalPractitionerMapping",
             fields=[
-                ('id', models.BigIntegerField(auto_created=True, blank=True, db_index=True, verbose_name='ID')),
-                ('practitioner_ref', models.CharField(help_text='Practitioner/ID at the EHR', max_length=200)),
-                ('set_at', models.DateTimeField(blank=True, editable=False)),
-                ('history_id', models.AutoField(primary_key=True, serialize=False)),
-                ('history_date', models.DateTimeField(db_index=True)),
-                ('history_change_reason', models.CharField(max_length=100, null=True)),
-                ('history_type', models.CharField(choices=[('+', 'Created'), ('~', 'Changed'), ('-', 'Deleted')], max_length=1)),
-                ('history_user', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('set_by', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('tenant', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='writeback.tenant')),
-                ('user', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigIntegerField(auto_created=True, blank=True, db_index=True, verbose_name="ID"),
+                ),
+                (
+                    "practitioner_ref",
+                    models.CharField(help_text="Practitioner/ID at the EHR", max_length=200),
+                ),
+                ("set_at", models.DateTimeField(blank=True, editable=False)),
+                ("history_id", models.AutoField(primary_key=True, serialize=False)),
+                ("history_date", models.DateTimeField(db_index=True)),
+                ("history_change_reason", models.CharField(max_length=100, null=True)),
+                (
+                    "history_type",
+                    models.CharField(
+                        choices=[("+", "Created"), ("~", "Changed"), ("-", "Deleted")], max_length=1
+                    ),
+                ),
+                (
+                    "history_user",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "set_by",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to="writeback.tenant",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'historical practitioner mapping',
-                'verbose_name_plural': 'historical practitioner mappings',
-                'ordering': ('-history_date', '-history_id'),
-                'get_latest_by': ('history_date', 'history_id'),
+                "verbose_name": "historical practitioner mapping",
+                "verbose_name_plural": "historical practitioner mappings",
+                "ordering": ("-history_date", "-history_id"),
+                "get_latest_by": ("history_date", "history_id"),
             },
             bases=(simple_history.models.HistoricalChanges, models.Model),
         ),
         migrations.CreateModel(
-            name='PractitionerMapping',
+            name="PractitionerMapping",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('practitioner_ref', models.CharField(help_text='Practitioner/ID at the EHR', max_length=200)),
-                ('set_at', models.DateTimeField(auto_now=True)),
-                ('set_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='practitioners', to='writeback.tenant')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "practitioner_ref",
+                    models.CharField(help_text="Practitioner/ID at the EHR", max_length=200),
+                ),
+                ("set_at", models.DateTimeField(auto_now=True)),
+                (
+                    "set_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="practitioners",
+                        to="writeback.tenant",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['tenant', 'user'],
-                'constraints': [models.UniqueConstraint(fields=('tenant', 'user'), name='practitioner_mapping_unique')],
+                "ordering": ["tenant", "user"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("tenant", "user"), name="practitioner_mapping_unique")
+                ],
             },
         ),
         migrations.RunPython(add_author_fields, migrations.RunPython.noop),
