@@ -4,7 +4,7 @@ import re
 
 from django.db.models import Q, QuerySet
 
-from writeback.models import ApiToken, AuditEntry, BusinessEvent, Tenant, Write
+from writeback.models import ApiToken, AuditEntry, BusinessEvent, PractitionerMapping, Tenant, Write
 from writeback.services.tenants import tenants_for_user
 
 
@@ -71,3 +71,12 @@ def _looks_like_uuid(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def practitioner_mappings(tenant: Tenant) -> list[PractitionerMapping]:
+    """Who is which Practitioner at `tenant` (the console's tenant page)."""
+    return list(
+        PractitionerMapping.objects.filter(tenant=tenant)
+        .select_related("user", "set_by")
+        .order_by("user__username")
+    )

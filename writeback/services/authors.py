@@ -157,10 +157,6 @@ def tenant_set_author_policy(
     return tenant
 
 
-def mappings_for(tenant: Tenant) -> list[PractitionerMapping]:
-    return list(PractitionerMapping.objects.filter(tenant=tenant).select_related("user"))
-
-
 def _person(username: str) -> AbstractBaseUser:
     user = get_user_model().objects.filter(username=username).first()
     if user is None:
