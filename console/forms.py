@@ -353,4 +353,5 @@ class AuthorPolicyForm(forms.Form):
     organization_ref = forms.CharField(
         label="Organization reference", max_length=200, required=False, help_text="Organization/ID at the EHR"
     )
+    write_provenance = forms.BooleanField(label="Write one Provenance per event", required=False)
     reason = forms.CharField(label="Reason", max_length=2000, required=False)

@@ -113,7 +113,11 @@ def tenant_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "mappings": practitioner_mappings(tenant),
         "map_form": PractitionerMapForm(),
         "policy_form": AuthorPolicyForm(
-            initial={"unmapped_author": tenant.unmapped_author, "organization_ref": tenant.organization_ref}
+            initial={
+                "unmapped_author": tenant.unmapped_author,
+                "organization_ref": tenant.organization_ref,
+                "write_provenance": tenant.write_provenance,
+            }
         ),
         "user_pk": request.user.pk,
         **_permissions(request, tenant),

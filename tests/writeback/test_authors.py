@@ -101,7 +101,11 @@ def test_command_maps_changes_and_removes_with_history_and_audit(tenant, clinici
     assert (tenant.unmapped_author, tenant.organization_ref) == ("refuse", "Organization/o1")
     policy = AuditEntry.objects.get(action="tenant.author_policy_changed")
     assert policy.data["before"]["unmapped_author"] == "organization"
-    assert policy.data["after"] == {"unmapped_author": "refuse", "organization_ref": "Organization/o1"}
+    assert policy.data["after"] == {
+        "unmapped_author": "refuse",
+        "organization_ref": "Organization/o1",
+        "write_provenance": False,
+    }
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,13 @@ def add_author_fields(apps, schema_editor):
             rule.save(update_fields=["writable_fields"])
 
 
+def add_provenance_rule(apps, schema_editor):
+    from writeback.contract_defaults import PROVENANCE_RULE
+
+    rule_model = apps.get_model("writeback", "ContractRule")
+    rule_model.objects.get_or_create(resource_type="Provenance", defaults=PROVENANCE_RULE)
+
+
 def reinstall_triggers(apps, schema_editor):
     # SQLite rebuilds a table to add a column with a default, and the rebuilt table has no triggers.
     from writeback.db import triggers
@@ -201,5 +208,16 @@ class Migration(migrations.Migration):
             },
         ),
         migrations.RunPython(add_author_fields, migrations.RunPython.noop),
+        migrations.AddField(
+            model_name="tenant",
+            name="write_provenance",
+            field=models.BooleanField(default=False),
+        ),
+        migrations.AddField(
+            model_name="historicaltenant",
+            name="write_provenance",
+            field=models.BooleanField(default=False),
+        ),
+        migrations.RunPython(add_provenance_rule, migrations.RunPython.noop),
         migrations.RunPython(reinstall_triggers, migrations.RunPython.noop),
     ]

@@ -48,6 +48,9 @@ class Tenant(models.Model):
     # The EHR's own Organization for this deployment ("Organization/ID"): the declared author of
     # unmapped initiators, and the transmitter agent of every Provenance we write.
     organization_ref = models.CharField(max_length=200, blank=True)
+    # One Provenance per event, written after the event's other writes (only where the vendor's adapter
+    # writes Provenance: see docs/vendors.md).
+    write_provenance = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

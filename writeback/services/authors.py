@@ -118,10 +118,27 @@ def practitioner_unmap(*, tenant: Tenant, username: str, actor: Any, reason: str
 
 
 def tenant_set_author_policy(
-    *, tenant: Tenant, unmapped_author: str, organization_ref: str, actor: Any, reason: str = ""
+    *,
+    tenant: Tenant,
+    unmapped_author: str,
+    organization_ref: str,
+    actor: Any,
+    reason: str = "",
+    write_provenance: bool | None = None,
 ) -> Tenant:
-    """Sets what happens to an initiator without a Practitioner, and the tenant's Organization."""
+    """Sets what happens to an initiator without a Practitioner, the tenant's Organization, and
+    whether each event gets a Provenance (only where the vendor's adapter writes one)."""
+    from writeback.services.provenance import vendor_writes_provenance
+
     _require_configure(actor, tenant)
+    write_provenance = tenant.write_provenance if write_provenance is None else write_provenance
+    if write_provenance and not vendor_writes_provenance(tenant.vendor):
+        raise DomainError(
+            422,
+            "provenance-not-supported",
+            f"the {tenant.get_vendor_display()} adapter writes no Provenance (docs/vendors.md)",
+            "write_provenance",
+        )
     if unmapped_author not in UnmappedAuthor.values:
         raise DomainError(
             422,
@@ -137,15 +154,24 @@ def tenant_set_author_policy(
             f"{organization_ref[:80]!r} is not an Organization reference (Organization/ID)",
             "organization_ref",
         )
-    before = {"unmapped_author": tenant.unmapped_author, "organization_ref": tenant.organization_ref}
-    after = {"unmapped_author": unmapped_author, "organization_ref": organization_ref}
+    before = {
+        "unmapped_author": tenant.unmapped_author,
+        "organization_ref": tenant.organization_ref,
+        "write_provenance": tenant.write_provenance,
+    }
+    after = {
+        "unmapped_author": unmapped_author,
+        "organization_ref": organization_ref,
+        "write_provenance": write_provenance,
+    }
     if before == after:
         return tenant
     with transaction.atomic():
         tenant.unmapped_author = unmapped_author
         tenant.organization_ref = organization_ref
+        tenant.write_provenance = write_provenance
         tenant._change_reason = reason
-        tenant.save(update_fields=["unmapped_author", "organization_ref", "updated_at"])
+        tenant.save(update_fields=["unmapped_author", "organization_ref", "write_provenance", "updated_at"])
         audit.record(
             AuditAction.TENANT_AUTHOR_POLICY_CHANGED,
             actor=actor,

@@ -37,6 +37,7 @@ from writeback.services.permissions import (
     refuse,
     require,
 )
+from writeback.services.provenance import plan_provenance
 from writeback.services.tokens import token_may_access
 from writeback.services.transitions import transition_many
 from writeback.states import WriteState
@@ -134,6 +135,8 @@ def _ingest(req: IntakeRequest) -> IntakeResult:
     issues += mapping_issues
     if any(i.is_error for i in mapping_issues):
         raise ValidationFailed(issues, status=422)
+    event_uid = uuid.uuid4()
+    attestation = plan_provenance(tenant, event, planned, author, event_uid)
 
     consent = consent_check(
         tenant=tenant, patient_ref=event.patient.id, writes=[(p.resource_type, p.operation) for p in planned]
@@ -150,6 +153,8 @@ def _ingest(req: IntakeRequest) -> IntakeResult:
             request_id=req.request_id,
         )
 
+    # The Provenance is checked against the contract like any write; consent covered the chart writes.
+    planned += attestation
     decisions = _contract_issues(tenant, contract, planned, event)
     if decisions:
         raise ValidationFailed(issues + decisions, status=422)
@@ -159,7 +164,18 @@ def _ingest(req: IntakeRequest) -> IntakeResult:
 
     try:
         stored, writes = _store(
-            tenant, event, planned, contract, req, key, chash, initiator, consent, amends_uid, author
+            tenant,
+            event,
+            planned,
+            contract,
+            req,
+            key,
+            chash,
+            initiator,
+            consent,
+            amends_uid,
+            author,
+            event_uid,
         )
     except IntegrityError:
         # Another request stored the same key (or source message) first: answer as its duplicate.
@@ -420,7 +436,7 @@ def _dry_run_answer(tenant, event, planned, contract, issues, chash, key) -> Int
     software = event.source_kind != BusinessEvent.SourceKind.HUMAN
     for p in planned:
         rule = contract.rule_for(p.resource_type)
-        needs_approval = rule.approval_required or software
+        needs_approval = rule.approval_required or (software and p.resource_type != "Provenance")
         writes.append(
             {
                 "resource_type": p.resource_type,
@@ -449,11 +465,14 @@ def _dry_run_answer(tenant, event, planned, contract, issues, chash, key) -> Int
     return IntakeResult(200, body)
 
 
-def _store(tenant, event, planned, contract, req, key, chash, initiator, consent, amends_uid, author):
+def _store(
+    tenant, event, planned, contract, req, key, chash, initiator, consent, amends_uid, author, event_uid
+):
     now = timezone.now()
     drafts: list[audit.AuditDraft] = []
     with transaction.atomic():
         stored = BusinessEvent(
+            uid=event_uid,
             tenant=tenant,
             type=event.type,
             idempotency_key=key,
@@ -589,8 +608,10 @@ def write_row(
         state_changed_at=now,
         risk=rule.risk,
         # Software proposes, people decide: whatever the contract says, a write of an event proposed by
-        # automation or AI waits for a clinician. No tenant setting reaches this.
-        approval_required=rule.approval_required or event.source_kind != BusinessEvent.SourceKind.HUMAN,
+        # automation or AI waits for a clinician. No tenant setting reaches this. (The Provenance only
+        # attests what the approved writes did, and is sent after them.)
+        approval_required=rule.approval_required
+        or (event.source_kind != BusinessEvent.SourceKind.HUMAN and p.resource_type != "Provenance"),
         max_attempts=settings.WRITEBACK_MAX_ATTEMPTS.get(rule.risk, 8),
         next_attempt_at=now,
         patient_ref=event.patient_ref,

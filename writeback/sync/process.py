@@ -76,6 +76,12 @@ class WriteProcessor:
         self, write: Write, tenant: Tenant, adapter: VendorAdapter, died_mid_call: bool
     ) -> Result:
         req = build_request(write)
+        if write.context.get("provenance") and not req.resource.get("target"):
+            message = "nothing of this event reached the chart: there is nothing for a Provenance to attest"
+            self.record.terminal(
+                write, exchanges=[], message=message, code="nothing-to-attest", counted=False
+            )
+            return Result("terminal", write)
         # The truth first: a write that may already have landed is looked up before anything else is
         # decided about it (a lapsed approval, a revoked consent or a mode change cannot unsend it).
         if died_mid_call or write.state == WriteState.OUTCOME_UNKNOWN:
@@ -84,7 +90,10 @@ class WriteProcessor:
                 return settled
 
         # A software-proposed event's writes wait for a clinician even if the ledger row lost its flag.
-        software = write.event.source_kind != BusinessEvent.SourceKind.HUMAN
+        # (The event's Provenance only attests what those approved writes did.)
+        software = (
+            write.event.source_kind != BusinessEvent.SourceKind.HUMAN and write.resource_type != "Provenance"
+        )
         if (write.approval_required or software) and valid_approval(write) is None:
             self.record.needs_approval(write, "no valid approval for this exact payload (lapsed or changed)")
             return Result("approval", write)

@@ -23,6 +23,11 @@ class Command(BaseCommand):
             help="the tenant's policy for initiators without a mapping",
         )
         parser.add_argument("--organization", default=None, metavar="Organization/ID")
+        parser.add_argument(
+            "--provenance",
+            choices=["on", "off"],
+            help="write one Provenance per event (where the vendor can)",
+        )
         parser.add_argument("--reason", default="")
 
     def handle(self, *args, **opts):
@@ -31,12 +36,15 @@ class Command(BaseCommand):
             raise CommandError(f"no tenant {opts['slug']!r}")
         actor = "command:tenant_map_user"
         person = opts["practitioner"] or opts["remove"]
-        if not person and opts["unmapped"] is None and opts["organization"] is None:
-            raise CommandError("give USERNAME with --practitioner or --remove, or --unmapped/--organization")
+        policy = opts["unmapped"] is not None or opts["organization"] is not None or opts["provenance"]
+        if not person and not policy:
+            raise CommandError(
+                "give USERNAME with --practitioner or --remove, or --unmapped/--organization/--provenance"
+            )
         if person and not opts["username"]:
             raise CommandError("--practitioner and --remove need a USERNAME")
         try:
-            if opts["unmapped"] is not None or opts["organization"] is not None:
+            if policy:
                 tenant = tenant_set_author_policy(
                     tenant=tenant,
                     unmapped_author=opts["unmapped"] or tenant.unmapped_author,
@@ -45,9 +53,13 @@ class Command(BaseCommand):
                     else opts["organization"],
                     actor=actor,
                     reason=opts["reason"],
+                    write_provenance=None if opts["provenance"] is None else opts["provenance"] == "on",
                 )
                 org = tenant.organization_ref or "-"
-                self.stdout.write(f"{tenant.slug}: unmapped initiators -> {tenant.unmapped_author}; {org}")
+                self.stdout.write(
+                    f"{tenant.slug}: unmapped initiators -> {tenant.unmapped_author}; {org}; "
+                    f"Provenance {'on' if tenant.write_provenance else 'off'}"
+                )
             if opts["remove"]:
                 removed = practitioner_unmap(
                     tenant=tenant, username=opts["username"], actor=actor, reason=opts["reason"]
