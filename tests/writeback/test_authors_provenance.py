@@ -142,3 +142,19 @@ def test_provenance_only_where_the_vendor_writes_it(db, engineer):
     tenant_create(slug="epic-x", vendor="epic", base_url="http://127.0.0.1:9/fhir")
     with pytest.raises(CommandError, match="writes no Provenance"):
         call_command("tenant_map_user", "epic-x", "--provenance", "on")
+
+
+def test_an_edited_provenance_payload_cannot_point_elsewhere(attesting, sim, api, clinician2):
+    """Someone rewrites the queued Provenance's targets in the database to another patient's resource:
+    what goes out still names exactly what this event wrote (the targets come from the ledger)."""
+    r = api.post("/api/v1/events", event("problem.confirmed"), format="json")
+    assert r.status_code == 201
+    prov = Write.objects.get(resource_type="Provenance")
+    forged = {**prov.payload, "target": [{"reference": "Condition/someone-else/_history/1"}]}
+    Write.objects.filter(pk=prov.pk).update(payload=forged)
+    drain()
+    condition = Write.objects.get(resource_type="Condition")
+    (stored,) = sim.resources("Provenance")
+    assert [t["reference"] for t in stored["target"]] == [
+        f"Condition/{condition.target_resource_id}/_history/{condition.target_version}"
+    ]
