@@ -83,6 +83,14 @@ def test_unmapped_initiator_is_attributed_to_the_organization(tenant, api, clini
     )
 
 
+def test_without_an_organization_reference_the_tenant_is_named_by_display(tenant, api, clinician):
+    consent_for(tenant)
+    assert api.post(URL, event("vitals.recorded"), format="json").status_code == 201
+    obs = Write.objects.filter(resource_type="Observation").first().payload
+    assert obs["performer"] == [{"type": "Organization", "display": "generic-main"}]
+    get_fhir_model_class("Observation").model_validate(obs)
+
+
 def test_command_maps_changes_and_removes_with_history_and_audit(tenant, clinician, capsys):
     call_command("tenant_map_user", tenant.slug, clinician.username, "--practitioner", AMY)
     call_command("tenant_map_user", tenant.slug, clinician.username, "--practitioner", "Practitioner/p2")
