@@ -158,3 +158,28 @@ def test_an_edited_provenance_payload_cannot_point_elsewhere(attesting, sim, api
     assert [t["reference"] for t in stored["target"]] == [
         f"Condition/{condition.target_resource_id}/_history/{condition.target_version}"
     ]
+
+
+def test_a_rollback_is_attested_by_a_provenance_of_its_own(attesting, sim, api, clinician2, admin_user):
+    """A Provenance is never erased: rolling back the event's Condition writes a second Provenance that
+    names the entered-in-error version, the admin who asked (by the tenant's policy) and the rollback."""
+    from writeback.services.compensation import write_compensate
+
+    stored = _post_and_send(api, sim, attesting, clinician2, event("problem.confirmed"))
+    condition = stored.writes.get(resource_type="Condition")
+    comp = write_compensate(write=condition, user=admin_user, kind="rollback", reason="wrong patient chart")
+    drain()
+    undo = Write.objects.get(event=comp.event, resource_type="Condition")
+    attest = Write.objects.get(event=comp.event, resource_type="Provenance")
+    assert undo.state == attest.state == WriteState.COMMITTED, (undo.last_error, attest.last_error)
+    current = _stored(sim, "Condition", condition.target_resource_id)
+    assert current["verificationStatus"]["coding"][0]["code"] == "entered-in-error"
+    second = _stored(sim, "Provenance", str(attest.uid))
+    assert [t["reference"] for t in second["target"]] == [
+        f"Condition/{condition.target_resource_id}/_history/{current['meta']['versionId']}"
+    ]
+    assert second["activity"]["coding"][0]["code"] == "UPDATE"
+    assert second["entity"][0]["what"]["identifier"]["value"] == str(comp.event.uid)
+    agents = {a["type"]["coding"][0]["code"]: a["who"] for a in second["agent"]}
+    assert agents["author"]["reference"] == ORG  # the admin has no Practitioner: the Organization
+    assert len(sim.resources("Provenance")) == 2

@@ -17,7 +17,8 @@ from writeback.canonical import CanonicalEvent
 from writeback.fhir_mapping import PlannedWrite
 from writeback.fhir_mapping.common import validation_problem
 from writeback.fhir_mapping.provenance import provenance
-from writeback.models import BusinessEvent, Tenant, Write
+from writeback.models import BusinessEvent, PractitionerMapping, Risk, Tenant, Write
+from writeback.services.audit import sha256_text
 from writeback.services.authors import organization_author
 from writeback.states import WriteState
 
@@ -87,6 +88,52 @@ def plan_provenance(
             context={"provenance": True},
         )
     ]
+
+
+def compensation_provenance(
+    *, event: BusinessEvent, original: Write, user: Any, position: int
+) -> Write | None:
+    """The Provenance of a rollback or correction: a Provenance is never erased, so undoing an event's
+    resources is attested by a new one naming the compensating versions, its requester and the
+    compensation event. None where the tenant does not write Provenance (or nothing is sent)."""
+    tenant = original.tenant
+    if original.resource_type == PROVENANCE or not writes_provenance(tenant):
+        return None
+    mapping = PractitionerMapping.objects.filter(tenant=tenant, user=user).first()
+    author = (
+        {"reference": mapping.practitioner_ref, "display": user.get_username()}
+        if mapping is not None
+        else organization_author(tenant)
+    )
+    uid = uuid.uuid4()
+    resource = provenance(
+        resource_id=str(uid),
+        targets=[{"reference": f"{original.resource_type}/{original.target_resource_id}"}],
+        recorded=event.occurred_at.isoformat(),
+        updates=True,
+        author=author,
+        transmitter=organization_author(tenant),
+        event_uid=str(event.uid),
+    )
+    resource.pop("id")
+    return Write(
+        uid=uid,
+        event=event,
+        tenant=tenant,
+        position=position,
+        resource_type=PROVENANCE,
+        operation="create",
+        payload=resource,
+        payload_hash=sha256_text(resource),
+        state=WriteState.VALIDATED,
+        risk=Risk.LOW,
+        approval_required=False,
+        max_attempts=original.max_attempts,
+        patient_ref=original.patient_ref,
+        stream_key=Write.make_stream_key(tenant.pk, original.patient_ref, PROVENANCE),
+        correlation_id=original.correlation_id,
+        context={"provenance": True},
+    )
 
 
 def provenance_targets(write: Write) -> list[dict[str, str]]:
