@@ -163,6 +163,7 @@ def test_an_edited_provenance_payload_cannot_point_elsewhere(attesting, sim, api
 def test_a_rollback_is_attested_by_a_provenance_of_its_own(attesting, sim, api, clinician2, admin_user):
     """A Provenance is never erased: rolling back the event's Condition writes a second Provenance that
     names the entered-in-error version, the admin who asked (by the tenant's policy) and the rollback."""
+    from writeback.errors import DomainError
     from writeback.services.compensation import write_compensate
 
     stored = _post_and_send(api, sim, attesting, clinician2, event("problem.confirmed"))
@@ -183,3 +184,11 @@ def test_a_rollback_is_attested_by_a_provenance_of_its_own(attesting, sim, api, 
     agents = {a["type"]["coding"][0]["code"]: a["who"] for a in second["agent"]}
     assert agents["author"]["reference"] == ORG  # the admin has no Practitioner: the Organization
     assert len(sim.resources("Provenance")) == 2
+
+    # The Provenance itself is never rolled back: a clear 422, and nothing is queued.
+    first = stored.writes.get(resource_type="Provenance")
+    queued = Write.objects.count()
+    with pytest.raises(DomainError) as refused:
+        write_compensate(write=first, user=admin_user, kind="rollback", reason="try it")
+    assert refused.value.status == 422 and "Provenance" in str(refused.value)
+    assert Write.objects.count() == queued
