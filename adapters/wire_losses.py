@@ -26,6 +26,12 @@ ASSERTED_NOW = WireLoss("dateAsserted", CHANGED, "the EHR stamps the time it fil
 FILED_NOW = WireLoss("date", CHANGED, "the EHR stamps the time it filed the note")
 
 
+def no_author(api: str, *elements: str) -> tuple[WireLoss, ...]:
+    """The author element(s) (US Core small-p provenance): the API files the entry under its own user."""
+    why = f"{api} files the entry under its API user: the author is not carried"
+    return tuple(WireLoss(f"{element}*", DROPPED, why) for element in elements)
+
+
 def vital_losses(api: str) -> tuple[WireLoss, ...]:
     """A reading sent as an element or code + value + unit + time: what our vital-signs Observation loses."""
     return (
@@ -74,9 +80,10 @@ _NO_CONTEXT = WireLoss("context.*", DROPPED, "the API takes no encounter for a m
 _PHONES = "v1 sets each phone kind alone: numbers of other kinds stay, ours follow them"
 
 ATHENA: dict[str, tuple[WireLoss, ...]] = {
-    "Observation": vital_losses("athena v1"),
+    "Observation": (*vital_losses("athena v1"), *no_author("athena v1", "performer")),
     "DocumentReference": (
         *note_losses("athena v1"),
+        *no_author("athena v1", "author"),
         WireLoss("description", CHANGED, "the marker appended to the title (internalnote)"),
     ),
     "Condition": (
@@ -87,6 +94,7 @@ ATHENA: dict[str, tuple[WireLoss, ...]] = {
         MARKER_APPENDED,
         WireLoss("code.coding[0].display", DROPPED, "v1 takes the SNOMED code only"),
         WireLoss("code.text", DROPPED, "v1 takes the SNOMED code only"),
+        *no_author("athena v1", "recorder", "asserter"),
     ),
     "AllergyIntolerance": (
         NO_IDENTIFIER,
@@ -96,6 +104,7 @@ ATHENA: dict[str, tuple[WireLoss, ...]] = {
         MARKER_NOTE,
         _ALLERGY_CATEGORY,
         WireLoss("code.coding[1].*", ADDED, "athena's allergenid beside the RxNorm code"),
+        *no_author("athena v1", "recorder", "asserter"),
     ),
     "MedicationStatement": (
         NO_IDENTIFIER,
@@ -103,6 +112,7 @@ ATHENA: dict[str, tuple[WireLoss, ...]] = {
         ASSERTED_NOW,
         MARKER_NOTE,
         WireLoss("effectiveDateTime", CHANGED, "v1 startdate is a date: the time of day is lost"),
+        *no_author("athena v1", "informationSource"),
     ),
     "Patient": (
         WireLoss("telecom[*].*", CHANGED, _PHONES),
@@ -112,12 +122,20 @@ ATHENA: dict[str, tuple[WireLoss, ...]] = {
 }
 
 VERADIGM: dict[str, tuple[WireLoss, ...]] = {
-    "Observation": vital_losses("Unity"),
+    "Observation": (*vital_losses("Unity"), *no_author("Unity", "performer")),
     "DocumentReference": (
         *note_losses("Unity"),
+        *no_author("Unity", "author"),
         WireLoss("description", CHANGED, "SaveNote keeps the marker as the description, the title as type"),
     ),
-    "Condition": (NO_IDENTIFIER, *STATUS_DISPLAYS, NO_ENCOUNTER, RECORDED_NOW, MARKER_APPENDED),
+    "Condition": (
+        NO_IDENTIFIER,
+        *STATUS_DISPLAYS,
+        NO_ENCOUNTER,
+        RECORDED_NOW,
+        MARKER_APPENDED,
+        *no_author("Unity", "recorder", "asserter"),
+    ),
     "AllergyIntolerance": (
         NO_IDENTIFIER,
         *STATUS_DISPLAYS,
@@ -128,6 +146,7 @@ VERADIGM: dict[str, tuple[WireLoss, ...]] = {
         WireLoss("reaction[*].manifestation[*].coding[*].*", DROPPED, "SaveAllergy takes reactions as text"),
         WireLoss("reaction[*].severity", DROPPED, "SaveAllergy keeps the severity in the reaction text"),
         WireLoss("reaction[*].manifestation[*].text", CHANGED, "the severity appended: 'Hives (moderate)'"),
+        *no_author("Unity", "recorder", "asserter"),
     ),
     "MedicationStatement": (
         NO_IDENTIFIER,
@@ -135,5 +154,7 @@ VERADIGM: dict[str, tuple[WireLoss, ...]] = {
         ASSERTED_NOW,
         MARKER_NOTE,
         WireLoss("effectiveDateTime", DROPPED, "SaveRX takes no start time"),
+        *no_author("Unity", "informationSource"),
     ),
+    "Task": no_author("Unity SaveTaskStatus", "owner"),
 }

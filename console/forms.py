@@ -93,6 +93,12 @@ class ConsoleWriteFilter(WriteFilter):
         choices=Risk.choices, label="Risk", widget=forms.CheckboxSelectMultiple, distinct=False
     )
     patient = django_filters.CharFilter(field_name="patient_ref", label="Patient id")
+    source_kind = django_filters.ChoiceFilter(
+        field_name="event__source_kind",
+        choices=[("human", "A person"), ("automation", "Automation"), ("ai", "AI")],
+        label="Proposed by",
+        empty_label="Anyone",
+    )
     range = django_filters.ChoiceFilter(
         choices=RANGES[1:], method="in_range", label="Time range", empty_label="Any time"
     )
@@ -111,7 +117,10 @@ class ConsoleWriteFilter(WriteFilter):
     q = django_filters.CharFilter(method="search", label="Search")
 
     class Meta(WriteFilter.Meta):
-        fields = ["q", "tenant", "patient", "resource_type", "state", "risk", "range", "since", "until"]
+        fields = [
+            "q", "tenant", "patient", "resource_type", "source_kind",
+            "state", "risk", "range", "since", "until",
+        ]  # fmt: skip
 
     def __init__(self, *args, tenants=(), **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -341,3 +350,31 @@ class AlertRouteForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["tenant"].widget.choices = [(slug, slug) for slug in tenants]
         self.fields["min_severity"].choices = Severity.choices
+
+
+class PractitionerMapForm(forms.Form):
+    """Map a person to the EHR's Practitioner at this tenant, or remove the mapping (blank reference)."""
+
+    username = forms.CharField(label="Username", max_length=150)
+    practitioner = forms.CharField(
+        label="Practitioner reference",
+        max_length=200,
+        required=False,
+        help_text="Practitioner/ID at the EHR. Leave empty to remove the mapping.",
+    )
+    reason = forms.CharField(label="Reason", max_length=2000, required=False)
+
+
+class AuthorPolicyForm(forms.Form):
+    unmapped_author = forms.ChoiceField(
+        label="Initiators without a Practitioner",
+        choices=[
+            ("refuse", "Refuse the event (practitioner-unmapped)"),
+            ("organization", "Attribute to the tenant's Organization"),
+        ],
+    )
+    organization_ref = forms.CharField(
+        label="Organization reference", max_length=200, required=False, help_text="Organization/ID at the EHR"
+    )
+    write_provenance = forms.BooleanField(label="Write one Provenance per event", required=False)
+    reason = forms.CharField(label="Reason", max_length=2000, required=False)

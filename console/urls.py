@@ -84,6 +84,12 @@ urlpatterns = [
     path("tenants/<slug:slug>/", tenants.tenant_detail, name="console-tenant"),
     path("tenants/<slug:slug>/mode", tenants.tenant_mode, name="console-tenant-mode"),
     path("tenants/<slug:slug>/discover", tenants.tenant_discover, name="console-tenant-discover"),
+    path(
+        "tenants/<slug:slug>/practitioners", tenants.tenant_practitioner, name="console-tenant-practitioner"
+    ),
+    path(
+        "tenants/<slug:slug>/author-policy", tenants.tenant_author_policy, name="console-tenant-author-policy"
+    ),
     path("tenants/<slug:slug>/capabilities", tenants.capability_request, name="console-capability-request"),
     path(
         "capability-changes/<uuid:uid>/approve", tenants.capability_approve, name="console-capability-approve"

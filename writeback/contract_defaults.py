@@ -6,6 +6,8 @@ else on the resource is EHR-authoritative and never written (for Patient: name, 
 identifier and the rest of the demographics the EHR owns).
 """
 
+from writeback.fhir_mapping.authors import AUTHOR_ELEMENTS
+
 DEFAULT_CONTRACT = [
     {
         "resource_type": "Observation",
@@ -162,6 +164,26 @@ DEFAULT_CONTRACT = [
         "audit_requirement": "hashes",
     },
 ]
+
+PROVENANCE_RULE = {
+    "resource_type": "Provenance",
+    "event_type": "*",
+    "pattern": "append_only",
+    "operations": ["create"],
+    "writable_fields": ["target", "recorded", "activity", "agent", "entity"],
+    "risk": "low",
+    # It attests what the event's approved writes did and carries no clinical content of its own.
+    "approval_required": False,
+    "rollback_strategy": "with_its_resources",
+    "audit_requirement": "hashes",
+}
+DEFAULT_CONTRACT.append(PROVENANCE_RULE)
+
+# The author elements (US Core small-p provenance) are ours to write on every type that has one.
+for _row in DEFAULT_CONTRACT:
+    _row["writable_fields"] += [
+        f for f in AUTHOR_ELEMENTS.get(_row["resource_type"], ()) if f not in _row["writable_fields"]
+    ]
 
 # People's roles, and `client_app`: the service account a client app posts events with (never a person).
 ROLES = ["clinician", "admin", "integration_engineer", "auditor", "client_app"]

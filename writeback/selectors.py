@@ -24,6 +24,7 @@ from writeback.models import (
     Compensation,
     HourCount,
     KillSwitch,
+    PractitionerMapping,
     ReconciliationFinding,
     ReconciliationRun,
     Severity,
@@ -532,4 +533,13 @@ def write_history(write: Write) -> WriteDetail:
         active_compensation=next((c for c in compensations if c.status != Compensation.Status.FAILED), None),
         related=related,
         live_approval=next((a for a in reversed(approvals) if a.is_valid_for(write.payload_hash)), None),
+    )
+
+
+def practitioner_mappings(tenant: Tenant) -> list[PractitionerMapping]:
+    """Who is which Practitioner at `tenant` (the console's tenant page)."""
+    return list(
+        PractitionerMapping.objects.filter(tenant=tenant)
+        .select_related("user", "set_by")
+        .order_by("user__username")
     )

@@ -39,8 +39,12 @@ CREATED = (
     "Condition",
     "AllergyIntolerance",
     "MedicationStatement",
+    "Provenance",
 )
 UPDATED = ("Patient", "Task")
+# R4's Provenance has no identifier: it is PUT under an id of ours (the write's uid), so a repeat
+# lands on the same resource and check-by-read is a plain read.
+OWN_ID = frozenset({"Provenance"})
 
 
 class GenericFhirAdapter(FhirRestAdapter):
@@ -79,6 +83,12 @@ class GenericFhirAdapter(FhirRestAdapter):
         return None
 
     def plan(self, req: WriteRequest) -> list[PlannedRequest]:
+        if compensation_method(req) == "create" and req.resource_type in OWN_ID:
+            return [
+                self.planned(
+                    req, self.client.update_spec({**req.resource, "id": req.write_uid}, version=None)
+                )
+            ]
         if compensation_method(req) == "create":
             conditional = self.sends_if_none_exist(req.resource_type)
             return [self.planned(req, self.create_spec(req, req.resource, conditional=conditional))]
@@ -121,6 +131,10 @@ class GenericFhirAdapter(FhirRestAdapter):
         return self._update(req)
 
     def _create(self, req: WriteRequest) -> WriteResult:
+        if req.resource_type in OWN_ID:
+            resource = {**req.resource, "id": req.write_uid}
+            reply = self.client.update(resource, version=None, correlation_id=req.correlation_id)
+            return self.write_result(classify(reply), sent=resource, guarantee=Guarantee.LEDGER)
         return self.fhir_create(req, req.resource, conditional=self.sends_if_none_exist(req.resource_type))
 
     def sends_if_none_exist(self, resource_type: str) -> bool:
@@ -228,6 +242,18 @@ class GenericFhirAdapter(FhirRestAdapter):
 
     @adapter_call
     def find_by_identifier(self, req: WriteRequest) -> LookupResult:
+        if compensation_method(req) == "create" and req.resource_type in OWN_ID:
+            reply = self.client.read(req.resource_type, req.write_uid, correlation_id=req.correlation_id)
+            if reply.status == 404:
+                return LookupResult(found=False, message="no resource under this write's id")
+            cls = classify(reply)
+            if not cls.committed or not reply.resource:
+                return LookupResult(
+                    found=None, outcome=cls.outcome, message=f"could not check: {cls.message}"
+                )
+            return LookupResult(
+                found=True, resource_id=req.write_uid, version=version_of(reply), resource=reply.resource
+            )
         if compensation_method(req) == "create":
             return self.lookup_by_identifier_search(req)
         return self.lookup_applied(req)

@@ -10,6 +10,7 @@ API path and become tasks for a clinician.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -194,7 +195,11 @@ class VeradigmAdapter(FhirRestAdapter):
     @adapter_call
     def find_by_identifier(self, req: WriteRequest) -> LookupResult:
         if req.resource_type == "Task":
-            return self.lookup_applied(req)
+            # SaveTaskStatus carries the status alone (the owner is a declared wire loss): it landed if
+            # the Task holds that status.
+            status_only = {k: v for k, v in req.resource.items() if k not in ("owner",)}
+            context = {**req.context, "fields": ["status"]} if req.context.get("fields") else req.context
+            return self.lookup_applied(dataclasses.replace(req, resource=status_only, context=context))
         uid = req.write_uid
         return self.lookup_by_scan(req, lambda res: carries_marker(res, uid))
 

@@ -16,9 +16,17 @@ from console.fetch import (
     visible_tenant_ids,
     visible_tenants,
 )
-from console.forms import CapabilityRequestForm, KillSwitchForm, ModeForm, NoteForm
+from console.forms import (
+    AuthorPolicyForm,
+    CapabilityRequestForm,
+    KillSwitchForm,
+    ModeForm,
+    NoteForm,
+    PractitionerMapForm,
+)
 from writeback.models import Tenant
-from writeback.selectors import queued_writes, tenant_changes, tenant_rows
+from writeback.selectors import practitioner_mappings, queued_writes, tenant_changes, tenant_rows
+from writeback.services.authors import practitioner_map, practitioner_unmap, tenant_set_author_policy
 from writeback.services.capabilities import (
     capabilities_refresh,
     capability_change_approve,
@@ -53,6 +61,11 @@ def tenant_list(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "console/tenants.html", context)
 
 
+def _author_policy_form(tenant: Tenant) -> AuthorPolicyForm:
+    fields = ("unmapped_author", "organization_ref", "write_provenance")
+    return AuthorPolicyForm(initial={name: getattr(tenant, name) for name in fields})
+
+
 @console_view()
 def tenant_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     tenant = get_tenant_for_user(request, slug)
@@ -67,6 +80,9 @@ def tenant_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "request_form": CapabilityRequestForm(),
         "switch_form": KillSwitchForm(initial={"scope": "tenant", "tenant": tenant.slug}),
         "queued": queued_writes(tenant),
+        "mappings": practitioner_mappings(tenant),
+        "map_form": PractitionerMapForm(),
+        "policy_form": _author_policy_form(tenant),
         "user_pk": request.user.pk,
         **_permissions(request, tenant),
     }
@@ -90,6 +106,46 @@ def tenant_mode(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         channel="console",
     )
     messages.success(request, f"{tenant.slug} is now {tenant.get_mode_display().lower()}.")
+    return redirect("console-tenant", tenant.slug)
+
+
+@console_view()
+@require_POST
+def tenant_practitioner(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """Engineers map a person to the EHR's Practitioner (or remove the mapping); audited in the service."""
+    tenant = get_tenant_for_user(request, slug)
+    form = PractitionerMapForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Give a username (and a Practitioner/ID to map them to).")
+        return redirect("console-tenant", tenant.slug)
+    data = form.cleaned_data
+    if data["practitioner"]:
+        practitioner_map(
+            tenant=tenant,
+            username=data["username"],
+            practitioner_ref=data["practitioner"],
+            actor=request.user,
+            reason=data["reason"],
+        )
+        messages.success(request, f"{data['username']} is {data['practitioner']} at {tenant.slug}.")
+    else:
+        practitioner_unmap(
+            tenant=tenant, username=data["username"], actor=request.user, reason=data["reason"]
+        )
+        messages.success(request, f"{data['username']} has no Practitioner at {tenant.slug} now.")
+    return redirect("console-tenant", tenant.slug)
+
+
+@console_view()
+@require_POST
+def tenant_author_policy(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    tenant = get_tenant_for_user(request, slug)
+    form = AuthorPolicyForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose what happens to initiators without a Practitioner.")
+        return redirect("console-tenant", tenant.slug)
+    tenant_set_author_policy(tenant=tenant, actor=request.user, **form.cleaned_data)
+    messages.success(request, f"Author policy of {tenant.slug} saved.")
     return redirect("console-tenant", tenant.slug)
 
 

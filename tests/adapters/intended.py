@@ -13,6 +13,8 @@ from writeback.canonical import canonicalize
 from writeback.fhir_mapping import plan_writes
 
 SYSTEM = "urn:fhir-writeback:write-id"
+# The initiator's Practitioner, as intake puts it in each resource's author element.
+AUTHOR = {"reference": "Practitioner/prac-amy", "display": "amy.clinician"}
 
 EVENT_TYPES = (
     "vitals.recorded",
@@ -66,7 +68,7 @@ def write_requests(
         env.pop("encounter", None)
     result = canonicalize(env)
     assert result.ok, [i for i in result.issues if i.is_error]
-    writes, issues = plan_writes(result.event, identifier_system=SYSTEM)
+    writes, issues = plan_writes(result.event, identifier_system=SYSTEM, author=AUTHOR)
     assert not issues, issues
     requests = []
     for w in writes:

@@ -116,8 +116,30 @@ def check_drill(drill: Drill, name: str, *, extra: dict[str, Any] | None = None)
         if w.state == WriteState.CONFLICT and w.pk not in explained:
             problems.append(f"{w} is a conflict without a Conflict record")
 
+    # Provenance (R4 gives it no identifier): PUT under the write's uid, so one resource per committed
+    # write, at its first version; a second version would be the same Provenance sent twice.
+    attestations = [w for w in writes if w.resource_type == "Provenance"]
+    held = {r["id"]: r for r in drill.sim.resources("Provenance")}
+    for w in attestations:
+        stored = held.get(str(w.uid))
+        if stored is None:
+            if w.state == WriteState.COMMITTED:
+                lost += 1
+                problems.append(f"{w}: committed but not at the target")
+            continue
+        if w.state != WriteState.COMMITTED:
+            mismatched += 1
+            problems.append(f"{w}: {w.state}, yet the target holds it")
+        if str(stored["meta"]["versionId"]) != "1":
+            duplicates += int(stored["meta"]["versionId"]) - 1
+            problems.append(f"{w}: sent {stored['meta']['versionId']} times")
+    unknown = set(held) - {str(w.uid) for w in attestations}
+    if unknown:
+        duplicates += len(unknown)
+        problems.append(f"{len(unknown)} Provenances of no write: {sorted(unknown)[:5]}")
+
     # Creates: one resource per committed write, found by our identifier.
-    creates = [w for w in writes if w.operation == "create"]
+    creates = [w for w in writes if w.operation == "create" and w.resource_type != "Provenance"]
     at_target = drill.sim.count_by_identifier(IDENTIFIER_SYSTEM)
     for w in creates:
         count = at_target.get(str(w.uid), 0)

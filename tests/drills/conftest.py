@@ -35,8 +35,10 @@ from tests.writeback.canonical.examples import envelope
 from writeback.models import Alert, Tenant, Write
 from writeback.services.alerts import alert_acknowledge
 from writeback.services.approvals import write_approve
+from writeback.services.authors import practitioner_map, tenant_set_author_policy
 from writeback.services.consents import consent_create
 from writeback.services.discovery import capabilities_discover
+from writeback.services.provenance import vendor_writes_provenance
 from writeback.services.tenants import tenant_create, tenant_grant
 from writeback.services.tokens import api_token_create
 from writeback.states import CLAIMABLE, WriteState
@@ -408,6 +410,17 @@ def drill(transactional_db, drill_sim: SimulatorHandle, workers: Workers, say, s
     for user in (initiator, approver, engineer):
         tenant_grant(tenant=tenant, user=user)
     _, key = api_token_create(user=app, tenants=[tenant], name="drill")
+    # Authors in the chart; where the vendor writes it, one Provenance per event (counted by the checks).
+    practitioner_map(
+        tenant=tenant, username="amy.clinician", practitioner_ref="Practitioner/amy", actor="drill"
+    )
+    tenant_set_author_policy(
+        tenant=tenant,
+        unmapped_author="organization",
+        organization_ref="Organization/drill",
+        write_provenance=vendor_writes_provenance(tenant.vendor),
+        actor="drill",
+    )
     assert django_settings.WRITEBACK_IDENTIFIER_SYSTEM == IDENTIFIER_SYSTEM
     drill = Drill(
         sim=drill_sim,

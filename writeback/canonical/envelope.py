@@ -46,9 +46,27 @@ CLOSED_ENCOUNTER_STATUSES = frozenset({"finished", "cancelled", "entered-in-erro
 Key200 = string(200)
 
 
+SOURCE_KINDS = ("human", "automation", "ai")
+
+
+def _source_kind(value: Any, _handler: Any) -> str:
+    if not isinstance(value, str):
+        raise wrong_type("a string")
+    if value not in SOURCE_KINDS:
+        raise PydanticCustomError(
+            "unknown-source-kind",
+            "'{kind}' is not a source kind; use one of human, automation, ai",
+            {"kind": value[:50]},
+        )
+    return value
+
+
 class Source(EnvelopeModel):
     system: Key200
     message_id: Key200 | None = None
+    # Who proposed the event. Software proposes, people decide: writes of a non-human event always wait
+    # for a clinician's approval.
+    kind: Annotated[str, WrapValidator(_source_kind)] = "human"
 
 
 class Identifier(EnvelopeModel):
@@ -139,12 +157,21 @@ class CanonicalEvent(EnvelopeModel):
         Not the received time, idempotency key, source message id or initiator: a resend of the same
         facts must hash the same. Times inside the data are taken in UTC.
         """
-        return {
+        material = {
             "type": self.type,
             "patient": self.patient.id,
             "encounter": self.encounter.id if self.encounter else None,
             "data": self.data.model_dump(mode="json", exclude_none=True, context={"utc": True}),
         }
+        if self.source_kind != "human":
+            # The same facts proposed by software are not the same event as a person's (and a human
+            # event hashes as it always did).
+            material["source_kind"] = self.source_kind
+        return material
+
+    @property
+    def source_kind(self) -> str:
+        return self.source.kind if self.source else "human"
 
     @property
     def encounter_closed(self) -> bool:

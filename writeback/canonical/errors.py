@@ -16,6 +16,7 @@ _FHIR_CODES = {
     "missing-field": "required",
     "invalid-envelope": "structure",
     "unknown-type": "not-supported",
+    "unknown-source-kind": "code-invalid",
     "unknown-field": "structure",
     "invalid-value": "value",
     "invalid-date": "value",

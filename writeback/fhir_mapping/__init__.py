@@ -13,6 +13,7 @@ from typing import Any
 from adapters.identifiers import stamp_identifier
 from writeback.canonical import CanonicalEvent
 from writeback.fhir_mapping.allergy_intolerance import allergy_intolerance
+from writeback.fhir_mapping.authors import with_author
 from writeback.fhir_mapping.common import validation_problem
 from writeback.fhir_mapping.condition import condition
 from writeback.fhir_mapping.document_reference import document_reference
@@ -47,12 +48,15 @@ def plan_writes(
     identifier_system: str,
     new_uid: Callable[[], uuid.UUID] = uuid.uuid4,
     amends_write_uid: str | None = None,
+    author: dict[str, Any] | None = None,
 ) -> tuple[list[PlannedWrite], list[Issue]]:
     """The writes `event` turns into, and `invalid-fhir` issues for resources that failed validation.
 
-    A resource that fails validation is reported and left out of the plan, so it can never be queued.
+    `author` (a Reference: the initiator's Practitioner, or the tenant's Organization) goes into each
+    resource's author element (`fhir_mapping.authors`). A resource that fails validation is reported
+    and left out of the plan, so it can never be queued.
     """
-    planner = _Planner(event, identifier_system, new_uid)
+    planner = _Planner(event, identifier_system, new_uid, author)
     t = event.type
     if t == "vitals.recorded":
         for i, m in enumerate(event.data.measurements):
@@ -95,8 +99,15 @@ def plan_writes(
 
 
 class _Planner:
-    def __init__(self, event: CanonicalEvent, identifier_system: str, new_uid: Callable[[], uuid.UUID]):
+    def __init__(
+        self,
+        event: CanonicalEvent,
+        identifier_system: str,
+        new_uid: Callable[[], uuid.UUID],
+        author: dict[str, Any] | None = None,
+    ):
         self.event = event
+        self.author = author
         self.identifier_system = identifier_system
         self.new_uid = new_uid
         self.writes: list[PlannedWrite] = []
@@ -104,6 +115,7 @@ class _Planner:
 
     def create(self, resource: dict[str, Any], path: str) -> None:
         uid = self.new_uid()
+        resource = with_author(resource, self.author)
         resource = stamp_identifier(resource, self.identifier_system, str(uid))
         fields = [k for k in resource if k not in ("resourceType", "id")]
         self.add(resource, "create", fields, path, uid=uid)
@@ -118,6 +130,11 @@ class _Planner:
         uid: uuid.UUID | None = None,
         **extra: Any,
     ) -> None:
+        if operation != "create":
+            # A create got its author before its fields were listed; an update names it here.
+            authored = with_author(resource, self.author)
+            fields = fields + [k for k in authored if k not in resource]
+            resource = authored
         problem = validation_problem(resource)
         if problem:
             self.issues.append(

@@ -32,7 +32,9 @@ from writeback.models.tenants import (
     ContractRule,
     KillSwitch,
     PatientIdentity,
+    PractitionerMapping,
     Tenant,
+    UnmappedAuthor,
 )
 from writeback.models.tokens import ApiToken
 
@@ -63,6 +65,7 @@ __all__ = [
     "ManualTask",
     "Operation",
     "PatientIdentity",
+    "PractitionerMapping",
     "RateBucket",
     "ReconciliationFinding",
     "ReconciliationRun",
@@ -70,6 +73,7 @@ __all__ = [
     "Severity",
     "Tenant",
     "TenantMode",
+    "UnmappedAuthor",
     "Vendor",
     "Write",
     "WriteAttempt",

@@ -30,10 +30,10 @@ class AuditAction(models.TextChoices):
     BULK_STARTED = "bulk.started", "Bulk replay started"
     CAPABILITIES_DISCOVERED = "capabilities.discovered", "Capabilities discovered"
     CAPABILITIES_DISCOVERY_FAILED = "capabilities.discovery_failed", "Capability discovery failed"
+    CAPABILITY_CHANGED = "capability.changed", "Capability changed"
     CAPABILITY_CHANGE_APPROVED = "capability.change_approved", "Capability change approved"
     CAPABILITY_CHANGE_REJECTED = "capability.change_rejected", "Capability change rejected"
     CAPABILITY_CHANGE_REQUESTED = "capability.change_requested", "Capability change requested"
-    CAPABILITY_CHANGED = "capability.changed", "Capability changed"
     CONFLICT_RESOLVED = "conflict.resolved", "Conflict reconciled"
     CONSENT_CREATED = "consent.created", "Consent recorded"
     CONSENT_REVOKED = "consent.revoked", "Consent revoked"
@@ -48,6 +48,8 @@ class AuditAction(models.TextChoices):
     MANUAL_TASK_CREATED = "manual_task.created", "Manual task created"
     OUTBOUND_REFUSED = "outbound.refused", "Outbound request refused"
     PERMISSION_GRANTED = "permission.granted", "Permission granted"
+    PRACTITIONER_MAPPED = "practitioner.mapped", "Practitioner mapping set"
+    PRACTITIONER_UNMAPPED = "practitioner.unmapped", "Practitioner mapping removed"
     RECONCILIATION_ACCEPTED = (
         "reconciliation.accepted",
         "Reconciliation finding accepted: the EHR's state stands",
@@ -64,6 +66,7 @@ class AuditAction(models.TextChoices):
     TENANT_ACCESS_GRANTED = "tenant.access_granted", "Tenant access granted"
     TENANT_ACCESS_REVOKED = "tenant.access_revoked", "Tenant access revoked"
     TENANT_ALERT_THRESHOLDS_CHANGED = "tenant.alert_thresholds_changed", "Tenant alert thresholds changed"
+    TENANT_AUTHOR_POLICY_CHANGED = "tenant.author_policy_changed", "Tenant author policy changed"
     TENANT_BASE_URL_CHANGED = "tenant.base_url_changed", "Tenant base URL changed"
     TENANT_CONSENT_POLICY_CHANGED = "tenant.consent_policy_changed", "Tenant consent policy changed"
     TENANT_CREATED = "tenant.created", "Tenant created"

@@ -20,6 +20,14 @@ class BusinessEvent(models.Model):
         ROLLBACK = "rollback", "Technical rollback"
         CORRECTION = "correction", "Clinical correction"
 
+    class SourceKind(models.TextChoices):
+        """Who proposed the event. Software proposes, people decide: a non-human event's writes always
+        wait for a clinician's approval."""
+
+        HUMAN = "human", "Human"
+        AUTOMATION = "automation", "Automation"
+        AI = "ai", "AI"
+
     uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="events")
     type = models.CharField(max_length=64)
@@ -49,6 +57,10 @@ class BusinessEvent(models.Model):
     )
     acting_system = models.CharField(max_length=200, blank=True, help_text="the API client that sent it")
     origin_device = models.CharField(max_length=128, blank=True)
+    source_kind = models.CharField(max_length=16, choices=SourceKind.choices, default=SourceKind.HUMAN)
+    # The author every resource of the event names (a Reference, as written into them): the initiator's
+    # Practitioner, or the tenant's Organization where the tenant's policy attributes unmapped people.
+    author = models.JSONField(null=True, blank=True)
     consent = models.ForeignKey(Consent, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     consent_snapshot = models.JSONField(null=True, blank=True)
     correlation_id = models.CharField(max_length=64, db_index=True)

@@ -9,6 +9,11 @@ from simple_history.models import HistoricalRecords
 from writeback.models.choices import Operation, Risk, TenantMode, Vendor, WritePattern
 
 
+class UnmappedAuthor(models.TextChoices):
+    REFUSE = "refuse", "Refuse the event (practitioner-unmapped)"
+    ORGANIZATION = "organization", "Attribute to the tenant's Organization"
+
+
 class Tenant(models.Model):
     class AuthMode(models.TextChoices):
         NONE = "none", "None (local targets)"
@@ -36,6 +41,16 @@ class Tenant(models.Model):
     settings = models.JSONField(default=dict, blank=True)
     # Bulkhead: at most this many writes of this tenant in flight across all workers of one process.
     max_concurrency = models.PositiveSmallIntegerField(default=4)
+    # The author every written resource names: what to do when the initiator has no Practitioner here.
+    unmapped_author = models.CharField(
+        max_length=16, choices=UnmappedAuthor.choices, default=UnmappedAuthor.ORGANIZATION
+    )
+    # The EHR's own Organization for this deployment ("Organization/ID"): the declared author of
+    # unmapped initiators, and the transmitter agent of every Provenance we write.
+    organization_ref = models.CharField(max_length=200, blank=True)
+    # One Provenance per event, written after the event's other writes (only where the vendor's adapter
+    # writes Provenance: see docs/vendors.md).
+    write_provenance = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -240,6 +255,29 @@ class KillSwitch(models.Model):
         return f"{self.scope} {self.behaviour} ({'active' if self.released_at is None else 'released'})"
 
 
+class PractitionerMapping(models.Model):
+    """A person of ours -> the EHR's own Practitioner at one tenant: the author the chart names."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="practitioners")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    practitioner_ref = models.CharField(max_length=200, help_text="Practitioner/ID at the EHR")
+    set_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    set_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["tenant", "user"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "user"], name="practitioner_mapping_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}:{self.user_id} -> {self.practitioner_ref}"
+
+
 class PatientIdentity(models.Model):
     """The chart identity first seen for a patient id at a tenant; later events must agree with it."""
 
@@ -271,5 +309,7 @@ __all__ = [
     "KillSwitch",
     "Operation",
     "PatientIdentity",
+    "PractitionerMapping",
     "Tenant",
+    "UnmappedAuthor",
 ]

@@ -27,6 +27,7 @@ from writeback.services import audit
 from writeback.services.approvals import write_editors_record
 from writeback.services.patient_binding import require_same_binding
 from writeback.services.permissions import refuse, require, roles_of
+from writeback.services.provenance import compensation_provenance
 from writeback.services.requests import build_request
 from writeback.services.targets import adapter_for
 from writeback.services.transitions import transition, transition_many
@@ -226,12 +227,21 @@ def compensate_unchecked(
                     compensation=comp,
                 )
             )
-        Write.objects.bulk_create(new_writes)
+        attestation = (
+            compensation_provenance(event=event, original=write, user=user, position=len(new_writes))
+            if new_writes
+            else None
+        )
+        Write.objects.bulk_create(new_writes + ([attestation] if attestation else []))
         if kind == Compensation.Kind.CORRECTION:
             for new in new_writes:
                 write_editors_record(new, user=user, how=WriteEditor.How.CORRECTION)
         for needs_approval in (True, False):
-            group = [w for w in new_writes if w.approval_required == needs_approval]
+            group = [
+                w
+                for w in new_writes + ([attestation] if attestation else [])
+                if w.approval_required == needs_approval
+            ]
             target = WriteState.AWAITING_APPROVAL if needs_approval else WriteState.PENDING
             transition_many(
                 group,

@@ -27,6 +27,7 @@ from writeback.errors import DomainError
 from writeback.fhir_mapping import PlannedWrite, plan_writes
 from writeback.models import ApiToken, AuditAction, BusinessEvent, PatientIdentity, Tenant, Write
 from writeback.services import audit
+from writeback.services.authors import author_for
 from writeback.services.consents import consent_check
 from writeback.services.contract import TenantContract, event_field_name
 from writeback.services.permissions import (
@@ -37,6 +38,7 @@ from writeback.services.permissions import (
     refuse,
     require,
 )
+from writeback.services.provenance import plan_provenance
 from writeback.services.tokens import token_may_access
 from writeback.services.transitions import transition_many
 from writeback.states import WriteState
@@ -126,16 +128,20 @@ def _ingest(req: IntakeRequest) -> IntakeResult:
     if errors:
         raise ValidationFailed(issues, status=422)
 
+    author = author_for(tenant, initiator)
     contract = TenantContract.load(tenant)
     amends_uid = _resolve_amends(tenant, event)
     planned, mapping_issues = plan_writes(
         event,
         identifier_system=settings.WRITEBACK_IDENTIFIER_SYSTEM,
         amends_write_uid=amends_uid,
+        author=author,
     )
     issues += mapping_issues
     if any(i.is_error for i in mapping_issues):
         raise ValidationFailed(issues, status=422)
+    event_uid = uuid.uuid4()
+    attestation = plan_provenance(tenant, event, planned, author, event_uid)
 
     consent = consent_check(
         tenant=tenant, patient_ref=event.patient.id, writes=[(p.resource_type, p.operation) for p in planned]
@@ -152,6 +158,8 @@ def _ingest(req: IntakeRequest) -> IntakeResult:
             request_id=req.request_id,
         )
 
+    # The Provenance is checked against the contract like any write; consent covered the chart writes.
+    planned += attestation
     decisions = _contract_issues(tenant, contract, planned, event)
     if decisions:
         raise ValidationFailed(issues + decisions, status=422)
@@ -161,7 +169,18 @@ def _ingest(req: IntakeRequest) -> IntakeResult:
 
     try:
         stored, writes = _store(
-            tenant, event, planned, contract, req, key, chash, initiator, consent, amends_uid
+            tenant,
+            event,
+            planned,
+            contract,
+            req,
+            key,
+            chash,
+            initiator,
+            consent,
+            amends_uid,
+            author,
+            event_uid,
         )
     except IntegrityError:
         # Another request stored the same key (or source message) first: answer as its duplicate.
@@ -419,8 +438,10 @@ def _write_request(p: PlannedWrite, event: CanonicalEvent, correlation_id: str) 
 
 def _dry_run_answer(tenant, event, planned, contract, issues, chash, key) -> IntakeResult:
     writes = []
+    software = event.source_kind != BusinessEvent.SourceKind.HUMAN
     for p in planned:
         rule = contract.rule_for(p.resource_type)
+        needs_approval = rule.approval_required or (software and p.resource_type != "Provenance")
         writes.append(
             {
                 "resource_type": p.resource_type,
@@ -428,10 +449,8 @@ def _dry_run_answer(tenant, event, planned, contract, issues, chash, key) -> Int
                 "target_id": p.target_id,
                 "base_version": p.base_version,
                 "risk": rule.risk,
-                "approval_required": rule.approval_required,
-                "would_be_state": WriteState.AWAITING_APPROVAL
-                if rule.approval_required
-                else WriteState.PENDING,
+                "approval_required": needs_approval,
+                "would_be_state": WriteState.AWAITING_APPROVAL if needs_approval else WriteState.PENDING,
                 "contract": {"allowed": True, "pattern": rule.pattern},
                 "resource": p.resource,
             }
@@ -440,6 +459,7 @@ def _dry_run_answer(tenant, event, planned, contract, issues, chash, key) -> Int
         "dry_run": True,
         "tenant": tenant.slug,
         "type": event.type,
+        "source_kind": event.source_kind,
         "tenant_mode": tenant.mode,
         "idempotency_key": key,
         "content_hash": chash,
@@ -450,11 +470,14 @@ def _dry_run_answer(tenant, event, planned, contract, issues, chash, key) -> Int
     return IntakeResult(200, body)
 
 
-def _store(tenant, event, planned, contract, req, key, chash, initiator, consent, amends_uid):
+def _store(
+    tenant, event, planned, contract, req, key, chash, initiator, consent, amends_uid, author, event_uid
+):
     now = timezone.now()
     drafts: list[audit.AuditDraft] = []
     with transaction.atomic():
         stored = BusinessEvent(
+            uid=event_uid,
             tenant=tenant,
             type=event.type,
             idempotency_key=key,
@@ -477,6 +500,8 @@ def _store(tenant, event, planned, contract, req, key, chash, initiator, consent
             submitted_token=req.token,
             acting_system=req.user.get_username(),
             origin_device=event.device.id if event.device else "",
+            source_kind=event.source_kind,
+            author=author,
             consent=consent.consent,
             consent_snapshot=consent.snapshot(),
             correlation_id=req.correlation_id,
@@ -515,6 +540,8 @@ def _store(tenant, event, planned, contract, req, key, chash, initiator, consent
                     "content_hash": chash,
                     "initiator": initiator.get_username(),
                     "submitter": req.user.get_username(),
+                    "source_kind": event.source_kind,
+                    "author": author,
                     **({"token": req.token.prefix} if req.token else {}),
                     "consent": consent.snapshot(),
                     "writes": len(writes),
@@ -585,7 +612,11 @@ def write_row(
         state=WriteState.VALIDATED,
         state_changed_at=now,
         risk=rule.risk,
-        approval_required=rule.approval_required,
+        # Software proposes, people decide: whatever the contract says, a write of an event proposed by
+        # automation or AI waits for a clinician. No tenant setting reaches this. (The Provenance only
+        # attests what the approved writes did, and is sent after them.)
+        approval_required=rule.approval_required
+        or (event.source_kind != BusinessEvent.SourceKind.HUMAN and p.resource_type != "Provenance"),
         max_attempts=settings.WRITEBACK_MAX_ATTEMPTS.get(rule.risk, 8),
         next_attempt_at=now,
         patient_ref=event.patient_ref,
@@ -602,6 +633,7 @@ def _event_body(event: BusinessEvent, writes: list[Write], *, duplicate: bool, i
         "id": str(event.uid),
         "tenant": event.tenant.slug,
         "type": event.type,
+        "source_kind": event.source_kind,
         "duplicate": duplicate,
         "correlation_id": event.correlation_id,
         "writes": [

@@ -248,7 +248,7 @@ def refuse(
 # Intake refusals audited besides the 403s: writes the contract or the tenant's registry refuses.
 # Schema and domain 422s are the client's input errors and are not audited.
 AUDITED_CONTRACT_RULES = frozenset(
-    {"operation-not-supported", "field-not-writable", "capability-not-granted"}
+    {"operation-not-supported", "field-not-writable", "capability-not-granted", "practitioner-unmapped"}
 )
 
 

@@ -201,7 +201,9 @@ def _planned_today(event: BusinessEvent) -> list:
             "today's canonicalization no longer accepts the stored event: "
             + "; ".join(f"{i.rule} at {i.path}" for i in result.issues if i.is_error),
         )
-    planned, issues = plan_writes(result.event, identifier_system=settings.WRITEBACK_IDENTIFIER_SYSTEM)
+    planned, issues = plan_writes(
+        result.event, identifier_system=settings.WRITEBACK_IDENTIFIER_SYSTEM, author=event.author
+    )
     if any(i.is_error for i in issues):
         raise DomainError(422, "rederive-failed", "; ".join(i.message for i in issues if i.is_error))
     return planned

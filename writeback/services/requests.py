@@ -31,6 +31,11 @@ def build_request(write: Write) -> WriteRequest:
             for relation in resource.get("relatesTo", []):
                 if relation.get("code") == "replaces":
                     relation["target"] = {"reference": f"DocumentReference/{original.target_resource_id}"}
+    if write.resource_type == "Provenance" and context.get("provenance"):
+        from writeback.services.provenance import provenance_targets
+
+        # What the event's writes made, at the versions the EHR gave them: known only now.
+        resource["target"] = provenance_targets(write)
     if write.compensates_id:
         original = write.compensates
         context.setdefault("original_write_uid", str(original.uid))

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from writeback.models import LastOutcome, Write
 from writeback.services.holds import Holds, current_holds
-from writeback.states import CLAIMABLE, STREAM_BLOCKING
+from writeback.states import CLAIMABLE, FINAL, STREAM_BLOCKING
 from writeback.states import WriteState as S
 
 
@@ -28,6 +28,13 @@ def _open_earlier_in_stream() -> Exists:
             stream_key=OuterRef("stream_key"), id__lt=OuterRef("id"), state__in=STREAM_BLOCKING
         )
     )
+
+
+def _provenance_waiting() -> Q:
+    """An event's Provenance waits until every other write of its event has settled: it names them
+    at the versions the EHR gave them."""
+    unsettled = Write.objects.filter(event_id=OuterRef("event_id")).exclude(state__in=FINAL)
+    return Q(resource_type="Provenance") & Exists(unsettled.exclude(resource_type="Provenance"))
 
 
 def due_writes(
@@ -47,7 +54,7 @@ def _scoped(qs: QuerySet[Write], holds, tenant_ids, exclude_tenants) -> QuerySet
         qs = qs.exclude(tenant_id__in=list(exclude_tenants))
     if holds is not None:
         qs = qs.exclude(holds.exclusion())
-    return qs.exclude(_open_earlier_in_stream())
+    return qs.exclude(_open_earlier_in_stream()).exclude(_provenance_waiting())
 
 
 def claim_due(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from adapters.base import LookupResult, Outcome, VendorAdapter, WriteResult
 from adapters.compensation import compensation_method
 from writeback import diffs
-from writeback.models import LastOutcome, Tenant, TenantMode, Write, WriteAttempt
+from writeback.models import BusinessEvent, LastOutcome, Tenant, TenantMode, Write, WriteAttempt
 from writeback.services.alerts import outbound_refusals_record
 from writeback.services.approvals import valid_approval
 from writeback.services.consents import consent_check
@@ -76,6 +76,12 @@ class WriteProcessor:
         self, write: Write, tenant: Tenant, adapter: VendorAdapter, died_mid_call: bool
     ) -> Result:
         req = build_request(write)
+        if write.context.get("provenance") and not req.resource.get("target"):
+            message = "nothing of this event reached the chart: there is nothing for a Provenance to attest"
+            self.record.terminal(
+                write, exchanges=[], message=message, code="nothing-to-attest", counted=False
+            )
+            return Result("terminal", write)
         # The truth first: a write that may already have landed is looked up before anything else is
         # decided about it (a lapsed approval, a revoked consent or a mode change cannot unsend it).
         if died_mid_call or write.state == WriteState.OUTCOME_UNKNOWN or write.verify_before_send:
@@ -83,7 +89,12 @@ class WriteProcessor:
             if settled is not None:
                 return settled
 
-        if write.approval_required and valid_approval(write) is None:
+        # A software-proposed event's writes wait for a clinician even if the ledger row lost its flag.
+        # (The event's Provenance only attests what those approved writes did.)
+        software = (
+            write.event.source_kind != BusinessEvent.SourceKind.HUMAN and write.resource_type != "Provenance"
+        )
+        if (write.approval_required or software) and valid_approval(write) is None:
             self.record.needs_approval(write, "no valid approval for this exact payload (lapsed or changed)")
             return Result("approval", write)
         if tenant.mode == TenantMode.DRY_RUN:

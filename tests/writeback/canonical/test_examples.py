@@ -90,7 +90,7 @@ def test_canonical_envelope_fields():
     assert stored["type"] == "problem.confirmed"
     assert stored["tenant"] == "epic-main"
     assert stored["idempotency_key"] == "portal-2026-11-20-000123"
-    assert stored["source"] == {"system": "intake-portal", "message_id": "msg-000123"}
+    assert stored["source"] == {"system": "intake-portal", "message_id": "msg-000123", "kind": "human"}
     assert stored["occurred_at"] == "2026-11-20T14:03:00-05:00"
     assert stored["patient"] == {
         "id": "pat-1001",
