@@ -82,6 +82,9 @@ urlpatterns = [
         "capability-changes/<uuid:uid>/approve", tenants.capability_approve, name="console-capability-approve"
     ),
     path("capability-changes/<uuid:uid>/reject", tenants.capability_reject, name="console-capability-reject"),
+    path("tenants/<slug:slug>/policy", tenants.policy_request, name="console-policy-request"),
+    path("policy-changes/<uuid:uid>/approve", tenants.policy_approve, name="console-policy-approve"),
+    path("policy-changes/<uuid:uid>/reject", tenants.policy_reject, name="console-policy-reject"),
     path("kill-switches/engage", tenants.killswitch_engage, name="console-killswitch-engage"),
     path("kill-switches/<uuid:uid>/release", tenants.killswitch_release, name="console-killswitch-release"),
     # Oversight

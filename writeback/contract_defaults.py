@@ -27,8 +27,6 @@ DEFAULT_CONTRACT = [
         ],
         "risk": "low",
         "approval_required": False,
-        "rollback_strategy": "entered_in_error",
-        "audit_requirement": "hashes",
     },
     {
         "resource_type": "QuestionnaireResponse",
@@ -46,8 +44,6 @@ DEFAULT_CONTRACT = [
         ],
         "risk": "low",
         "approval_required": False,
-        "rollback_strategy": "entered_in_error",
-        "audit_requirement": "hashes",
     },
     {
         "resource_type": "DocumentReference",
@@ -69,8 +65,6 @@ DEFAULT_CONTRACT = [
         ],
         "risk": "medium",
         "approval_required": False,
-        "rollback_strategy": "supersede_document",
-        "audit_requirement": "hashes",
     },
     {
         "resource_type": "Condition",
@@ -91,8 +85,6 @@ DEFAULT_CONTRACT = [
         ],
         "risk": "medium",
         "approval_required": False,
-        "rollback_strategy": "verification_entered_in_error",
-        "audit_requirement": "hashes",
     },
     {
         "resource_type": "Patient",
@@ -102,8 +94,6 @@ DEFAULT_CONTRACT = [
         "writable_fields": ["telecom", "address"],
         "risk": "medium",
         "approval_required": False,
-        "rollback_strategy": "restore_previous_version",
-        "audit_requirement": "hashes",
     },
     {
         "resource_type": "Task",
@@ -113,8 +103,6 @@ DEFAULT_CONTRACT = [
         "writable_fields": ["status", "lastModified"],
         "risk": "high",
         "approval_required": False,
-        "rollback_strategy": "restore_previous_status",
-        "audit_requirement": "full",
     },
     {
         "resource_type": "AllergyIntolerance",
@@ -137,8 +125,6 @@ DEFAULT_CONTRACT = [
         ],
         "risk": "high",
         "approval_required": True,
-        "rollback_strategy": "entered_in_error",
-        "audit_requirement": "hashes",
     },
     {
         "resource_type": "MedicationStatement",
@@ -158,8 +144,6 @@ DEFAULT_CONTRACT = [
         ],
         "risk": "very_high",
         "approval_required": True,
-        "rollback_strategy": "entered_in_error",
-        "audit_requirement": "hashes",
     },
 ]
 

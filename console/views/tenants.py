@@ -10,6 +10,7 @@ from django.views.decorators.http import require_POST
 from console.decorators import HtmxHttpRequest, console_view
 from console.fetch import (
     get_change_for_user,
+    get_policy_change_for_user,
     get_switch_for_user,
     get_tenant_for_user,
     may,
@@ -17,7 +18,14 @@ from console.fetch import (
     visible_tenant_ids,
     visible_tenants,
 )
-from console.forms import CapabilityRequestForm, KillSwitchForm, ModeForm, NoteForm
+from console.forms import (
+    CapabilityRequestForm,
+    KillSwitchForm,
+    ModeForm,
+    NoteForm,
+    PolicyApproveForm,
+    PolicyForm,
+)
 from writeback.models import Capability, CapabilityChange, KillSwitch, Tenant, Write
 from writeback.services.capabilities import (
     capabilities_refresh,
@@ -31,6 +39,13 @@ from writeback.services.killswitches import (
     kill_switch_engage,
     kill_switch_release,
     tenant_mode_change,
+)
+from writeback.services.policy import (
+    override_approve,
+    override_reject,
+    override_request,
+    policy_changes,
+    tenant_policy,
 )
 from writeback.states import CLAIMABLE
 
@@ -99,6 +114,10 @@ def tenant_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "switches": switches,
         "mode_form": ModeForm(initial={"mode": tenant.mode}),
         "request_form": CapabilityRequestForm(),
+        "policy": tenant_policy(tenant),
+        "policy_changes": policy_changes(tenant),
+        "policy_form": PolicyForm(),
+        "policy_approve_form": PolicyApproveForm(),
         "switch_form": KillSwitchForm(initial={"scope": "tenant", "tenant": tenant.slug}),
         "queued": Write.objects.filter(tenant=tenant, state__in=CLAIMABLE).count(),
         "user_pk": request.user.pk,
@@ -239,3 +258,64 @@ def killswitch_release(request: HtmxHttpRequest, uid) -> HttpResponse:
     if switch.tenant_id and switch.tenant_id in visible_tenant_ids(request):
         return redirect("console-tenant", switch.tenant.slug)
     return redirect("console-tenants")
+
+
+@console_view()
+@require_POST
+def policy_request(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    tenant = get_tenant_for_user(request, slug)
+    form = PolicyForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose the resource type and give a reason; " + form.errors.as_text())
+        return redirect("console-tenant", tenant.slug)
+    change = override_request(
+        tenant=tenant,
+        user=request.user,
+        resource_type=form.cleaned_data["resource_type"],
+        note=form.cleaned_data["note"],
+        request_id=request_id(request),
+        channel="console",
+        **form.changes(),
+    )
+    if change.widens:
+        messages.success(request, "Requested. It widens: a second integration engineer must approve it.")
+    else:
+        messages.success(request, f"Applied: the policy for {change.resource_type} is narrower now.")
+    return redirect("console-tenant", tenant.slug)
+
+
+@console_view()
+@require_POST
+def policy_approve(request: HtmxHttpRequest, uid) -> HttpResponse:
+    change = get_policy_change_for_user(request, uid)
+    form = PolicyApproveForm(request.POST)
+    checklist = form.cleaned_data["checklist"] if form.is_valid() else []
+    override_approve(
+        change=change,
+        user=request.user,
+        checklist=checklist,
+        note=form.cleaned_data.get("note", "") if form.is_valid() else "",
+        request_id=request_id(request),
+        channel="console",
+    )
+    messages.success(request, f"Approved: the policy for {change.resource_type} changed.")
+    return redirect("console-tenant", change.tenant.slug)
+
+
+@console_view()
+@require_POST
+def policy_reject(request: HtmxHttpRequest, uid) -> HttpResponse:
+    change = get_policy_change_for_user(request, uid)
+    form = NoteForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Say why the change is turned down.")
+        return redirect("console-tenant", change.tenant.slug)
+    override_reject(
+        change=change,
+        user=request.user,
+        note=form.cleaned_data["note"],
+        request_id=request_id(request),
+        channel="console",
+    )
+    messages.success(request, "Turned down. The policy is unchanged.")
+    return redirect("console-tenant", change.tenant.slug)

@@ -18,13 +18,13 @@ from writeback.models import (
     AuditAction,
     BusinessEvent,
     Compensation,
-    ContractRule,
     ManualTask,
     Write,
     WriteEditor,
 )
 from writeback.services import audit
 from writeback.services.approvals import write_editors_record
+from writeback.services.contract import TenantContract
 from writeback.services.patient_binding import require_same_binding
 from writeback.services.permissions import refuse, require, roles_of
 from writeback.services.requests import build_request
@@ -132,7 +132,9 @@ def compensate_unchecked(
                 request_id=request_id,
                 channel=channel,
             )
-    rule = ContractRule.objects.filter(resource_type=write.resource_type).first()
+    # The tenant's policy: an override that requires approval holds compensations too.
+    contract = TenantContract.load(write.tenant)
+    rule = contract.rule_for(write.resource_type)
     with transaction.atomic():
         write = Write.objects.select_for_update().select_related("tenant", "event").get(pk=write.pk)
         comp_uid = uuid.uuid4()
@@ -212,6 +214,7 @@ def compensate_unchecked(
                     state=WriteState.VALIDATED,
                     risk=write.risk,
                     approval_required=bool(rule and rule.approval_required),
+                    contract_version=contract.version_for(write.resource_type),
                     max_attempts=write.max_attempts,
                     patient_ref=write.patient_ref,
                     stream_key=write.stream_key,

@@ -586,6 +586,7 @@ def write_row(
         state_changed_at=now,
         risk=rule.risk,
         approval_required=rule.approval_required,
+        contract_version=contract.version_for(p.resource_type),
         max_attempts=settings.WRITEBACK_MAX_ATTEMPTS.get(rule.risk, 8),
         next_attempt_at=now,
         patient_ref=event.patient_ref,

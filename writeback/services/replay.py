@@ -334,6 +334,7 @@ def _new_write(
             state=WriteState.VALIDATED,
             risk=original.risk,
             approval_required=needs_approval,
+            contract_version=original.contract_version,
             max_attempts=original.max_attempts,
             patient_ref=original.patient_ref,
             stream_key=original.stream_key if not shadow else f"shadow:{original.stream_key}",
