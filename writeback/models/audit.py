@@ -46,6 +46,7 @@ class AuditAction(models.TextChoices):
     MANUAL_TASK_CONFIRMED = "manual_task.confirmed", "Manual task confirmed"
     MANUAL_TASK_CREATED = "manual_task.created", "Manual task created"
     OUTBOUND_REFUSED = "outbound.refused", "Outbound request refused"
+    PAYLOADS_PURGED = "payloads.purged", "PHI payloads purged (retention)"
     PERMISSION_GRANTED = "permission.granted", "Permission granted"
     RECONCILIATION_ACCEPTED = (
         "reconciliation.accepted",
@@ -66,6 +67,7 @@ class AuditAction(models.TextChoices):
     TENANT_CONSENT_POLICY_CHANGED = "tenant.consent_policy_changed", "Tenant consent policy changed"
     TENANT_CREATED = "tenant.created", "Tenant created"
     TENANT_MODE_CHANGED = "tenant.mode_changed", "Tenant mode changed"
+    TENANT_RETENTION_CHANGED = "tenant.retention_changed", "Tenant retention period changed"
     WRITE_APPROVED = "write.approved", "Write approved"
     WRITE_CHECK_SCHEDULED = "write.check_scheduled", "Check by read scheduled"
     WRITE_CORRECTION_REQUESTED = "write.correction_requested", "Clinical correction requested"

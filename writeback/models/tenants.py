@@ -36,6 +36,8 @@ class Tenant(models.Model):
     settings = models.JSONField(default=dict, blank=True)
     # Bulkhead: at most this many writes of this tenant in flight across all workers of one process.
     max_concurrency = models.PositiveSmallIntegerField(default=4)
+    # Retention: PHI payload bodies of settled writes older than this many days are purged (None: kept).
+    retention_days = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

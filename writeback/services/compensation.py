@@ -45,6 +45,11 @@ REQUESTED_ACTION = {
 
 def compensation_plan(write: Write, kind: str, data: dict | None = None):
     """What undoing this write would do at its vendor (no network): shown before the operator confirms."""
+    if write.payload_purged_at is not None:
+        # Undoing needs the resource we wrote; retention removed it (the EHR's copy is the record now).
+        raise DomainError(
+            409, "payload-purged", "this write's payload was purged (retention): undo it in the EHR"
+        )
     adapter = adapter_for(write.tenant)
     try:
         return adapter.compensation(

@@ -18,7 +18,7 @@ class DatabaseOperations(operations.DatabaseOperations):
         )
         if not statements:
             return statements
-        return [*triggers.sqlite_drop_sql(), *statements, *triggers.sqlite_create_sql()]
+        return [*triggers.sqlite_drop_sql(), *statements, *triggers.sqlite_create_sql(self.connection)]
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
