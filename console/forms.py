@@ -317,6 +317,12 @@ class PolicyApproveForm(forms.Form):
     note = forms.CharField(label="Note", required=False, max_length=2000)
 
 
+class TestReplayForm(forms.Form):
+    target = forms.SlugField(label="Test tenant", max_length=64)
+    scope = forms.ChoiceField(label="What", choices=[("write", "This write"), ("event", "Its whole event")])
+    reason = forms.CharField(label="Why", max_length=2000)
+
+
 class BulkStartForm(forms.Form):
     reason = forms.CharField(label="Reason", max_length=2000, widget=forms.Textarea(attrs=TEXTAREA))
     rate = forms.FloatField(

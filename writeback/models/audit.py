@@ -68,6 +68,7 @@ class AuditAction(models.TextChoices):
     TENANT_CREATED = "tenant.created", "Tenant created"
     TENANT_MODE_CHANGED = "tenant.mode_changed", "Tenant mode changed"
     TENANT_RETENTION_CHANGED = "tenant.retention_changed", "Tenant retention period changed"
+    TEST_REPLAY_CREATED = "test_replay.created", "Replayed into a test tenant"
     WRITE_APPROVED = "write.approved", "Write approved"
     WRITE_CHECK_SCHEDULED = "write.check_scheduled", "Check by read scheduled"
     WRITE_CORRECTION_REQUESTED = "write.correction_requested", "Clinical correction requested"

@@ -38,6 +38,9 @@ class Tenant(models.Model):
     max_concurrency = models.PositiveSmallIntegerField(default=4)
     # Retention: PHI payload bodies of settled writes older than this many days are purged (None: kept).
     retention_days = models.PositiveIntegerField(null=True, blank=True)
+    # A test environment (set at creation only): replays of other tenants' writes may target it, and
+    # nothing else may; a live tenant can never be turned into one.
+    is_test = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
