@@ -345,3 +345,10 @@ def test_console_policy_is_for_engineers_of_the_tenant(tenant, clinician, admin_
         )
         assert r.status_code in (403, 404)
     assert not ContractOverride.objects.exists()
+
+
+def test_the_api_shows_the_contract_version(ready, tenant, engineer, app_user):
+    override_request(tenant=tenant, user=engineer, resource_type="Condition", risk="high", note="t")
+    w = _post(ready, "api1")
+    body = ready.get(f"/api/v1/writes/{w.uid}").json()
+    assert body["contract_version"].endswith("+ tenant override v1") and body["payload_purged_at"] is None
