@@ -314,7 +314,12 @@ def test_console_form_narrows_and_the_write_page_shows_the_contract_version(
     c1.post(f"/tenants/{tenant.slug}/policy", {"resource_type": "Condition", "approval": "0", "note": "undo"})
     change = ContractOverrideChange.objects.get(status="pending")
     assert c1.post(f"/policy-changes/{change.uid}/approve", {"checklist": ALL}).status_code == 403
+    assert (
+        "a second integration engineer must approve it" in c1.get(f"/tenants/{tenant.slug}/").content.decode()
+    )
     c2 = client_for(engineer2)
+    page = c2.get(f"/tenants/{tenant.slug}/").content.decode()
+    assert "Approve widening" in page and "Clinical workflow" in page and "(widens)" in page
     assert c2.post(f"/policy-changes/{change.uid}/approve", {"checklist": ["security"]}).status_code == 400
     assert ContractOverride.objects.get(tenant=tenant).approval_required is True
     assert c2.post(f"/policy-changes/{change.uid}/approve", {"checklist": ALL}).status_code == 302
