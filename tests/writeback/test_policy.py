@@ -7,6 +7,7 @@ from django.core.management.base import CommandError
 from tests.conftest import api_client_for, granted_user, make_client_app
 from tests.console.conftest import client_for
 from tests.writeback.helpers import consent_for, event
+from tests.writeback.sync.conftest import drain, ours
 from writeback.errors import DomainError
 from writeback.models import (
     AuditEntry,
@@ -100,6 +101,8 @@ def test_a_widening_waits_for_a_second_engineer_with_the_checklist(ready, tenant
         tenant=tenant, user=engineer, resource_type="Condition", approval_required=False, note="loosen"
     )
     assert change.widens and change.status == ContractOverrideChange.Status.PENDING
+    with pytest.raises(DomainError, match="already waits"):
+        override_request(tenant=tenant, user=engineer2, resource_type="Condition", risk="low", note="again")
     # Nothing changed yet: the next event still waits for approval.
     assert _post(ready, "w1").state == WriteState.AWAITING_APPROVAL
 
@@ -357,3 +360,15 @@ def test_the_api_shows_the_contract_version(ready, tenant, engineer, app_user):
     w = _post(ready, "api1")
     body = ready.get(f"/api/v1/writes/{w.uid}").json()
     assert body["contract_version"].endswith("+ tenant override v1") and body["payload_purged_at"] is None
+
+
+def test_narrowed_fields_also_stop_queued_writes_before_sending(live, sim, api, engineer):
+    queued = _post(api, "q1")
+    assert queued.state == WriteState.PENDING and "note" in queued.payload
+    rule = ContractRule.objects.get(resource_type="Condition")
+    keep = [f for f in rule.writable_fields if f != "note"]
+    override_request(tenant=live, user=engineer, resource_type="Condition", writable_fields=keep, note="x")
+    drain()
+    queued.refresh_from_db()
+    assert queued.state == WriteState.FAILED_TERMINAL and "capability check" in queued.last_error
+    assert ours(sim) == {}

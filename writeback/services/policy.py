@@ -158,6 +158,14 @@ def override_request(
     if after == before:
         raise DomainError(409, "no-change", f"the policy for {resource_type} at {tenant.slug} is already so")
     widened = widenings(before, after)
+    pending = ContractOverrideChange.objects.filter(
+        tenant=tenant, resource_type=resource_type, status=ContractOverrideChange.Status.PENDING
+    )
+    if widened and pending.exists():
+        # One review at a time per row: a second widening would be stale the moment the first applied.
+        raise DomainError(
+            409, "already-pending", f"a change to {resource_type} at {tenant.slug} already waits for approval"
+        )
     with transaction.atomic():
         change = ContractOverrideChange.objects.create(
             tenant=tenant,
