@@ -112,7 +112,11 @@ def test_the_write_page_offers_it_and_the_console_replays(original, sandbox, adm
     assert r.status_code == 302
     copy = Write.objects.get(tenant=sandbox)
     assert r.url == f"/writes/{copy.uid}/"
-    assert c.get(r.url).status_code == 200
+    copy_page = c.get(r.url)
+    assert copy_page.status_code == 200
+    assert (
+        "Replayed from" in copy_page.content.decode() and str(original.uid)[:8] in copy_page.content.decode()
+    )
     # A hostile post naming a live tenant is refused, audited, and writes nothing more.
     tenant_grant(tenant=other_tenant, user=admin_user)
     r = c.post(f"/writes/{original.uid}/test-replay", {"target": "other", "scope": "write", "reason": "x"})
