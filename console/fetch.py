@@ -12,6 +12,7 @@ from writeback.models import (
     BulkOperation,
     CapabilityChange,
     Conflict,
+    ContractOverrideChange,
     KillSwitch,
     ManualTask,
     ReconciliationFinding,
@@ -130,6 +131,18 @@ def get_change_for_user(request: HttpRequest, uid) -> CapabilityChange:
         ),
         CapabilityChange.objects.all(),
         "capability_change",
+        uid=uid,
+    )
+
+
+def get_policy_change_for_user(request: HttpRequest, uid) -> ContractOverrideChange:
+    return _visible_or_refused(
+        request,
+        ContractOverrideChange.objects.select_related("tenant", "requested_by").filter(
+            tenant__in=visible_tenants(request)
+        ),
+        ContractOverrideChange.objects.all(),
+        "contract_override_change",
         uid=uid,
     )
 

@@ -11,6 +11,7 @@ from writeback.filters import WriteFilter
 from writeback.models import ContractRule, KillSwitch, Risk, TenantMode
 from writeback.services.bulk import DEFAULT_RATE, MAX_RATE, MIN_RATE
 from writeback.services.capabilities import OPERATIONS
+from writeback.services.policy import CHECKLIST
 from writeback.services.replay import MODES
 from writeback.states import WriteState
 
@@ -271,6 +272,64 @@ class CapabilityRequestForm(forms.Form):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["resource_type"].choices = resource_type_choices("Choose…")[1:]
+
+
+def _csv(value: str) -> list[str] | None:
+    items = [v.strip() for v in (value or "").split(",") if v.strip()]
+    return items or None
+
+
+class PolicyForm(forms.Form):
+    """A change of the tenant's policy for one resource type; blank fields stay as they are."""
+
+    resource_type = forms.ChoiceField(label="Resource type")
+    approval = forms.TypedChoiceField(
+        label="Clinician approval",
+        choices=[("", "Unchanged"), ("1", "Required (narrows)"), ("0", "Not required (widens)")],
+        coerce=lambda v: v == "1",
+        empty_value=None,
+        required=False,
+    )
+    risk = forms.ChoiceField(label="Risk", choices=[("", "Unchanged"), *Risk.choices], required=False)
+    operations = forms.CharField(
+        label="Operations (comma-separated)",
+        required=False,
+        max_length=500,
+        help_text="within the contract row's",
+    )
+    writable_fields = forms.CharField(
+        label="Writable fields (comma-separated)",
+        required=False,
+        max_length=2000,
+        help_text="within the contract row's",
+    )
+    note = forms.CharField(label="Reason", max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["resource_type"].choices = resource_type_choices("Choose…")[1:]
+
+    def changes(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "approval_required": data.get("approval"),
+            "risk": data.get("risk") or None,
+            "operations": _csv(data.get("operations", "")),
+            "writable_fields": _csv(data.get("writable_fields", "")),
+        }
+
+
+class PolicyApproveForm(forms.Form):
+    checklist = forms.MultipleChoiceField(
+        label="Review checklist", choices=list(CHECKLIST.items()), widget=forms.CheckboxSelectMultiple
+    )
+    note = forms.CharField(label="Note", required=False, max_length=2000)
+
+
+class TestReplayForm(forms.Form):
+    target = forms.SlugField(label="Test tenant", max_length=64)
+    scope = forms.ChoiceField(label="What", choices=[("write", "This write"), ("event", "Its whole event")])
+    reason = forms.CharField(label="Why", max_length=2000)
 
 
 class BulkStartForm(forms.Form):

@@ -50,6 +50,7 @@ urlpatterns = [
     ),
     path("writes/<uuid:uid>/replay", replay.replay_form, name="console-write-replay-form"),
     path("writes/<uuid:uid>/replay/run", replay.replay, name="console-write-replay"),
+    path("writes/<uuid:uid>/test-replay", replay.test_replay, name="console-write-test-replay"),
     path("writes/<uuid:uid>/resolve", replay.resolve, name="console-write-resolve"),
     path("writes/<uuid:uid>/export", audit.write_export_view, name="console-write-export"),
     path("bulk/preview", bulk.bulk_preview, name="console-bulk-preview"),
@@ -95,6 +96,9 @@ urlpatterns = [
         "capability-changes/<uuid:uid>/approve", tenants.capability_approve, name="console-capability-approve"
     ),
     path("capability-changes/<uuid:uid>/reject", tenants.capability_reject, name="console-capability-reject"),
+    path("tenants/<slug:slug>/policy", tenants.policy_request, name="console-policy-request"),
+    path("policy-changes/<uuid:uid>/approve", tenants.policy_approve, name="console-policy-approve"),
+    path("policy-changes/<uuid:uid>/reject", tenants.policy_reject, name="console-policy-reject"),
     path("kill-switches/engage", tenants.killswitch_engage, name="console-killswitch-engage"),
     path("kill-switches/<uuid:uid>/release", tenants.killswitch_release, name="console-killswitch-release"),
     # Oversight

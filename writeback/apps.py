@@ -8,7 +8,7 @@ class WritebackConfig(AppConfig):
 
     def ready(self) -> None:
         from axes.signals import user_locked_out
-        from django.db.models.signals import post_migrate
+        from django.db.models.signals import post_migrate, pre_migrate
 
         from writeback.services.signins import signin_lockout_record
 
@@ -25,4 +25,18 @@ class WritebackConfig(AppConfig):
             if plan and not any(backwards for _, backwards in plan):
                 ensure_installed(using)
 
+        def lift_count_triggers(sender, using="default", plan=None, **kwargs) -> None:
+            from django.db import connections
+
+            from writeback.db import counters
+
+            # SQLite re-checks every trigger whenever a migration rebuilds a table, and the count
+            # triggers name other tables: lifted before migrating forward, put back (and the counts
+            # rebuilt) by restore_count_triggers afterwards.
+            connection = connections[using]
+            forward = plan and not any(backwards for _, backwards in plan)
+            if connection.vendor == "sqlite" and forward and counters.installed(connection):
+                counters.uninstall(connection)
+
+        pre_migrate.connect(lift_count_triggers, sender=self, dispatch_uid="writeback-lift-count-triggers")
         post_migrate.connect(restore_count_triggers, sender=self, dispatch_uid="writeback-count-triggers")

@@ -29,8 +29,6 @@ DEFAULT_CONTRACT = [
         ],
         "risk": "low",
         "approval_required": False,
-        "rollback_strategy": "entered_in_error",
-        "audit_requirement": "hashes",
     },
     {
         "resource_type": "QuestionnaireResponse",
@@ -48,8 +46,6 @@ DEFAULT_CONTRACT = [
         ],
         "risk": "low",
         "approval_required": False,
-        "rollback_strategy": "entered_in_error",
-        "audit_requirement": "hashes",
     },
     {
         "resource_type": "DocumentReference",
@@ -71,8 +67,6 @@ DEFAULT_CONTRACT = [
         ],
         "risk": "medium",
         "approval_required": False,
-        "rollback_strategy": "supersede_document",
-        "audit_requirement": "hashes",
     },
     {
         "resource_type": "Condition",
@@ -93,8 +87,6 @@ DEFAULT_CONTRACT = [
         ],
         "risk": "medium",
         "approval_required": False,
-        "rollback_strategy": "verification_entered_in_error",
-        "audit_requirement": "hashes",
     },
     {
         "resource_type": "Patient",
@@ -104,8 +96,6 @@ DEFAULT_CONTRACT = [
         "writable_fields": ["telecom", "address"],
         "risk": "medium",
         "approval_required": False,
-        "rollback_strategy": "restore_previous_version",
-        "audit_requirement": "hashes",
     },
     {
         "resource_type": "Task",
@@ -115,8 +105,6 @@ DEFAULT_CONTRACT = [
         "writable_fields": ["status", "lastModified"],
         "risk": "high",
         "approval_required": False,
-        "rollback_strategy": "restore_previous_status",
-        "audit_requirement": "full",
     },
     {
         "resource_type": "AllergyIntolerance",
@@ -139,8 +127,6 @@ DEFAULT_CONTRACT = [
         ],
         "risk": "high",
         "approval_required": True,
-        "rollback_strategy": "entered_in_error",
-        "audit_requirement": "hashes",
     },
     {
         "resource_type": "MedicationStatement",
@@ -160,8 +146,6 @@ DEFAULT_CONTRACT = [
         ],
         "risk": "very_high",
         "approval_required": True,
-        "rollback_strategy": "entered_in_error",
-        "audit_requirement": "hashes",
     },
 ]
 

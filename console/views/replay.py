@@ -8,13 +8,14 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from console.decorators import HtmxHttpRequest, console_view
-from console.fetch import get_write_for_user, render_panel, request_id
-from console.forms import NoteForm, ReplayForm
+from console.fetch import get_tenant_for_user, get_write_for_user, render_panel, request_id
+from console.forms import NoteForm, ReplayForm, TestReplayForm
 from console.views.writes import detail_context
 from writeback.models import Write
 from writeback.services.operations import write_resolve
 from writeback.services.permissions import require
 from writeback.services.replay import event_replay, write_replay
+from writeback.services.sandbox import replay_into_test
 from writeback.states import WriteState
 
 
@@ -114,3 +115,25 @@ def resolve(request: HtmxHttpRequest, uid) -> HttpResponse:
         write.refresh_from_db()
         return render_panel(request, "console/write_detail.html#write-main", detail_context(request, write))
     return redirect("console-write", write.uid)
+
+
+@console_view()
+@require_POST
+def test_replay(request: HtmxHttpRequest, uid) -> HttpResponse:
+    """Replays this write (or its whole event) into a test tenant of the same vendor."""
+    write = get_write_for_user(request, uid, related=("event",))
+    form = TestReplayForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose the test tenant and say why.")
+        return redirect("console-write", write.uid)
+    copies = replay_into_test(
+        event=write.event,
+        write=write if form.cleaned_data["scope"] == "write" else None,
+        target=get_tenant_for_user(request, form.cleaned_data["target"]),
+        user=request.user,
+        reason=form.cleaned_data["reason"],
+        request_id=request_id(request),
+        channel="console",
+    )
+    messages.success(request, f"Replayed into {form.cleaned_data['target']}: {len(copies)} write(s).")
+    return redirect("console-write", copies[0].uid)

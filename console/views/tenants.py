@@ -1,6 +1,8 @@
 """Tenants and the capability registry (integration engineers): mode, kill switches at every level,
 the capability matrix with its sources and history, discovery, and two-person widening."""
 
+from typing import Any
+
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
@@ -9,6 +11,7 @@ from django.views.decorators.http import require_POST
 from console.decorators import HtmxHttpRequest, console_view
 from console.fetch import (
     get_change_for_user,
+    get_policy_change_for_user,
     get_switch_for_user,
     get_tenant_for_user,
     may,
@@ -22,6 +25,8 @@ from console.forms import (
     KillSwitchForm,
     ModeForm,
     NoteForm,
+    PolicyApproveForm,
+    PolicyForm,
     PractitionerMapForm,
 )
 from writeback.models import Tenant
@@ -39,6 +44,13 @@ from writeback.services.killswitches import (
     kill_switch_engage,
     kill_switch_release,
     tenant_mode_change,
+)
+from writeback.services.policy import (
+    override_approve,
+    override_reject,
+    override_request,
+    policy_changes,
+    tenant_policy,
 )
 
 
@@ -61,9 +73,18 @@ def tenant_list(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "console/tenants.html", context)
 
 
-def _author_policy_form(tenant: Tenant) -> AuthorPolicyForm:
-    fields = ("unmapped_author", "organization_ref", "write_provenance")
-    return AuthorPolicyForm(initial={name: getattr(tenant, name) for name in fields})
+def _tenant_forms(tenant: Tenant) -> dict[str, Any]:
+    """The empty or prefilled forms the tenant page offers (each posts to its own action view)."""
+    author_fields = ("unmapped_author", "organization_ref", "write_provenance")
+    return {
+        "mode_form": ModeForm(initial={"mode": tenant.mode}),
+        "request_form": CapabilityRequestForm(),
+        "policy_form": PolicyForm(),
+        "policy_approve_form": PolicyApproveForm(),
+        "switch_form": KillSwitchForm(initial={"scope": "tenant", "tenant": tenant.slug}),
+        "map_form": PractitionerMapForm(),
+        "author_form": AuthorPolicyForm(initial={name: getattr(tenant, name) for name in author_fields}),
+    }
 
 
 @console_view()
@@ -76,14 +97,12 @@ def tenant_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "history": history,
         "changes": changes,
         "switches": [s for s in active_switches([tenant.pk]) if s.tenant_id == tenant.pk],
-        "mode_form": ModeForm(initial={"mode": tenant.mode}),
-        "request_form": CapabilityRequestForm(),
-        "switch_form": KillSwitchForm(initial={"scope": "tenant", "tenant": tenant.slug}),
+        "policy": tenant_policy(tenant),
+        "policy_changes": policy_changes(tenant),
         "queued": queued_writes(tenant),
         "mappings": practitioner_mappings(tenant),
-        "map_form": PractitionerMapForm(),
-        "policy_form": _author_policy_form(tenant),
         "user_pk": request.user.pk,
+        **_tenant_forms(tenant),
         **_permissions(request, tenant),
     }
     return render(request, "console/tenant.html", context)
@@ -261,3 +280,64 @@ def killswitch_release(request: HtmxHttpRequest, uid) -> HttpResponse:
     if switch.tenant_id and switch.tenant_id in visible_tenant_ids(request):
         return redirect("console-tenant", switch.tenant.slug)
     return redirect("console-tenants")
+
+
+@console_view()
+@require_POST
+def policy_request(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    tenant = get_tenant_for_user(request, slug)
+    form = PolicyForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose the resource type and give a reason; " + form.errors.as_text())
+        return redirect("console-tenant", tenant.slug)
+    change = override_request(
+        tenant=tenant,
+        user=request.user,
+        resource_type=form.cleaned_data["resource_type"],
+        note=form.cleaned_data["note"],
+        request_id=request_id(request),
+        channel="console",
+        **form.changes(),
+    )
+    if change.widens:
+        messages.success(request, "Requested. It widens: a second integration engineer must approve it.")
+    else:
+        messages.success(request, f"Applied: the policy for {change.resource_type} is narrower now.")
+    return redirect("console-tenant", tenant.slug)
+
+
+@console_view()
+@require_POST
+def policy_approve(request: HtmxHttpRequest, uid) -> HttpResponse:
+    change = get_policy_change_for_user(request, uid)
+    form = PolicyApproveForm(request.POST)
+    checklist = form.cleaned_data["checklist"] if form.is_valid() else []
+    override_approve(
+        change=change,
+        user=request.user,
+        checklist=checklist,
+        note=form.cleaned_data.get("note", "") if form.is_valid() else "",
+        request_id=request_id(request),
+        channel="console",
+    )
+    messages.success(request, f"Approved: the policy for {change.resource_type} changed.")
+    return redirect("console-tenant", change.tenant.slug)
+
+
+@console_view()
+@require_POST
+def policy_reject(request: HtmxHttpRequest, uid) -> HttpResponse:
+    change = get_policy_change_for_user(request, uid)
+    form = NoteForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Say why the change is turned down.")
+        return redirect("console-tenant", change.tenant.slug)
+    override_reject(
+        change=change,
+        user=request.user,
+        note=form.cleaned_data["note"],
+        request_id=request_id(request),
+        channel="console",
+    )
+    messages.success(request, "Turned down. The policy is unchanged.")
+    return redirect("console-tenant", change.tenant.slug)

@@ -14,6 +14,7 @@ from writeback.selectors import write_history, write_page, write_total, writes_v
 from writeback.services.ehr_reads import ehr_read_plan
 from writeback.services.permissions import ADMIN, roles_of
 from writeback.services.plans import stream_blocker, write_plan
+from writeback.services.sandbox import sandbox_targets
 from writeback.states import WriteState
 
 PAGE_SIZE = 50
@@ -85,6 +86,9 @@ def detail_context(request: HtmxHttpRequest, write: Write, **forms) -> dict:
         "resolve_form": forms.get("resolve_form") or NoteForm(),
         "ttl_hours": settings.WRITEBACK_APPROVAL_TTL_HOURS,
         "can_read_ehr": may(request, "read_ehr", write.tenant),
+        "test_targets": sandbox_targets(write.tenant, visible_tenants(request))
+        if may(request, "replay", write.tenant)
+        else [],
     }
 
 

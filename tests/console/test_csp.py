@@ -88,6 +88,7 @@ def objects(make, tenant, engineer, admin_user):
         "alerts": broken.alerts.get().uid,
         "kill-switches": switch.uid,
         "capability-changes": uuid.uuid4(),  # POST-only: never looked up on a GET
+        "policy-changes": uuid.uuid4(),  # POST-only, as above
         "reconciliation": uuid.uuid4(),  # POST-only, as above
         "tenants": tenant.slug,
         "alert-routes": "no-such-route",  # POST-only: never looked up on a GET

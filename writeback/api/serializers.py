@@ -95,6 +95,8 @@ class WriteDetailSerializer(WriteSummarySerializer):
             "preview",
             "divergence",
             "approval_required",
+            "contract_version",
+            "payload_purged_at",
             "attempts_log",
             "audit",
             "links",

@@ -68,6 +68,10 @@ class Write(models.Model):
     state_changed_at = models.DateTimeField(default=timezone.now)
     risk = models.CharField(max_length=16, choices=Risk.choices)
     approval_required = models.BooleanField(default=False)
+    # The contract it was decided under: "contract v3", or "contract v3 + tenant override v2".
+    contract_version = models.CharField(max_length=64, blank=True)
+    # Retention blanked the payload bodies (resource, attempts' bodies, conflict snapshots); hashes kept.
+    payload_purged_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=8)
     next_attempt_at = models.DateTimeField(default=timezone.now)

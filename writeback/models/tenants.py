@@ -51,6 +51,11 @@ class Tenant(models.Model):
     # One Provenance per event, written after the event's other writes (only where the vendor's adapter
     # writes Provenance: see docs/vendors.md).
     write_provenance = models.BooleanField(default=False)
+    # Retention: PHI payload bodies of settled writes older than this many days are purged (None: kept).
+    retention_days = models.PositiveIntegerField(null=True, blank=True)
+    # A test environment (set at creation only): replays of other tenants' writes may target it, and
+    # nothing else may; a live tenant can never be turned into one.
+    is_test = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -79,13 +84,8 @@ class ContractRule(models.Model):
     writable_fields = models.JSONField(default=list)
     risk = models.CharField(max_length=16, choices=Risk.choices)
     approval_required = models.BooleanField(default=False)
-    rollback_strategy = models.CharField(max_length=64)
-    audit_requirement = models.CharField(
-        max_length=16,
-        choices=[("full", "Full payload"), ("hashes", "Hashes of sensitive values")],
-        default="hashes",
-    )
     enabled = models.BooleanField(default=True)
+    # Bumped on every save: each write records the version it was decided under.
     version = models.PositiveIntegerField(default=1)
     notes = models.TextField(blank=True)
 
@@ -96,6 +96,11 @@ class ContractRule(models.Model):
 
     def __str__(self) -> str:
         return f"{self.resource_type} ({self.pattern})"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding:
+            self.version += 1
+        super().save(*args, **kwargs)
 
     @staticmethod
     def resource_types() -> list[str]:
@@ -165,6 +170,71 @@ class CapabilityChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant_id}:{self.resource_type}.{self.operation} -> {self.allowed} ({self.status})"
+
+
+class ContractOverride(models.Model):
+    """A tenant's own version of one contract row. A None/empty column inherits the contract row's value;
+    a set one replaces it (within the row's operations and fields: an override never reaches beyond the
+    contract). Changed only by `writeback.services.policy`; versioned, with history."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="contract_overrides")
+    resource_type = models.CharField(max_length=64)
+    approval_required = models.BooleanField(null=True, blank=True)
+    risk = models.CharField(max_length=16, choices=Risk.choices, blank=True)
+    operations = models.JSONField(null=True, blank=True)
+    writable_fields = models.JSONField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["tenant", "resource_type"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "resource_type"], name="contract_override_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}:{self.resource_type} override v{self.version}"
+
+
+class ContractOverrideChange(models.Model):
+    """A requested change to a tenant's contract override. Narrowing applies at once; widening waits for
+    a second integration engineer who confirms the review checklist (as CapabilityChange does)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for a second engineer"
+        APPLIED = "applied", "Applied"
+        REJECTED = "rejected", "Rejected"
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="contract_override_changes")
+    resource_type = models.CharField(max_length=64)
+    # The effective row before and after, as {approval_required, risk, operations, writable_fields}.
+    before = models.JSONField()
+    after = models.JSONField()
+    # The override version the request was made against: approving a stale request is refused.
+    base_version = models.PositiveIntegerField(default=0)
+    widens = models.BooleanField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    note = models.TextField(blank=True)
+    checklist = models.JSONField(default=dict, blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    requested_at = models.DateTimeField(auto_now_add=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+        indexes = [models.Index(fields=["tenant", "status"], name="ovchange_tenant_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}:{self.resource_type} override change ({self.status})"
 
 
 class Consent(models.Model):
@@ -305,6 +375,8 @@ __all__ = [
     "Capability",
     "CapabilityChange",
     "Consent",
+    "ContractOverride",
+    "ContractOverrideChange",
     "ContractRule",
     "KillSwitch",
     "Operation",

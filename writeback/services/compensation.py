@@ -18,13 +18,13 @@ from writeback.models import (
     AuditAction,
     BusinessEvent,
     Compensation,
-    ContractRule,
     ManualTask,
     Write,
     WriteEditor,
 )
 from writeback.services import audit
 from writeback.services.approvals import write_editors_record
+from writeback.services.contract import TenantContract
 from writeback.services.patient_binding import require_same_binding
 from writeback.services.permissions import refuse, require, roles_of
 from writeback.services.provenance import compensation_provenance
@@ -46,6 +46,11 @@ REQUESTED_ACTION = {
 
 def compensation_plan(write: Write, kind: str, data: dict | None = None):
     """What undoing this write would do at its vendor (no network): shown before the operator confirms."""
+    if write.payload_purged_at is not None:
+        # Undoing needs the resource we wrote; retention removed it (the EHR's copy is the record now).
+        raise DomainError(
+            409, "payload-purged", "this write's payload was purged (retention): undo it in the EHR"
+        )
     adapter = adapter_for(write.tenant)
     try:
         return adapter.compensation(
@@ -133,7 +138,9 @@ def compensate_unchecked(
                 request_id=request_id,
                 channel=channel,
             )
-    rule = ContractRule.objects.filter(resource_type=write.resource_type).first()
+    # The tenant's policy: an override that requires approval holds compensations too.
+    contract = TenantContract.load(write.tenant)
+    rule = contract.rule_for(write.resource_type)
     with transaction.atomic():
         write = Write.objects.select_for_update().select_related("tenant", "event").get(pk=write.pk)
         comp_uid = uuid.uuid4()
@@ -213,6 +220,7 @@ def compensate_unchecked(
                     state=WriteState.VALIDATED,
                     risk=write.risk,
                     approval_required=bool(rule and rule.approval_required),
+                    contract_version=contract.version_for(write.resource_type),
                     max_attempts=write.max_attempts,
                     patient_ref=write.patient_ref,
                     stream_key=write.stream_key,

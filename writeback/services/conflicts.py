@@ -86,6 +86,7 @@ def conflict_resolve(
             state=WriteState.VALIDATED,
             risk=write.risk,
             approval_required=write.approval_required,
+            contract_version=write.contract_version,
             max_attempts=write.max_attempts,
             patient_ref=write.patient_ref,
             stream_key=write.stream_key,

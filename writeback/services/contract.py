@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from adapters.registry import adapter_class
-from writeback.models import Capability, ContractRule, Tenant
+from writeback.models import Capability, ContractOverride, ContractRule, Tenant
+from writeback.services.policy import apply_override, version_label
 
 # Event field names for FHIR elements, so a refusal points at what the client sent.
 _EVENT_FIELD = {"birthDate": "birth_date", "postalCode": "postal_code"}
@@ -37,16 +38,23 @@ class Decision:
 
 @dataclass
 class TenantContract:
-    """The contract rows and a tenant's capability rows, loaded once (two queries) per request or cycle."""
+    """The contract rows (with the tenant's overrides applied) and the tenant's capability rows, loaded
+    once (three queries) per request or cycle."""
 
     tenant: Tenant
     rules: dict[str, ContractRule] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
     manual: dict[tuple[str, str], Capability] = field(default_factory=dict)
     discovered: dict[tuple[str, str], Capability] = field(default_factory=dict)
 
     @classmethod
     def load(cls, tenant: Tenant) -> "TenantContract":
-        contract = cls(tenant=tenant, rules={r.resource_type: r for r in ContractRule.objects.all()})
+        overrides = {o.resource_type: o for o in ContractOverride.objects.filter(tenant=tenant)}
+        contract = cls(tenant=tenant)
+        for rule in ContractRule.objects.all():
+            override = overrides.get(rule.resource_type)
+            contract.rules[rule.resource_type] = apply_override(rule, override)
+            contract.versions[rule.resource_type] = version_label(rule, override)
         for cap in Capability.objects.filter(tenant=tenant):
             target = contract.manual if cap.source == Capability.Source.MANUAL else contract.discovered
             target[(cap.resource_type, cap.operation)] = cap
@@ -60,6 +68,10 @@ class TenantContract:
     def rule_for(self, resource_type: str) -> ContractRule | None:
         rule = self.rules.get(resource_type)
         return rule if rule is not None and rule.enabled else None
+
+    def version_for(self, resource_type: str) -> str:
+        """The contract version a write of this type is decided under, recorded on the write."""
+        return self.versions.get(resource_type, "")
 
     def decide(self, resource_type: str, operation: str, fields: Iterable[str] = ()) -> Decision:
         rule = self.rule_for(resource_type)

@@ -617,6 +617,7 @@ def write_row(
         # attests what the approved writes did, and is sent after them.)
         approval_required=rule.approval_required
         or (event.source_kind != BusinessEvent.SourceKind.HUMAN and p.resource_type != "Provenance"),
+        contract_version=contract.version_for(p.resource_type),
         max_attempts=settings.WRITEBACK_MAX_ATTEMPTS.get(rule.risk, 8),
         next_attempt_at=now,
         patient_ref=event.patient_ref,

@@ -56,6 +56,10 @@ def write_replay(
     if mode not in MODES:
         raise DomainError(400, "invalid-value", f"mode must be one of {', '.join(MODES)}", "mode")
     write = Write.objects.select_related("tenant", "event").get(pk=write.pk)  # decide on the current state
+    if write.payload_purged_at is not None:
+        raise DomainError(
+            409, "payload-purged", "this write's payload was purged (retention): nothing to replay"
+        )
     if mode == "resend" and not shadow:
         return _resend(write, user, reason, request_id)
     if write.state == WriteState.COMMITTED and not shadow:
@@ -121,6 +125,10 @@ def event_replay(
     )
     if mode not in ("resend", "rederive"):
         raise DomainError(400, "invalid-value", "an event replays as resend or rederive", "mode")
+    if "purged_at" in (event.raw_payload or {}):
+        raise DomainError(
+            409, "payload-purged", "this event's payload was purged (retention): nothing to replay"
+        )
     writes = list(
         event.writes.select_related("tenant", "event")
         .exclude(state=WriteState.SUPERSEDED)
@@ -336,6 +344,7 @@ def _new_write(
             state=WriteState.VALIDATED,
             risk=original.risk,
             approval_required=needs_approval,
+            contract_version=original.contract_version,
             max_attempts=original.max_attempts,
             patient_ref=original.patient_ref,
             stream_key=original.stream_key if not shadow else f"shadow:{original.stream_key}",

@@ -23,7 +23,7 @@ class DatabaseOperations(operations.DatabaseOperations):
             *triggers.sqlite_drop_sql(),
             *counters.sqlite_drop_sql(),
             *statements,
-            *triggers.sqlite_create_sql(),
+            *triggers.sqlite_create_sql(self.connection),
             *counters.sqlite_create_sql(),
         ]
 

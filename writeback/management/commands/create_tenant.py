@@ -41,6 +41,11 @@ class Command(BaseCommand):
             action="store_true",
             help="waive the consent requirement for every resource type (audited)",
         )
+        parser.add_argument(
+            "--test",
+            action="store_true",
+            help="a test environment: live tenants of its vendor may replay writes and events into it",
+        )
         parser.add_argument("--consent-reason", default="", help="why consent is waived (required to waive)")
 
     def handle(self, *args, **opts):
@@ -86,6 +91,7 @@ class Command(BaseCommand):
             client_id=opts["client_id"],
             token_url=opts["token_url"],
             private_key_ref=opts["private_key_ref"],
+            is_test=opts["test"],
             actor=actor,
         )
         if opts["consent_waived"] or opts["no_consent_required"]:

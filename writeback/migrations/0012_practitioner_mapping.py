@@ -34,7 +34,7 @@ def reinstall_triggers(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("writeback", "0012_ledger_counts"),
+        ("writeback", "0011_alert_lifecycle_routes"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -25,7 +25,7 @@ def uninstall_counts(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('writeback', '0011_alert_lifecycle_routes'),
+        ('writeback', '0013_policy_retention_test_tenants'),
     ]
 
     operations = [
