@@ -83,8 +83,8 @@ def next_step(
     *,
     claimed: bool = True,
     blocker: Write | None = None,
-    binding: str = "",
-    authorization: Lapse | None = None,
+    binding: str = NOT_LOADED,
+    authorization: Lapse | None = NOT_LOADED,
     operation: str = "",
 ) -> Step:
     """What happens to `write` next. Pure: every input is loaded by the caller.

@@ -5,7 +5,8 @@
    write up on the target first; it is committed if it is there, and sent only if it is not.
 3. Approval; dry-run tenants preview and shadow tenants compare (neither sends); the second check
    (patient binding, consent, capability, the vendor's context), then authorisation again: a write whose
-   initiator, submitter, token or approver lost its authority is held for a person.
+   initiator, submitter, token or approver lost its authority is held for a person. Steps 1 and 3 are
+   one decision, `services.decide.next_step`, which the console's plan view asks too.
 4. Send (two-phase surrogate: read and record the version first, then commit against it).
 5. Record the outcome in one transaction; after a commit, read the resource back and record any
    difference between what we sent and what the EHR stored.

@@ -204,3 +204,24 @@ def test_an_input_the_caller_did_not_load_refuses_the_write(live, api):
     write = Write.objects.select_related("tenant", "event").get(pk=write.pk)
     step = decide.Inputs().decide(write, write.tenant, Holds(), None)
     assert step.kind == decide.REFUSE and step.code == "not-checked"
+
+
+def test_next_step_called_without_the_binding_or_authority_refuses(live, api):
+    from writeback.services.consents import ConsentDecision
+    from writeback.services.contract import TenantContract
+    from writeback.services.holds import Holds
+
+    (write,) = post(api, "problem.confirmed")
+    write = Write.objects.select_related("tenant", "event").get(pk=write.pk)
+    args = (
+        write,
+        write.tenant,
+        Holds(),
+        TenantContract.load(write.tenant),
+        None,
+        ConsentDecision(ok=True),
+        None,
+    )
+    assert decide.next_step(*args, binding="", authorization=None).kind == decide.SEND
+    assert decide.next_step(*args, authorization=None).code == "not-checked"
+    assert decide.next_step(*args, binding="").code == "not-checked"
