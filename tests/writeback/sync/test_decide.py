@@ -225,3 +225,39 @@ def test_next_step_called_without_the_binding_or_authority_refuses(live, api):
     assert decide.next_step(*args, binding="", authorization=None).kind == decide.SEND
     assert decide.next_step(*args, authorization=None).code == "not-checked"
     assert decide.next_step(*args, binding="").code == "not-checked"
+
+
+@pytest.mark.parametrize("edit", ["payload-changed", "approval-expired"])
+def test_an_approval_that_no_longer_covers_the_write_is_predicted_and_asked_again(
+    edit, live, sim, api, clinician2, worker_steps_later
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from writeback.models import Approval
+    from writeback.services.approvals import write_approve
+
+    (write,) = post(api, "medication.reconciled")
+    approval = write_approve(write=write, user=clinician2, rationale="reviewed with the patient")
+    if edit == "payload-changed":
+        Write.objects.filter(pk=write.pk).update(payload_hash="edited-after-approval")
+    else:
+        Approval.objects.filter(pk=approval.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    write = Write.objects.select_related("tenant", "event").get(pk=write.pk)
+    assert write.state == WriteState.PENDING
+
+    planned = write_plan(write, read_target=False)
+    assert (planned.step.kind, planned.step.code) == (decide.APPROVAL, "approval-lapsed")
+    assert planned.prediction.kind == "waiting"
+    steps = worker_steps_later()
+    drain()
+    (worker,) = steps
+    assert (worker.kind, worker.code) == (planned.step.kind, planned.step.code)
+    write.refresh_from_db()
+    assert write.state == WriteState.AWAITING_APPROVAL and ours(sim) == {}
+
+
+@pytest.fixture
+def worker_steps_later(request):
+    return lambda: request.getfixturevalue("worker_steps")
