@@ -158,8 +158,6 @@ PROVENANCE_RULE = {
     "risk": "low",
     # It attests what the event's approved writes did and carries no clinical content of its own.
     "approval_required": False,
-    "rollback_strategy": "with_its_resources",
-    "audit_requirement": "hashes",
 }
 DEFAULT_CONTRACT.append(PROVENANCE_RULE)
 

@@ -24,7 +24,13 @@ def raised_by_the_worker() -> set[str]:
     """Codes the worker passes to its terminal outcome or schedules as an alert, and the codes the
     reconciliation sweep and the restore check raise."""
     kinds: set[str] = set()
-    for name in ("sync/process.py", "services/record.py", "services/reconcile.py", "services/restore.py"):
+    for name in (
+        "sync/process.py",
+        "services/decide.py",
+        "services/record.py",
+        "services/reconcile.py",
+        "services/restore.py",
+    ):
         source = (ROOT / "writeback" / name).read_text()
         kinds.update(re.findall(r'code="([a-z][a-z-]+)"', source))
         kinds.update(re.findall(r'alert = \(\s*"([a-z][a-z-]+)"', source))

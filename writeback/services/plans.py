@@ -4,7 +4,9 @@ The requests come from the tenant's adapter (`adapter.plan(build_request(write))
 prediction reads the target once (`adapter.current_for`): an update based on the version the EHR still
 holds applies; one based on an older version will meet a 412 and come back as a conflict; a create whose
 identifier is already on the target is recorded as landed without sending again. Holds, the tenant
-mode and stream order are checked first: they decide whether anything is sent at all.
+mode, stream order, approval and the second check (consent, capability, the vendor's context) come
+first: they decide whether anything is sent at all, and they are the worker's own decision
+(`services.decide.next_step`), so the page and the worker cannot disagree.
 """
 
 import json
@@ -16,8 +18,21 @@ from django.conf import settings
 
 from adapters.identifiers import carries_identifier
 from writeback import diffs
-from writeback.models import TenantMode, Write
+from writeback.models import Write
 from writeback.services.alerts import outbound_refusals_record
+from writeback.services.contract import TenantContract
+from writeback.services.decide import (
+    APPROVAL,
+    FINAL_KIND,
+    HELD,
+    HELD_AUTHORIZATION,
+    PARKED,
+    PREVIEW,
+    REFUSE,
+    SHADOW,
+    Step,
+    load_inputs,
+)
 from writeback.services.holds import current_holds
 from writeback.services.requests import build_request, identity_uid
 from writeback.services.targets import adapter_for
@@ -38,7 +53,8 @@ class PlannedCall:
 
 @dataclass
 class Prediction:
-    # applies | creates | landed | conflict | not-sent | held | parked | waiting | final | unknown
+    # applies | creates | landed | conflict | not-sent | refused | held | parked | waiting | final |
+    # unknown
     kind: str
     title: str
     detail: str = ""
@@ -65,6 +81,7 @@ class WritePlan:
     chart: ChartView | None
     error: str = ""
     guarantees: list[str] = field(default_factory=list)
+    step: Step | None = None  # the worker's decision the prediction comes from
 
 
 def stream_blocker(write: Write) -> Write | None:
@@ -109,17 +126,23 @@ def write_plan(
             for p in planned
         ]
         guarantees = _guarantees(calls)
-        gate = _gate(write)
+        step = decide_for_plan(write, adapter, req)
+        gate = _gate(write, step)
         chart = None
         if read_target and write.state not in FINAL and gate.kind not in ("not-sent",):
             chart = _chart(write, adapter, req)
         prediction = gate if gate.kind != "ok" else _predict(write, chart)
+        if step.check_first and gate.kind in ("refused", "waiting") and chart is not None:
+            # The worker looks the write up before anything else: if it landed, it is recorded as such.
+            found = _predict(write, chart)
+            if found.kind == "landed":
+                prediction = found
         if gate.kind in ("held", "parked", "waiting") and chart is not None:
             then = _predict(write, chart)
             prediction.detail = (
                 f"{prediction.detail} Once released: {then.title.lower()}. {then.detail}".strip()
             )
-        return WritePlan(calls, prediction, chart, guarantees=guarantees)
+        return WritePlan(calls, prediction, chart, guarantees=guarantees, step=step)
     finally:
         _done_with(write, adapter, actor, request_id)
 
@@ -166,43 +189,66 @@ def _rows(write: Write, theirs: dict | None) -> list[dict[str, Any]]:
     return diffs.divergence(write.payload, theirs, fields)
 
 
-def _gate(write: Write) -> Prediction:
-    """What stops or delays sending, before the target's state matters."""
+def decide_for_plan(write: Write, adapter, req) -> Step:
+    """The worker's decision (`services.decide.next_step`) on fresh inputs. The write is not claimed:
+    a "drain" switch stops the claim, and stream order is checked as the claim checks it."""
     tenant = write.tenant
-    if write.state in FINAL:
+    inputs = load_inputs(write, tenant, adapter, req)
+    return inputs.decide(
+        write,
+        tenant,
+        current_holds([tenant.pk]),
+        TenantContract.load(tenant),
+        claimed=False,
+        blocker=stream_blocker(write),
+    )
+
+
+def _gate(write: Write, step: Step) -> Prediction:
+    """What stops or delays sending, before the target's state matters: the worker's own step."""
+    tenant = write.tenant
+    if step.kind == FINAL_KIND:
         return Prediction(
             "final",
             f"Nothing more will be sent: this write is {write.get_state_display().lower()}",
             "The requests below are what this write sent (or would have sent).",
         )
-    if tenant.mode == TenantMode.PAUSED:
+    if step.kind == HELD and step.code == "paused":
         return Prediction("held", f"Not sent while {tenant.slug} is paused", "The write stays queued.")
-    if tenant.mode == TenantMode.DRY_RUN:
-        return Prediction("not-sent", "Dry run: the worker records this plan and sends nothing")
-    if tenant.mode == TenantMode.SHADOW or write.context.get("shadow_only"):
-        return Prediction("not-sent", "Shadow: the worker compares with the EHR and writes nothing")
-    behaviour = current_holds([tenant.pk]).behaviour_for(write)
-    if behaviour:
+    if step.kind == HELD:
         return Prediction(
             "held",
-            f"Held by a kill switch or an unacknowledged alert ({behaviour})",
+            f"Held by a kill switch or an unacknowledged alert ({step.code})",
             "Nothing is sent until the switch is released or the alert acknowledged.",
         )
-    blocker = stream_blocker(write)
-    if blocker is not None:
+    if step.kind == PARKED and step.blocker is not None:
+        blocker = step.blocker
         reason = blocker.last_error or blocker.get_state_display()
         return Prediction(
             "parked",
             f"Waiting behind write {blocker.uid}",
             f"It is {blocker.get_state_display().lower()}: {reason}",
         )
-    if write.state == WriteState.AWAITING_APPROVAL:
-        return Prediction("waiting", "Waiting for a clinician's approval", "Nothing is sent before it.")
-    if write.state == WriteState.HELD_AUTHORIZATION:
+    if step.kind == APPROVAL:
+        detail = "Nothing is sent before it."
+        if write.state != WriteState.AWAITING_APPROVAL:
+            detail = f"The worker will ask for it again: {step.reason}. {detail}"
+        return Prediction("waiting", "Waiting for a clinician's approval", detail)
+    if step.kind == HELD_AUTHORIZATION:
         return Prediction(
             "held",
             "Held: its authorisation lapsed before sending",
-            f"{write.last_error or 'see the write'}. Nothing is sent unless a clinician re-approves it.",
+            f"{step.reason or 'see the write'}. Nothing is sent unless a clinician re-approves it.",
+        )
+    if step.kind == PREVIEW:
+        return Prediction("not-sent", "Dry run: the worker records this plan and sends nothing")
+    if step.kind == SHADOW:
+        return Prediction("not-sent", "Shadow: the worker compares with the EHR and writes nothing")
+    if step.kind == REFUSE:
+        return Prediction(
+            "refused",
+            f"Refused before sending ({step.code}): nothing will be sent",
+            f"{step.reason}. The worker records it as failed and raises an alert.",
         )
     return Prediction("ok", "")
 

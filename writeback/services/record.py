@@ -1,7 +1,9 @@
-"""Recording what happened to a write: attempts, the transition, alerts and audit, in one transaction."""
+"""Recording what happened to writes: attempts, the guarded transition, alerts and audit, in one transaction.
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+Every outcome is a `Settlement`, and `settle` records a batch of them with bulk statements."""
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
@@ -25,7 +27,7 @@ from writeback.services.alerts import alert_raise
 from writeback.services.approvals import void_approvals as approvals_void
 from writeback.services.backoff import next_attempt_at
 from writeback.services.transitions import transition
-from writeback.states import ALLOWED_TRANSITIONS, WriteState
+from writeback.states import ALLOWED_TRANSITIONS, InvalidTransition, WriteState, check_transition
 
 MAX_BODY = 8000
 
@@ -129,14 +131,119 @@ def _alert(write: Write, code: str, message: str, drafts: list[audit.AuditDraft]
     )
 
 
+@dataclass
+class Settlement:
+    """One write's recorded outcome: its attempt rows, its guarded state change and its audit entries.
+
+    `to` is the state it moves to; when it is already there (or `to` is None) the same guarded UPDATE
+    writes `fields` and `action` names the audit entry instead of a transition. `before` and `after` add
+    what belongs to this outcome inside the transaction, only once the state change held: entries that
+    come before the transition's (voided approvals, the conflict row) and after it (the read-back, the
+    writes a compensation closes)."""
+
+    write: Write
+    to: str | None
+    reason: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
+    attempts: list[WriteAttempt] = field(default_factory=list)
+    guard: dict[str, Any] = field(default_factory=dict)
+    target_ack: bool | None = None
+    action: AuditAction | None = None
+    alert: tuple[str, str] | None = None
+    before: Callable[[list[audit.AuditDraft]], None] | None = None
+    after: Callable[[list[audit.AuditDraft]], None] | None = None
+
+
+def settle(batch: list[Settlement], *, actor: str) -> list[Settlement]:
+    """Records a batch of outcomes in one transaction: one guarded UPDATE per write (checked: a write
+    whose lease was taken over, or that moved meanwhile, gets nothing, no attempt row and no entry such
+    as "retry scheduled"), then one INSERT of all attempt rows and one chain lock for all audit entries.
+    Returns the settlements that held."""
+    settled: list[Settlement] = []
+    with transaction.atomic():
+        drafts: list[audit.AuditDraft] = []
+        for s in batch:
+            entries = _apply(s, actor)
+            if entries is None:
+                continue
+            settled.append(s)
+            drafts += entries
+        rows = [row for s in settled for row in s.attempts]
+        if rows:
+            WriteAttempt.objects.bulk_create(rows)
+        for s in settled:
+            if s.attempts:
+                metrics.attempts_recorded(s.write, s.attempts)
+        audit.record_many(drafts)
+    return settled
+
+
+def _apply(s: Settlement, actor: str) -> list[audit.AuditDraft] | None:
+    """The guarded state change for one write and its audit entries; None when the guard failed."""
+    write, current = s.write, s.write.state
+    now = timezone.now()
+    moves = s.to is not None and s.to != current
+    if moves:
+        check_transition(current, s.to)
+        updates = {"state": s.to, "state_changed_at": now, "updated_at": now, **s.fields}
+    else:
+        updates = {"updated_at": now, **s.fields}
+    if Write.objects.filter(pk=write.pk, state=current, **s.guard).update(**updates) != 1:
+        return None
+    for name, value in updates.items():
+        setattr(write, name, value)
+    drafts: list[audit.AuditDraft] = []
+    if s.before is not None:
+        s.before(drafts)
+    common = {
+        "actor": actor,
+        "tenant": write.tenant.slug,
+        "object_type": "write",
+        "object_id": str(write.uid),
+        "write_uid": str(write.uid),
+        "correlation_id": write.correlation_id,
+        "target_ack": s.target_ack,
+    }
+    if moves:
+        drafts.append(
+            audit.draft(
+                AuditAction.WRITE_TRANSITION,
+                event_uid=str(write.event.uid),
+                data={"from": current, "to": s.to, "reason": s.reason, **s.data},
+                **common,
+            )
+        )
+    elif s.action is not None:
+        drafts.append(audit.draft(s.action, data=s.data, **common))
+    if s.after is not None:
+        s.after(drafts)
+    if s.alert is not None:
+        _alert(write, *s.alert, drafts)
+    return drafts
+
+
 class Recorder:
-    """Records outcomes for one worker; every method is one transaction."""
+    """Records outcomes for one worker; every method is one settlement (one transaction)."""
 
     def __init__(self, worker_id: str) -> None:
         self.worker_id = worker_id
 
     def _guard(self, write: Write) -> dict[str, Any]:
         return {"lease_owner": self.worker_id} if write.lease_owner == self.worker_id else {}
+
+    def _rows(
+        self, write: Write, number: int, exchanges, outcome: str, error: str = ""
+    ) -> list[WriteAttempt]:
+        return attempt_rows(write, number, exchanges, outcome, self.worker_id, error)
+
+    def _settle(self, s: Settlement) -> None:
+        if not s.guard:
+            s.guard = self._guard(s.write)
+        if not settle([s], actor=self.worker_id):
+            raise InvalidTransition(
+                f"write {s.write.uid} is no longer {s.write.state}; refresh and try again"
+            )
 
     def committed(
         self,
@@ -155,22 +262,23 @@ class Recorder:
         transaction (one chain lock per write)."""
         attempts = write.attempts + (1 if counted else 0)
         extra = {}
-        rows = attempt_rows(write, attempts, exchanges, outcome, self.worker_id)
+        rows = self._rows(write, attempts, exchanges, outcome)
         if readback is not None:
-            rows += attempt_rows(
-                write, attempts, readback.exchanges, WriteAttempt.Outcome.STEP, self.worker_id
-            )
+            rows += self._rows(write, attempts, readback.exchanges, WriteAttempt.Outcome.STEP)
             extra = {
                 "readback_diff": readback.diff,
                 "warnings": [*(write.warnings or []), *readback.warnings()],
             }
-        with transaction.atomic():
-            save_attempts(write, rows)
-            drafts: list[audit.AuditDraft] = []
-            transition(
+
+        def after(drafts: list[audit.AuditDraft]) -> None:
+            if readback is not None:
+                drafts.append(readback.audit_draft(write, self.worker_id))
+            self._close_links(write, drafts)
+
+        self._settle(
+            Settlement(
                 write,
                 WriteState.COMMITTED,
-                actor=self.worker_id,
                 reason=note or "the target acknowledged the write",
                 target_ack=True,
                 data={"resource_id": resource_id, "version": version, "guarantee": guarantee},
@@ -184,13 +292,10 @@ class Recorder:
                     phase=Write.Phase.COMMITTED if write.phase else write.phase,
                     **extra,
                 ),
-                guard=self._guard(write),
-                defer_audit=drafts,
+                attempts=rows,
+                after=after,
             )
-            if readback is not None:
-                drafts.append(readback.audit_draft(write, self.worker_id))
-            self._close_links(write, drafts)
-            audit.record_many(drafts)
+        )
 
     def _close_links(self, write: Write, drafts: list[audit.AuditDraft]) -> None:
         """A committed compensating or superseding write closes the write it stands in for."""
@@ -317,33 +422,25 @@ class Recorder:
         }
         if not held:
             fields = _release_fields(**fields)
-        with transaction.atomic():
-            drafts: list[audit.AuditDraft] = []
-            transition(
+        lost = WriteAttempt(
+            write=write,
+            number=write.attempts,
+            worker_id=previous_owner[:128],
+            correlation_id=write.correlation_id,
+            outcome=WriteAttempt.Outcome.LOST,
+            error=message,
+        )
+        self._settle(
+            Settlement(
                 write,
                 WriteState.OUTCOME_UNKNOWN,
-                actor=self.worker_id,
                 reason=message,
-                target_ack=None,
                 data={"lost_by": previous_owner},
                 fields=fields,
+                attempts=[lost],
                 guard=guard,
-                defer_audit=drafts,
             )
-            save_attempts(
-                write,
-                [
-                    WriteAttempt(
-                        write=write,
-                        number=write.attempts,
-                        worker_id=previous_owner[:128],
-                        correlation_id=write.correlation_id,
-                        outcome=WriteAttempt.Outcome.LOST,
-                        error=message,
-                    )
-                ],
-            )
-            audit.record_many(drafts)
+        )
 
     def _schedule(
         self,
@@ -369,41 +466,20 @@ class Recorder:
             last_error=message[:4000],
             **(more_fields or {}),
         )
-        with transaction.atomic():
-            save_attempts(write, attempt_rows(write, attempts, exchanges, outcome, self.worker_id, message))
-            drafts: list[audit.AuditDraft] = []
-            if write.state == to:
-                Write.objects.filter(pk=write.pk, **self._guard(write)).update(
-                    **fields, updated_at=timezone.now()
-                )
-                drafts.append(
-                    audit.draft(
-                        same_state_action,
-                        actor=self.worker_id,
-                        tenant=write.tenant.slug,
-                        object_type="write",
-                        object_id=str(write.uid),
-                        write_uid=str(write.uid),
-                        correlation_id=write.correlation_id,
-                        target_ack=False,
-                        data={**data, "reason": message[:500]},
-                    )
-                )
-            else:
-                transition(
-                    write,
-                    to,
-                    actor=self.worker_id,
-                    reason=message[:500],
-                    target_ack=False,
-                    data=data,
-                    fields=fields,
-                    guard=self._guard(write),
-                    defer_audit=drafts,
-                )
-            if alert is not None:
-                _alert(write, *alert, drafts)
-            audit.record_many(drafts)
+        again = write.state == to
+        self._settle(
+            Settlement(
+                write,
+                to,
+                reason=message[:500],
+                target_ack=False,
+                data={**data, "reason": message[:500]} if again else data,
+                fields=fields,
+                attempts=self._rows(write, attempts, exchanges, outcome, message),
+                action=same_state_action,
+                alert=alert,
+            )
+        )
 
     def terminal(
         self,
@@ -416,24 +492,20 @@ class Recorder:
         outcome: str = WriteAttempt.Outcome.TERMINAL,
     ) -> None:
         attempts = write.attempts + (1 if counted else 0)
-        with transaction.atomic():
-            save_attempts(write, attempt_rows(write, attempts, exchanges, outcome, self.worker_id, message))
-            drafts: list[audit.AuditDraft] = []
-            transition(
+        self._settle(
+            Settlement(
                 write,
                 WriteState.FAILED_TERMINAL,
-                actor=self.worker_id,
                 reason=message[:500],
                 target_ack=False if exchanges else None,
                 data={"code": code, "attempts": attempts},
                 fields=_release_fields(
                     attempts=attempts, last_outcome=outcome, last_error=f"{code}: {message}"[:4000]
                 ),
-                guard=self._guard(write),
-                defer_audit=drafts,
+                attempts=self._rows(write, attempts, exchanges, outcome, message),
+                alert=(code, message),
             )
-            _alert(write, code, message, drafts)
-            audit.record_many(drafts)
+        )
 
     def conflict(
         self,
@@ -451,35 +523,27 @@ class Recorder:
         """`exchanges` decided the conflict (the 412, or the read that showed the target moved);
         `reads` fetched theirs and the base afterwards."""
         attempts = write.attempts + (1 if counted else 0)
-        with transaction.atomic():
-            save_attempts(
-                write,
-                [
-                    *attempt_rows(
-                        write, attempts, exchanges, WriteAttempt.Outcome.CONFLICT, self.worker_id, message
-                    ),
-                    *(
-                        attempt_rows(write, attempts, reads, WriteAttempt.Outcome.STEP, self.worker_id)
-                        if reads
-                        else []
-                    ),
-                ],
-            )
-            conflict = Conflict.objects.create(
-                write=write,
-                base=base,
-                ours=write.payload,
-                theirs=theirs,
-                base_version=write.base_version,
-                theirs_version=theirs_version,
-                diff=diff,
-            )
+        conflict = Conflict(
+            write=write,
+            base=base,
+            ours=write.payload,
+            theirs=theirs,
+            base_version=write.base_version,
+            theirs_version=theirs_version,
+            diff=diff,
+        )
+
+        def before(drafts: list[audit.AuditDraft]) -> None:
+            conflict.save(force_insert=True)
             metrics.conflict_recorded(write)
-            drafts: list[audit.AuditDraft] = []
-            transition(
+
+        rows = self._rows(write, attempts, exchanges, WriteAttempt.Outcome.CONFLICT, message)
+        if reads:
+            rows += self._rows(write, attempts, reads, WriteAttempt.Outcome.STEP)
+        self._settle(
+            Settlement(
                 write,
                 WriteState.CONFLICT,
-                actor=self.worker_id,
                 reason=message[:500],
                 target_ack=False,
                 data={
@@ -491,87 +555,59 @@ class Recorder:
                 fields=_release_fields(
                     attempts=attempts, last_outcome=WriteAttempt.Outcome.CONFLICT, last_error=message[:4000]
                 ),
-                guard=self._guard(write),
-                defer_audit=drafts,
+                attempts=rows,
+                before=before,
             )
-            audit.record_many(drafts)
+        )
         return conflict
 
     def previewed(self, write: Write, preview: dict) -> None:
-        with transaction.atomic():
-            drafts: list[audit.AuditDraft] = []
-            transition(
+        self._settle(
+            Settlement(
                 write,
                 WriteState.PREVIEWED,
-                actor=self.worker_id,
                 reason="dry-run tenant: not sent",
                 fields=_release_fields(preview=preview, last_outcome=""),
-                guard=self._guard(write),
-                defer_audit=drafts,
             )
-            audit.record_many(drafts)
+        )
 
     def shadowed(self, write: Write, divergence: dict, exchanges: list[HttpExchange]) -> None:
-        with transaction.atomic():
-            save_attempts(
-                write,
-                attempt_rows(write, write.attempts, exchanges, WriteAttempt.Outcome.STEP, self.worker_id),
-            )
-            drafts: list[audit.AuditDraft] = []
-            transition(
+        self._settle(
+            Settlement(
                 write,
                 WriteState.SHADOWED,
-                actor=self.worker_id,
                 reason="shadow: compared, not written",
                 data={"differs": divergence.get("differs"), "fields": divergence.get("differing_fields")},
                 fields=_release_fields(divergence=divergence, last_outcome=""),
-                guard=self._guard(write),
-                defer_audit=drafts,
+                attempts=self._rows(write, write.attempts, exchanges, WriteAttempt.Outcome.STEP),
             )
-            audit.record_many(drafts)
+        )
 
     def needs_approval(self, write: Write, reason: str) -> None:
-        with transaction.atomic():
-            drafts: list[audit.AuditDraft] = []
+        def before(drafts: list[audit.AuditDraft]) -> None:
             approvals_void(write=write, reason=reason, actor=self.worker_id, drafts=drafts)
-            transition(
+
+        self._settle(
+            Settlement(
                 write,
                 WriteState.AWAITING_APPROVAL,
-                actor=self.worker_id,
                 reason=reason,
                 fields=_release_fields(last_outcome=""),
-                guard=self._guard(write),
-                defer_audit=drafts,
+                before=before,
             )
-            audit.record_many(drafts)
+        )
 
     def held_authorization(self, write: Write, *, rule: str, reason: str, void_approvals: bool) -> None:
         """Holds a write whose authorisation lapsed before sending: never sent, kept for a person to
         re-approve or resolve, with the reason on the write and in the audit trail."""
         message = f"authorisation check before sending failed: {reason}"
-        with transaction.atomic():
-            save_attempts(
-                write,
-                attempt_rows(write, write.attempts, [], WriteAttempt.Outcome.HELD, self.worker_id, message),
-            )
-            drafts: list[audit.AuditDraft] = []
+        held = {"rule": rule, "reason": reason, "at": timezone.now().isoformat()}
+
+        def before(drafts: list[audit.AuditDraft]) -> None:
             if void_approvals:
                 approvals_void(write=write, reason=reason, actor=self.worker_id, drafts=drafts)
-            held = {"rule": rule, "reason": reason, "at": timezone.now().isoformat()}
-            transition(
-                write,
-                WriteState.HELD_AUTHORIZATION,
-                actor=self.worker_id,
-                reason=message[:500],
-                data={"code": rule},
-                fields=_release_fields(
-                    last_outcome=WriteAttempt.Outcome.HELD,
-                    last_error=f"{rule}: {reason}"[:4000],
-                    context={**write.context, "held_authorization": held},
-                ),
-                guard=self._guard(write),
-                defer_audit=drafts,
-            )
+
+        def after(drafts: list[audit.AuditDraft]) -> None:
             drafts.append(
                 audit.draft(
                     AuditAction.WRITE_HELD_AUTHORIZATION,
@@ -585,35 +621,42 @@ class Recorder:
                     data={"rule": rule, "reason": reason},
                 )
             )
-            audit.record_many(drafts)
+
+        self._settle(
+            Settlement(
+                write,
+                WriteState.HELD_AUTHORIZATION,
+                reason=message[:500],
+                data={"code": rule},
+                fields=_release_fields(
+                    last_outcome=WriteAttempt.Outcome.HELD,
+                    last_error=f"{rule}: {reason}"[:4000],
+                    context={**write.context, "held_authorization": held},
+                ),
+                attempts=self._rows(write, write.attempts, [], WriteAttempt.Outcome.HELD, message),
+                before=before,
+                after=after,
+            )
+        )
 
     def prepared(
         self, write: Write, *, exchanges: list[HttpExchange], version: str, pre_image: dict, two_phase: bool
     ) -> None:
         """Read before an update: the version we commit against and the values we replace. For the
         two-phase surrogate this is phase 1 (`prepared`), visible on the write."""
-        with transaction.atomic():
-            save_attempts(
+        context = {**write.context, "pre_image": pre_image, "prepared_version": version}
+        if two_phase:
+            context["previous_status"] = pre_image.get("status")
+        phase = Write.Phase.PREPARED if two_phase else write.phase
+        base = version if two_phase or not write.base_version else write.base_version
+        self._settle(
+            Settlement(
                 write,
-                attempt_rows(write, write.attempts, exchanges, WriteAttempt.Outcome.STEP, self.worker_id),
-            )
-            context = {**write.context, "pre_image": pre_image, "prepared_version": version}
-            if two_phase:
-                context["previous_status"] = pre_image.get("status")
-            phase = Write.Phase.PREPARED if two_phase else write.phase
-            base = version if two_phase or not write.base_version else write.base_version
-            Write.objects.filter(pk=write.pk).update(
-                phase=phase, base_version=base, context=context, updated_at=timezone.now()
-            )
-            write.phase, write.base_version, write.context = phase, base, context
-            audit.record(
-                AuditAction.WRITE_PREPARED,
-                actor=self.worker_id,
-                tenant=write.tenant.slug,
-                object_type="write",
-                object_id=str(write.uid),
-                write_uid=str(write.uid),
-                correlation_id=write.correlation_id,
+                None,
                 target_ack=True,
                 data={"version": version, "two_phase": two_phase, "fields": sorted(pre_image)},
+                fields={"phase": phase, "base_version": base, "context": context},
+                attempts=self._rows(write, write.attempts, exchanges, WriteAttempt.Outcome.STEP),
+                action=AuditAction.WRITE_PREPARED,
             )
+        )

@@ -5,7 +5,8 @@
    write up on the target first; it is committed if it is there, and sent only if it is not.
 3. Approval; dry-run tenants preview and shadow tenants compare (neither sends); the second check
    (patient binding, consent, capability, the vendor's context), then authorisation again: a write whose
-   initiator, submitter, token or approver lost its authority is held for a person.
+   initiator, submitter, token or approver lost its authority is held for a person. Steps 1 and 3 are
+   one decision, `services.decide.next_step`, which the console's plan view asks too.
 4. Send (two-phase surrogate: read and record the version first, then commit against it).
 5. Record the outcome in one transaction; after a commit, read the resource back and record any
    difference between what we sent and what the EHR stored.
@@ -16,17 +17,23 @@ import logging
 from dataclasses import dataclass
 
 from adapters.base import LookupResult, Outcome, VendorAdapter, WriteResult
-from adapters.compensation import compensation_method
 from writeback import diffs
-from writeback.models import BusinessEvent, LastOutcome, Tenant, TenantMode, Write, WriteAttempt
+from writeback.models import LastOutcome, Tenant, Write, WriteAttempt
 from writeback.services.alerts import outbound_refusals_record
-from writeback.services.approvals import valid_approval
-from writeback.services.consents import consent_check
 from writeback.services.contract import touched_fields
-from writeback.services.patient_binding import write_binding_problem
+from writeback.services.decide import (
+    APPROVAL,
+    HELD,
+    HELD_AUTHORIZATION,
+    PREVIEW,
+    REFUSE,
+    SEND,
+    SHADOW,
+    load_inputs,
+    next_step,
+)
 from writeback.services.record import Readback, Recorder, attempt_rows, save_attempts
 from writeback.services.requests import build_request
-from writeback.services.send_authorization import send_authorization_lapse
 from writeback.states import WriteState
 from writeback.sync.claim import release, renew_leases
 from writeback.sync.recent import RecentContracts, RecentHolds
@@ -60,20 +67,21 @@ class WriteProcessor:
             # The ledger says so before anything else happens: its last try may have landed.
             self.record.lost(write, previous_owner=getattr(write, "previous_lease_owner", ""))
 
-        hold = self._hold(write, tenant)
-        if hold:
+        # Holds and mode first, before the send checks' queries: a held write goes back untouched.
+        holds = self.holds.get()
+        if next_step(write, tenant, holds, None, None, None, None).kind == HELD:
             release(write)
             return Result("held", write)
 
         adapter: VendorAdapter = self.adapters(tenant)
         try:
-            return self._process_with(write, tenant, adapter, died_mid_call)
+            return self._process_with(write, tenant, holds, adapter, died_mid_call)
         finally:
             # Requests the adapter refused to make (URLs outside the tenant): alerted with this write.
             outbound_refusals_record(tenant, adapter.take_refusals(), write=write, actor=self.worker_id)
 
     def _process_with(
-        self, write: Write, tenant: Tenant, adapter: VendorAdapter, died_mid_call: bool
+        self, write: Write, tenant: Tenant, holds, adapter: VendorAdapter, died_mid_call: bool
     ) -> Result:
         req = build_request(write)
         if write.context.get("provenance") and not req.resource.get("target"):
@@ -82,41 +90,37 @@ class WriteProcessor:
                 write, exchanges=[], message=message, code="nothing-to-attest", counted=False
             )
             return Result("terminal", write)
+        inputs = load_inputs(write, tenant, adapter, req)
+        step = inputs.decide(write, tenant, holds, self.contracts.get(tenant))
         # The truth first: a write that may already have landed is looked up before anything else is
         # decided about it (a lapsed approval, a revoked consent or a mode change cannot unsend it).
-        if died_mid_call or write.state == WriteState.OUTCOME_UNKNOWN or write.verify_before_send:
+        if step.check_first:
             settled = self._check_by_read(write, adapter, req, died_mid_call)
             if settled is not None:
                 return settled
 
-        # A software-proposed event's writes wait for a clinician even if the ledger row lost its flag.
-        # (The event's Provenance only attests what those approved writes did.)
-        software = (
-            write.event.source_kind != BusinessEvent.SourceKind.HUMAN and write.resource_type != "Provenance"
-        )
-        if (write.approval_required or software) and valid_approval(write) is None:
-            self.record.needs_approval(write, "no valid approval for this exact payload (lapsed or changed)")
+        if step.kind == APPROVAL:
+            self.record.needs_approval(write, step.reason)
             return Result("approval", write)
-        if tenant.mode == TenantMode.DRY_RUN:
+        if step.kind == PREVIEW:
             plan = [vars(p) for p in adapter.plan(req)]
             self.record.previewed(write, {"requests": plan, "tenant_mode": tenant.mode})
             return Result("previewed", write)
-        if tenant.mode == TenantMode.SHADOW or write.context.get("shadow_only"):
+        if step.kind == SHADOW:
             return self._shadow(write, adapter, req)
-
-        refusal = self._second_check(write, tenant, adapter, req)
-        if refusal:
-            code, message = refusal
-            self.record.terminal(write, exchanges=[], message=message, code=code, counted=False)
+        if step.kind == REFUSE:
+            self.record.terminal(write, exchanges=[], message=step.reason, code=step.code, counted=False)
             return Result("terminal", write)
-        lapse = send_authorization_lapse(write)
-        if lapse:
+        if step.kind == HELD_AUTHORIZATION:
             self.record.held_authorization(
-                write, rule=lapse.rule, reason=lapse.reason, void_approvals=lapse.approver
+                write, rule=step.code, reason=step.reason, void_approvals=step.void_approvals
             )
             return Result("held-authorization", write)
+        if step.kind != SEND:  # pragma: no cover - a claimed write is never final, parked or waiting
+            release(write)
+            return Result("held", write)
 
-        if write.operation in ("update", "patch") and "prepared_version" not in write.context:
+        if step.prepare:
             prepared = self._prepare(write, adapter, req)
             if prepared is not None:
                 return prepared
@@ -130,37 +134,6 @@ class WriteProcessor:
             return Result("lease-lost", write)
         result = adapter.write(req)
         return self._record_send(write, adapter, result)
-
-    # -- the second check --------------------------------------------------------------------------
-
-    def _hold(self, write: Write, tenant: Tenant) -> bool:
-        if tenant.mode == TenantMode.PAUSED:
-            return True
-        behaviour = self.holds.get().behaviour_for(write)
-        # "drain" lets writes already claimed go out; "hold" stops them at the door.
-        return behaviour == "hold"
-
-    def _second_check(self, write, tenant, adapter, req) -> tuple[str, str] | None:
-        # Defence in depth: a payload altered in the database must not reach another patient's chart.
-        misbound = write_binding_problem(write)
-        if misbound:
-            return "patient-binding", f"patient binding check before sending failed: {misbound}"
-        # Checked against the interaction that goes out: a compensating write is the create or update
-        # it performs (an entered-in-error status is an update), never the ledger's word "compensate".
-        operation = compensation_method(req)
-        consent = consent_check(
-            tenant=tenant, patient_ref=write.patient_ref, writes=[(write.resource_type, operation)]
-        )
-        if not consent.ok:
-            return consent.rule, f"consent check before sending failed: {consent.reason}"
-        fields = touched_fields(write.resource_type, write.payload)
-        decision = self.contracts.get(tenant).decide(write.resource_type, write.operation, fields)
-        if not decision:
-            return decision.rule, f"capability check before sending failed: {decision.reason}"
-        missing = adapter.preflight(req)
-        if missing:
-            return "missing-context", missing
-        return None
 
     # -- modes that never write --------------------------------------------------------------------
 

@@ -34,10 +34,15 @@ def test_claiming_is_one_select_and_one_update(live):
 def test_draining_1000_writes_costs_a_bounded_number_of_queries_per_write(live, sim):
     bulk_writes(live, 1000)
     worker = SyncWorker(concurrency=20)
-    count = [0]
+    count, savepoints = [0], [0]
 
     def counting(execute, sql, params, many, context):
-        count[0] += 1
+        # The test runs inside a transaction, so every atomic block adds a savepoint pair that a
+        # worker in production does not pay: counted apart.
+        if sql.lstrip().upper().startswith(("SAVEPOINT", "RELEASE SAVEPOINT")):
+            savepoints[0] += 1
+        else:
+            count[0] += 1
         return execute(sql, params, many, context)
 
     # Not CaptureQueriesContext: its log keeps only the last 9,000 queries.
@@ -45,9 +50,12 @@ def test_draining_1000_writes_costs_a_bounded_number_of_queries_per_write(live, 
         worker.drain()
     assert Write.objects.filter(state=WriteState.COMMITTED).count() == 1000
     per_write = count[0] / 1000
-    print(f"queries per write: {per_write:.1f}")
-    # Measured: 9.6 on SQLite, 10.6 on PostgreSQL (1.2 of them the send-time authorisation check).
-    assert per_write <= 12, per_write
+    print(f"statements per write: {per_write:.2f} (+ {savepoints[0] / 1000:.2f} test savepoints)")
+    # Per write: the fresh tenant row, the send-time authorisation check, the lease fence, then one
+    # settlement (the guarded UPDATE, the attempts INSERT, the audit chain head and INSERT); the claim
+    # and the holds are shared by the batch. Measured: 7.4 on SQLite, 8.5 on
+    # PostgreSQL (the audit chain's lock); the margin covers claim batches that thread timing splits.
+    assert per_write <= (9.0 if connection.vendor == "postgresql" else 8.0), per_write
     assert len(sim.count_by_identifier("urn:fhir-writeback:write-id")) == 1000
     assert verify_chain().ok
 
