@@ -19,9 +19,17 @@ from writeback.services.tokens import api_token_create
 
 def pytest_collection_modifyitems(config, items):
     """PostgreSQL-only tests (row locks, SKIP LOCKED, several processes) are deselected, not skipped,
-    on the SQLite pass; the CI's PostgreSQL pass runs them."""
+    on the SQLite pass; the CI's PostgreSQL pass runs them.
+
+    The drills (each runs worker processes, a simulator and a server of its own) form one xdist group
+    and come first: with `-n 2 --dist loadgroup` they run one after another in one test process while
+    the other takes the rest, instead of two drills competing for the same two cores."""
     from django.conf import settings
 
+    drills = [item for item in items if item.get_closest_marker("drill")]
+    for item in drills:
+        item.add_marker(pytest.mark.xdist_group("drills"))
+    items[:] = drills + [item for item in items if not item.get_closest_marker("drill")]
     if "postgresql" in settings.DATABASES["default"]["ENGINE"]:
         return
     keep, drop = [], []
