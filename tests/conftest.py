@@ -19,17 +19,9 @@ from writeback.services.tokens import api_token_create
 
 def pytest_collection_modifyitems(config, items):
     """PostgreSQL-only tests (row locks, SKIP LOCKED, several processes) are deselected, not skipped,
-    on the SQLite pass; the CI's PostgreSQL pass runs them.
-
-    The drills (each runs worker processes, a simulator and a server of its own) form one xdist group:
-    with `-n 2 --dist loadgroup` they run one after another in one test process, instead of two drills
-    competing for the same two cores. (Their place in the order is pytest-django's: transactional tests
-    after the others, whose data-migration rows a transactional test's flush would remove.)"""
+    on the SQLite pass; the CI's PostgreSQL pass runs them."""
     from django.conf import settings
 
-    for item in items:
-        if item.get_closest_marker("drill"):
-            item.add_marker(pytest.mark.xdist_group("drills"))
     if "postgresql" in settings.DATABASES["default"]["ENGINE"]:
         return
     keep, drop = [], []

@@ -18,7 +18,12 @@ from writeback.services.targets import adapter_for
 from writeback.states import WriteState
 from writeback.sync.claim import claim_due
 
-pytestmark = [pytest.mark.drill, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.drill,
+    pytest.mark.xdist_group("drills"),
+    pytest.mark.postgres,
+    pytest.mark.django_db(transaction=True),
+]
 
 
 def _allergies(drill: Drill, count: int) -> list[Write]:

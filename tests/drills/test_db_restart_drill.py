@@ -37,7 +37,7 @@ from writeback.services.tenants import tenant_create, tenant_grant
 from writeback.services.tokens import api_token_create
 from writeback.states import WriteState
 
-pytestmark = [pytest.mark.drill, pytest.mark.postgres]
+pytestmark = [pytest.mark.drill, pytest.mark.xdist_group("drills"), pytest.mark.postgres]
 
 EVENTS = 90
 LATE_EVENTS = 6  # posted over HTTP: during the outages (refused) and after them (stored)

@@ -33,7 +33,12 @@ from writeback.models import (
 )
 from writeback.states import WriteState
 
-pytestmark = [pytest.mark.drill, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.drill,
+    pytest.mark.xdist_group("drills"),
+    pytest.mark.postgres,
+    pytest.mark.django_db(transaction=True),
+]
 
 
 def pg_tool(name: str) -> str:

@@ -17,7 +17,12 @@ from writeback.services.targets import adapter_for
 from writeback.states import WriteState
 from writeback.sync.claim import claim_due
 
-pytestmark = [pytest.mark.drill, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.drill,
+    pytest.mark.xdist_group("drills"),
+    pytest.mark.postgres,
+    pytest.mark.django_db(transaction=True),
+]
 
 
 def test_sigterm_finishes_in_flight_writes_and_exits_0(drill: Drill) -> None:
