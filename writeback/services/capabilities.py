@@ -15,8 +15,8 @@ from django.utils import timezone
 from adapters.registry import adapter_class
 from writeback.errors import DomainError
 from writeback.models import AuditAction, Capability, CapabilityChange, ContractRule, Tenant
-from writeback.services import audit
-from writeback.services.permissions import refuse, require
+from writeback.services import audit, second_engineer
+from writeback.services.permissions import require
 
 # Columns of the capability matrix, in the order people read them.
 OPERATIONS = ("create", "update", "patch", "read")
@@ -216,43 +216,14 @@ def capability_change_request(
 def capability_change_approve(
     *, change: CapabilityChange, user: Any, note: str = "", request_id: str = "", channel: str = "api"
 ) -> CapabilityChange:
-    _require_decider(change, user, "approve", request_id, channel)
-    with transaction.atomic():
-        change = _locked_pending(change)
-        change.status = CapabilityChange.Status.APPLIED
-        change.decided_by, change.decided_at = user, timezone.now()
-        change.save(update_fields=["status", "decided_by", "decided_at"])
-        drafts = [_decision_entry(AuditAction.CAPABILITY_CHANGE_APPROVED, change, user, note, request_id)]
-        drafts.append(_apply(change, user, request_id))
-        audit.record_many(drafts)
-    return change
+    return second_engineer.approve(FLOW, change, user, note=note, request_id=request_id, channel=channel)
 
 
 def capability_change_reject(
     *, change: CapabilityChange, user: Any, note: str, request_id: str = "", channel: str = "api"
 ) -> CapabilityChange:
     """A second engineer turns a widening down (the requester may also withdraw it)."""
-    require(
-        user,
-        "configure_tenant",
-        change.tenant,
-        object_type="capability_change",
-        object_id=str(change.uid),
-        request_id=request_id,
-        channel=channel,
-    )
-    note = (note or "").strip()
-    if not note:
-        raise DomainError(400, "note-required", "say why the change is turned down", "note")
-    with transaction.atomic():
-        change = _locked_pending(change)
-        change.status = CapabilityChange.Status.REJECTED
-        change.decided_by, change.decided_at = user, timezone.now()
-        change.save(update_fields=["status", "decided_by", "decided_at"])
-        audit.record_many(
-            [_decision_entry(AuditAction.CAPABILITY_CHANGE_REJECTED, change, user, note, request_id)]
-        )
-    return change
+    return second_engineer.reject(FLOW, change, user, note=note, request_id=request_id, channel=channel)
 
 
 def capabilities_refresh(*, tenant: Tenant, user: Any, request_id: str = "", channel: str = "api") -> Any:
@@ -294,39 +265,6 @@ def _check_widening(tenant: Tenant, rule: ContractRule, operation: str) -> None:
         raise DomainError(422, "operation-not-supported", reason)
 
 
-def _require_decider(change: CapabilityChange, user: Any, action: str, request_id: str, channel: str) -> None:
-    require(
-        user,
-        "configure_tenant",
-        change.tenant,
-        object_type="capability_change",
-        object_id=str(change.uid),
-        request_id=request_id,
-        channel=channel,
-    )
-    if change.requested_by_id == user.pk:
-        refuse(
-            user,
-            "configure_tenant",
-            "a widening needs a second integration engineer: the requester cannot approve it",
-            rule="four-eyes",
-            tenant=change.tenant,
-            object_type="capability_change",
-            object_id=str(change.uid),
-            request_id=request_id,
-            channel=channel,
-        )
-
-
-def _locked_pending(change: CapabilityChange) -> CapabilityChange:
-    change = CapabilityChange.objects.select_for_update().select_related("tenant").get(pk=change.pk)
-    if change.status != CapabilityChange.Status.PENDING:
-        raise DomainError(
-            409, "already-decided", f"this change is already {change.get_status_display().lower()}"
-        )
-    return change
-
-
 def _apply(change: CapabilityChange, user: Any, request_id: str) -> audit.AuditDraft:
     cap = Capability.objects.filter(
         tenant=change.tenant,
@@ -366,21 +304,14 @@ def _apply(change: CapabilityChange, user: Any, request_id: str) -> audit.AuditD
     )
 
 
-def _decision_entry(
-    action: AuditAction, change: CapabilityChange, user: Any, note: str, request_id: str
-) -> audit.AuditDraft:
-    return audit.draft(
-        action,
-        actor=user,
-        tenant=change.tenant.slug,
-        object_type="capability_change",
-        object_id=str(change.uid),
-        request_id=request_id,
-        data={
-            "resource_type": change.resource_type,
-            "operation": change.operation,
-            "allowed": change.allowed,
-            "requested_by": change.requested_by.get_username(),
-            "reason": (note or "").strip(),
-        },
-    )
+FLOW = second_engineer.Flow(
+    object_type="capability_change",
+    approved=AuditAction.CAPABILITY_CHANGE_APPROVED,
+    rejected=AuditAction.CAPABILITY_CHANGE_REJECTED,
+    describe=lambda change: {
+        "resource_type": change.resource_type,
+        "operation": change.operation,
+        "allowed": change.allowed,
+    },
+    apply=_apply,
+)

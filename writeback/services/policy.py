@@ -25,8 +25,8 @@ from writeback.models import (
     Tenant,
 )
 from writeback.models.choices import RISK_ORDER, Risk
-from writeback.services import audit
-from writeback.services.permissions import refuse, require
+from writeback.services import audit, second_engineer
+from writeback.services.permissions import require
 
 # The contract columns a tenant may override.
 KEYS = ("approval_required", "risk", "operations", "writable_fields")
@@ -217,85 +217,34 @@ def override_approve(
     channel: str = "api",
 ) -> ContractOverrideChange:
     """A second integration engineer applies a widening after confirming every checklist item."""
-    require(
+
+    def confirmed_all() -> None:
+        missing = [key for key in CHECKLIST if key not in set(checklist)]
+        if missing:
+            raise DomainError(
+                400,
+                "checklist-incomplete",
+                f"confirm the review checklist first: {', '.join(missing)} not confirmed",
+                "checklist",
+            )
+
+    return second_engineer.approve(
+        FLOW,
+        change,
         user,
-        "configure_tenant",
-        change.tenant,
-        object_type="contract_override_change",
-        object_id=str(change.uid),
+        note=note,
         request_id=request_id,
         channel=channel,
+        precondition=confirmed_all,
+        recorded={"checklist": {key: True for key in CHECKLIST}},
     )
-    if change.requested_by_id == user.pk:
-        refuse(
-            user,
-            "configure_tenant",
-            "a widening needs a second integration engineer: the requester cannot approve it",
-            rule="four-eyes",
-            tenant=change.tenant,
-            object_type="contract_override_change",
-            object_id=str(change.uid),
-            request_id=request_id,
-            channel=channel,
-        )
-    confirmed = set(checklist)
-    missing = [key for key in CHECKLIST if key not in confirmed]
-    if missing:
-        raise DomainError(
-            400,
-            "checklist-incomplete",
-            f"confirm the review checklist first: {', '.join(missing)} not confirmed",
-            "checklist",
-        )
-    with transaction.atomic():
-        change = _locked_pending(change)
-        change.status = ContractOverrideChange.Status.APPLIED
-        change.decided_by, change.decided_at = user, timezone.now()
-        change.checklist = {key: True for key in CHECKLIST}
-        change.save(update_fields=["status", "decided_by", "decided_at", "checklist"])
-        decision = _decision_entry(AuditAction.CONTRACT_OVERRIDE_APPROVED, change, user, note, request_id)
-        audit.record_many([decision, _apply(change, user, request_id)])
-    return change
 
 
 def override_reject(
     *, change: ContractOverrideChange, user: Any, note: str, request_id: str = "", channel: str = "api"
 ) -> ContractOverrideChange:
     """A second engineer turns a widening down (the requester may also withdraw it)."""
-    require(
-        user,
-        "configure_tenant",
-        change.tenant,
-        object_type="contract_override_change",
-        object_id=str(change.uid),
-        request_id=request_id,
-        channel=channel,
-    )
-    note = (note or "").strip()
-    if not note:
-        raise DomainError(400, "note-required", "say why the change is turned down", "note")
-    with transaction.atomic():
-        change = _locked_pending(change)
-        change.status = ContractOverrideChange.Status.REJECTED
-        change.decided_by, change.decided_at = user, timezone.now()
-        change.save(update_fields=["status", "decided_by", "decided_at"])
-        audit.record_many(
-            [_decision_entry(AuditAction.CONTRACT_OVERRIDE_REJECTED, change, user, note, request_id)]
-        )
-    return change
-
-
-def _locked_pending(change: ContractOverrideChange) -> ContractOverrideChange:
-    change = (
-        ContractOverrideChange.objects.select_for_update()
-        .select_related("tenant", "requested_by")
-        .get(pk=change.pk)
-    )
-    if change.status != ContractOverrideChange.Status.PENDING:
-        raise DomainError(
-            409, "already-decided", f"this change is already {change.get_status_display().lower()}"
-        )
-    return change
+    return second_engineer.reject(FLOW, change, user, note=note, request_id=request_id, channel=channel)
 
 
 def _apply(change: ContractOverrideChange, user: Any, request_id: str) -> audit.AuditDraft:
@@ -351,25 +300,18 @@ def _apply(change: ContractOverrideChange, user: Any, request_id: str) -> audit.
     )
 
 
-def _decision_entry(
-    action: AuditAction, change: ContractOverrideChange, user: Any, note: str, request_id: str
-) -> audit.AuditDraft:
-    return audit.draft(
-        action,
-        actor=user,
-        tenant=change.tenant.slug,
-        object_type="contract_override_change",
-        object_id=str(change.uid),
-        request_id=request_id,
-        data={
-            "resource_type": change.resource_type,
-            "before": change.before,
-            "after": change.after,
-            "checklist": change.checklist,
-            "requested_by": change.requested_by.get_username(),
-            "reason": (note or "").strip(),
-        },
-    )
+FLOW = second_engineer.Flow(
+    object_type="contract_override_change",
+    approved=AuditAction.CONTRACT_OVERRIDE_APPROVED,
+    rejected=AuditAction.CONTRACT_OVERRIDE_REJECTED,
+    describe=lambda change: {
+        "resource_type": change.resource_type,
+        "before": change.before,
+        "after": change.after,
+        "checklist": change.checklist,
+    },
+    apply=_apply,
+)
 
 
 def tenant_policy(tenant: Tenant) -> list[dict[str, Any]]:
