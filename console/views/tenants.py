@@ -225,19 +225,7 @@ def capability_approve(request: HtmxHttpRequest, uid) -> HttpResponse:
 @require_POST
 def capability_reject(request: HtmxHttpRequest, uid) -> HttpResponse:
     change = get_change_for_user(request, uid)
-    form = NoteForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "Say why the change is turned down.")
-        return redirect("console-tenant", change.tenant.slug)
-    capability_change_reject(
-        change=change,
-        user=request.user,
-        note=form.cleaned_data["note"],
-        request_id=request_id(request),
-        channel="console",
-    )
-    messages.success(request, "Turned down. Nothing changed.")
-    return redirect("console-tenant", change.tenant.slug)
+    return _turn_down(request, change, capability_change_reject, "Turned down. Nothing changed.")
 
 
 @console_view()
@@ -328,16 +316,21 @@ def policy_approve(request: HtmxHttpRequest, uid) -> HttpResponse:
 @require_POST
 def policy_reject(request: HtmxHttpRequest, uid) -> HttpResponse:
     change = get_policy_change_for_user(request, uid)
+    return _turn_down(request, change, override_reject, "Turned down. The policy is unchanged.")
+
+
+def _turn_down(request: HtmxHttpRequest, change, reject, done: str) -> HttpResponse:
+    """A pending widening turned down by a second engineer (or withdrawn): the reason is required."""
     form = NoteForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Say why the change is turned down.")
-        return redirect("console-tenant", change.tenant.slug)
-    override_reject(
-        change=change,
-        user=request.user,
-        note=form.cleaned_data["note"],
-        request_id=request_id(request),
-        channel="console",
-    )
-    messages.success(request, "Turned down. The policy is unchanged.")
+    else:
+        reject(
+            change=change,
+            user=request.user,
+            note=form.cleaned_data["note"],
+            request_id=request_id(request),
+            channel="console",
+        )
+        messages.success(request, done)
     return redirect("console-tenant", change.tenant.slug)

@@ -17,7 +17,7 @@ from writeback.errors import DomainError
 from writeback.models import AuditAction, PractitionerMapping, Tenant, UnmappedAuthor
 from writeback.services import audit
 from writeback.services.permissions import is_client_app
-from writeback.services.tenants import _require_configure
+from writeback.services.tenants import require_configure, save_tenant_change
 from writeback.validation.outcome import ValidationFailed, error
 
 # A FHIR relative reference of one type: Type/id, the id as R4 defines it.
@@ -70,7 +70,7 @@ def practitioner_map(
     *, tenant: Tenant, username: str, practitioner_ref: str, actor: Any, reason: str = ""
 ) -> PractitionerMapping:
     """Maps `username` to `practitioner_ref` at `tenant` (creating or changing the mapping)."""
-    _require_configure(actor, tenant)
+    require_configure(actor, tenant)
     practitioner_ref = practitioner_ref.strip()
     if not PRACTITIONER_REF.match(practitioner_ref):
         raise DomainError(
@@ -103,7 +103,7 @@ def practitioner_map(
 
 def practitioner_unmap(*, tenant: Tenant, username: str, actor: Any, reason: str = "") -> bool:
     """Removes `username`'s mapping at `tenant` (history keeps it). False when there was none."""
-    _require_configure(actor, tenant)
+    require_configure(actor, tenant)
     user = _person(username)
     with transaction.atomic():
         mapping = PractitionerMapping.objects.select_for_update().filter(tenant=tenant, user=user).first()
@@ -134,7 +134,7 @@ def tenant_set_author_policy(
 ) -> Tenant:
     """Sets what happens to an initiator without a Practitioner, the tenant's Organization, and
     whether each event gets a Provenance (only where the vendor's adapter writes one)."""
-    _require_configure(actor, tenant)
+    require_configure(actor, tenant)
     write_provenance = tenant.write_provenance if write_provenance is None else write_provenance
     if write_provenance and not vendor_writes_provenance(tenant.vendor):
         raise DomainError(
@@ -170,21 +170,14 @@ def tenant_set_author_policy(
     }
     if before == after:
         return tenant
-    with transaction.atomic():
-        tenant.unmapped_author = unmapped_author
-        tenant.organization_ref = organization_ref
-        tenant.write_provenance = write_provenance
-        tenant._change_reason = reason
-        tenant.save(update_fields=["unmapped_author", "organization_ref", "write_provenance", "updated_at"])
-        audit.record(
-            AuditAction.TENANT_AUTHOR_POLICY_CHANGED,
-            actor=actor,
-            tenant=tenant.slug,
-            object_type="tenant",
-            object_id=tenant.slug,
-            data={"before": before, "after": after, "reason": reason},
-        )
-    return tenant
+    return save_tenant_change(
+        tenant,
+        AuditAction.TENANT_AUTHOR_POLICY_CHANGED,
+        after,
+        actor=actor,
+        reason=reason,
+        data={"before": before, "after": after},
+    )
 
 
 def _person(username: str) -> AbstractBaseUser:

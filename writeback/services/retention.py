@@ -20,6 +20,7 @@ from writeback.errors import DomainError
 from writeback.models import AuditAction, BusinessEvent, Conflict, Tenant, Write, WriteAttempt
 from writeback.services import audit
 from writeback.services.permissions import require
+from writeback.services.tenants import save_tenant_change
 from writeback.states import FINAL
 
 BATCH = 500
@@ -46,21 +47,14 @@ def tenant_set_retention(
         )
     if days == tenant.retention_days:
         raise DomainError(409, "no-change", f"retention for {tenant.slug} is already {days or 'off'}")
-    with transaction.atomic():
-        old = tenant.retention_days
-        tenant.retention_days = days
-        tenant._history_user = user
-        tenant.save()
-        audit.record(
-            AuditAction.TENANT_RETENTION_CHANGED,
-            actor=user,
-            tenant=tenant.slug,
-            object_type="tenant",
-            object_id=tenant.slug,
-            request_id=request_id,
-            data={"old": old, "new": days, "channel": channel},
-        )
-    return tenant
+    return save_tenant_change(
+        tenant,
+        AuditAction.TENANT_RETENTION_CHANGED,
+        {"retention_days": days},
+        actor=user,
+        request_id=request_id,
+        data={"old": tenant.retention_days, "new": days, "channel": channel},
+    )
 
 
 @dataclass

@@ -96,45 +96,36 @@ def _seed_capabilities(tenant: Tenant, actor: Any) -> None:
 def tenant_set_mode(*, tenant: Tenant, mode: str, actor: Any, reason: str = "") -> Tenant:
     if mode not in TenantMode.values:
         raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(TenantMode.values)}")
-    _require_configure(actor, tenant)
+    require_configure(actor, tenant)
     old = tenant.mode
     if old == mode:
         return tenant
-    with transaction.atomic():
-        tenant.mode = mode
-        tenant.save(update_fields=["mode", "updated_at"])
-        audit.record(
-            AuditAction.TENANT_MODE_CHANGED,
-            actor=actor,
-            tenant=tenant.slug,
-            object_type="tenant",
-            object_id=tenant.slug,
-            data={"old": old, "new": mode, "reason": reason},
-        )
-    return tenant
+    return save_tenant_change(
+        tenant,
+        AuditAction.TENANT_MODE_CHANGED,
+        {"mode": mode},
+        actor=actor,
+        reason=reason,
+        data={"old": old, "new": mode},
+    )
 
 
 def tenant_set_base_url(*, tenant: Tenant, base_url: str, actor: Any, reason: str = "") -> Tenant:
     """Points the tenant at another FHIR base. Credentials follow the base (adapters send them only
     under it), so every change is audited with the URL before and after."""
-    _require_configure(actor, tenant)
+    require_configure(actor, tenant)
     base_url = base_url.rstrip("/")
     old = tenant.base_url
     if old == base_url:
         return tenant
-    with transaction.atomic():
-        tenant.base_url = base_url
-        tenant._change_reason = reason
-        tenant.save(update_fields=["base_url", "updated_at"])
-        audit.record(
-            AuditAction.TENANT_BASE_URL_CHANGED,
-            actor=actor,
-            tenant=tenant.slug,
-            object_type="tenant",
-            object_id=tenant.slug,
-            data={"old": old, "new": base_url, "reason": reason},
-        )
-    return tenant
+    return save_tenant_change(
+        tenant,
+        AuditAction.TENANT_BASE_URL_CHANGED,
+        {"base_url": base_url},
+        actor=actor,
+        reason=reason,
+        data={"old": old, "new": base_url},
+    )
 
 
 def tenant_set_consent_policy(
@@ -148,7 +139,7 @@ def tenant_set_consent_policy(
     """Sets whether writes of this tenant need a patient's consent, and the resource types for which
     that requirement is waived. Types must be rows of the contract; loosening the policy needs a
     reason; every change is audited with the policy before and after."""
-    _require_configure(actor, tenant)
+    require_configure(actor, tenant)
     waived = sorted(set(waived_resource_types))
     known = ContractRule.resource_types()
     unknown = [t for t in waived if t not in known]
@@ -168,23 +159,49 @@ def tenant_set_consent_policy(
     after = {"required": required, "waived_resource_types": waived}
     if before == after:
         return tenant
+    return save_tenant_change(
+        tenant,
+        AuditAction.TENANT_CONSENT_POLICY_CHANGED,
+        {"consent_required": required, "consent_waived_resource_types": waived},
+        actor=actor,
+        reason=reason,
+        data={"before": before, "after": after},
+    )
+
+
+def save_tenant_change(
+    tenant: Tenant,
+    action: AuditAction,
+    fields: dict[str, Any],
+    *,
+    actor: Any,
+    data: dict[str, Any],
+    reason: str = "",
+    request_id: str = "",
+) -> Tenant:
+    """Saves a configuration change of the tenant and its audit entry in one transaction. The history
+    row carries the person and the reason; `updated_at` moves, so workers rebuild the tenant's cached
+    adapter and contract."""
     with transaction.atomic():
-        tenant.consent_required = required
-        tenant.consent_waived_resource_types = waived
-        tenant._change_reason = reason  # simple-history keeps it with the history row
-        tenant.save(update_fields=["consent_required", "consent_waived_resource_types", "updated_at"])
+        for name, value in fields.items():
+            setattr(tenant, name, value)
+        tenant._change_reason = reason
+        if getattr(actor, "is_authenticated", False):
+            tenant._history_user = actor
+        tenant.save(update_fields=[*fields, "updated_at"])
         audit.record(
-            AuditAction.TENANT_CONSENT_POLICY_CHANGED,
+            action,
             actor=actor,
             tenant=tenant.slug,
             object_type="tenant",
             object_id=tenant.slug,
-            data={"before": before, "after": after, "reason": reason},
+            request_id=request_id,
+            data={**data, "reason": reason},
         )
     return tenant
 
 
-def _require_configure(actor: Any, tenant: Tenant) -> None:
+def require_configure(actor: Any, tenant: Tenant) -> None:
     """People need the engineer role on the tenant; commands and the demo act as a system name.
     Checked outside any transaction so a refusal's audit entry is kept."""
     if getattr(actor, "is_authenticated", False):
