@@ -12,7 +12,8 @@ from writeback.selectors import write_search
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
 FILTERS = {
-    "state": ({"state": ["failed_terminal"]}, "write_state_id_idx"),
+    # Two indexes lead with the state; the planner may take either.
+    "state": ({"state": ["failed_terminal"]}, ("write_state_id_idx", "write_state_next_idx")),
     "tenant": ({"tenant": "generic-main"}, "writeback_write_tenant_id_"),  # the foreign key's index
     "resource_type": ({"resource_type": "Observation"}, "write_type_state_idx"),
     "patient": ({"patient": "pat-3"}, "write_patient_idx"),
@@ -45,7 +46,7 @@ def test_each_filter_of_the_write_list_uses_its_index(big_ledger, name):
     filters = ConsoleWriteFilter(data, queryset=Write.objects.all(), tenants=[big_ledger])
     assert filters.is_valid(), filters.errors
     text = plan(filters.qs.values("pk"))
-    assert index in text, text
+    assert any(name in text for name in ([index] if isinstance(index, str) else index)), text
     assert "Seq Scan on writeback_write" not in text, text
 
 
