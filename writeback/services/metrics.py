@@ -284,6 +284,20 @@ def dashboard(tenants: QuerySet[Tenant], *, hours: int = 24, now: datetime | Non
     )
 
 
+def latency_sample(tenant_ids: list[int], since: datetime) -> QuerySet:
+    """(tenant id, latency ms) of the window's newest LATENCY_SAMPLE timed sends, newest first."""
+    tenant_of = Write.objects.filter(pk=OuterRef("write_id")).values("tenant_id")[:1]
+    return (
+        WriteAttempt.objects.filter(
+            started_at__gte=since, outcome__in=SEND_OUTCOMES, latency_ms__isnull=False
+        )
+        .annotate(of_tenant=Subquery(tenant_of))
+        .filter(of_tenant__in=tenant_ids)
+        .order_by("-started_at")
+        .values_list("of_tenant", "latency_ms")[:LATENCY_SAMPLE]
+    )
+
+
 def _latency(vendor_of: dict[int, str], since: datetime) -> tuple[list[dict], bool]:
     """p50 and p95 per vendor over the window's newest LATENCY_SAMPLE timed sends; exact when the
     sample holds every send of the window.
@@ -292,16 +306,7 @@ def _latency(vendor_of: dict[int, str], since: datetime) -> tuple[list[dict], bo
     attempts' started_at index from the newest and stops at the sample's size. With a join, a planner
     whose statistics lag a fast-growing ledger (a new tenant, autovacuum behind) looped over every
     write of the tenant times every attempt of the window, and the overview slowed by the minute."""
-    tenant_of = Write.objects.filter(pk=OuterRef("write_id")).values("tenant_id")[:1]
-    sample = list(
-        WriteAttempt.objects.filter(
-            started_at__gte=since, outcome__in=SEND_OUTCOMES, latency_ms__isnull=False
-        )
-        .annotate(of_tenant=Subquery(tenant_of))
-        .filter(of_tenant__in=list(vendor_of))
-        .order_by("-started_at")
-        .values_list("of_tenant", "latency_ms")[:LATENCY_SAMPLE]
-    )
+    sample = list(latency_sample(list(vendor_of), since))
     values: dict[str, list[float]] = defaultdict(list)
     for tenant_id, ms in sample:
         values[vendor_of[tenant_id]].append(ms)
