@@ -105,9 +105,10 @@ def test_the_mrn_search_finds_exactly_that_patients_writes(big_ledger):
 
 def test_the_overviews_latency_sample_walks_the_newest_attempts_whatever_the_statistics(tenant):
     """The overview's vendor latency reads the window's sends by the attempts' started_at index, each
-    attempt's write by its primary key: linear in the window's attempts at worst. A join to the writes let a planner with stale statistics (a ledger
-    that grew since its last ANALYZE) loop over every write times every attempt: in a 30-minute soak the
-    overview slowed from 41 ms to seconds. Here the statistics say the tables are empty."""
+    attempt's write by its primary key: linear in the window's attempts at worst. A join to the writes
+    let a planner with stale statistics (a ledger that grew since its last ANALYZE) loop over every
+    write times every attempt: in a 30-minute soak the overview slowed from 41 ms to seconds. Here the
+    statistics say the tables are empty."""
     ledger(tenant, 3000)
     with connection.cursor() as cursor:
         for table in ("writeback_write", "writeback_writeattempt"):

@@ -140,7 +140,8 @@ def test_engineers_set_the_period_audited_and_bad_input_is_refused(tenant, engin
     tenant.refresh_from_db()
     assert tenant.retention_days == 90
     entry = AuditEntry.objects.get(action="tenant.retention_changed")
-    assert entry.data == {"old": None, "new": 90, "channel": "command", "reason": ""} and entry.actor == engineer.username
+    assert entry.data == {"old": None, "new": 90, "channel": "command", "reason": ""}
+    assert entry.actor == engineer.username
     for args, message in (
         (["nope", "90", "--by", engineer.username], "unknown tenant"),
         ([tenant.slug, "-1", "--by", engineer.username], "whole number"),
