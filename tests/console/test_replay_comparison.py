@@ -52,6 +52,57 @@ def _page(user, write: Write):
     return client_for(user).get(f"/writes/{write.uid}/test-replays/")
 
 
+# -- the pure diffs -----------------------------------------------------------------------------------
+
+A_IDS = {"w-a": "(this write)", "e-a": "(this event)"}
+B_IDS = {"w-b": "(this write)", "e-b": "(this event)"}
+
+
+def test_the_sent_diff_reads_each_sides_own_ids_as_the_same_and_reports_the_rest():
+    original = {
+        "resourceType": "Condition",
+        "id": "x1",  # server-managed: never compared
+        "identifier": [{"system": "urn:w", "value": "w-a"}],
+        "entity": {"what": "urn:uuid:e-a"},
+        "code": "A1",
+        "note": "only the original",
+    }
+    copy = {
+        "resourceType": "Condition",
+        "id": "x2",
+        "identifier": [{"system": "urn:w", "value": "w-b"}],
+        "entity": {"what": "urn:uuid:e-b"},
+        "code": "B2",
+        "onset": "2026",
+    }
+    compared, rows = diffs.replay_sent_diff(original, copy, A_IDS, B_IDS)
+    assert compared == 7
+    assert rows == [
+        {"path": "code", "original": "A1", "copy": "B2", "kind": "changed"},
+        {"path": "note", "original": "only the original", "copy": None, "kind": "dropped"},
+        {"path": "onset", "original": None, "copy": "2026", "kind": "added"},
+    ]
+    # Another side's id is a difference: only each side's own ids are masked.
+    _, rows = diffs.replay_sent_diff({"ref": "w-a"}, {"ref": "w-a"}, A_IDS, B_IDS)
+    assert rows == [{"path": "ref", "original": "w-a", "copy": "w-a", "kind": "changed"}]
+
+
+def test_the_stored_diff_compares_what_the_two_targets_hold():
+    sent = {"status": "final", "code": "A1", "value": 5}
+    a_readback = [{"path": "status", "sent": "final", "stored": "amended", "kind": "changed"}]
+    b_readback = [
+        {"path": "status", "sent": "final", "stored": "amended", "kind": "changed"},
+        {"path": "value", "sent": 5, "stored": None, "kind": "dropped"},
+    ]
+    rows = diffs.replay_stored_diff(sent, a_readback, sent, b_readback, A_IDS, B_IDS)
+    assert [(r["path"], r["original_stored"], r["copy_stored"], r["differs"]) for r in rows] == [
+        ("status", "amended", "amended", False),
+        ("value", 5, None, True),
+    ]
+    assert rows[1]["original_kind"] == "as sent" and rows[1]["copy_kind"] == "dropped"
+    assert diffs.replay_stored_diff(sent, [], sent, [], A_IDS, B_IDS) == []
+
+
 # -- the comparison -----------------------------------------------------------------------------------
 
 
