@@ -143,8 +143,8 @@ def replay_comparison_get(user: Any, uid: Any) -> Comparison | None:
         return None
     origin = _uid(((write.context or {}).get(LINEAGE) or {}).get("write"))
     original = writes.filter(uid=origin, tenant_id__in=list(tenants)).first() if origin else None
-    # Copies live only in test tenants of the write's vendor: looking there keeps this on the tenant
-    # index (a JSON key of every write of the ledger is never scanned).
+    # Copies live only in test tenants of the write's vendor: looking only there keeps this on the
+    # tenant index, and the JSON key is read for those tenants' writes, not the whole ledger's.
     sandboxes = [t.pk for t in tenants.values() if t.is_test and t.vendor == tenants[write.tenant_id].vendor]
     copies = list(
         writes.filter(tenant_id__in=sandboxes, **{f"context__{LINEAGE}__write": str(write.uid)})

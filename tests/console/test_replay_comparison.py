@@ -4,6 +4,7 @@
 import uuid
 
 import pytest
+from django.utils import timezone
 
 from tests.conftest import granted_user, make_user
 from tests.console.conftest import RECORDER, client_for, exchange
@@ -188,6 +189,16 @@ def test_a_malformed_lineage_is_no_comparison_not_a_500(pair, both_admin):
     Write.objects.filter(pk=copy.pk).update(context={"test_replay_of": {"write": "not-a-uuid"}})
     assert _page(both_admin, copy).status_code == 404
     assert client_for(both_admin).get("/shadow/").status_code == 200
+
+
+def test_a_purged_side_is_said_to_have_nothing_left_to_compare(pair, both_admin):
+    original, copy = pair
+    Write.objects.filter(pk=original.pk).update(payload={"purged": True}, payload_purged_at=timezone.now())
+    [p] = replay_comparison_get(both_admin, copy.uid).pairs
+    assert p.purged and p.sent == [] and p.stored is None
+    assert "nothing left to compare" in _page(both_admin, copy).content.decode()
+    [t] = sandbox_replay_summary(both_admin, [original.tenant, copy.tenant], since=copy.created_at).tenants
+    assert (t.copies, t.differing, t.purged, t.recent) == (1, 0, 1, [])
 
 
 # -- the write page links to it -----------------------------------------------------------------------
