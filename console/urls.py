@@ -51,6 +51,11 @@ urlpatterns = [
     path("writes/<uuid:uid>/replay", replay.replay_form, name="console-write-replay-form"),
     path("writes/<uuid:uid>/replay/run", replay.replay, name="console-write-replay"),
     path("writes/<uuid:uid>/test-replay", replay.test_replay, name="console-write-test-replay"),
+    path(
+        "writes/<uuid:uid>/test-replays/",
+        replay.test_replay_comparison,
+        name="console-write-test-replays",
+    ),
     path("writes/<uuid:uid>/resolve", replay.resolve, name="console-write-resolve"),
     path("writes/<uuid:uid>/export", audit.write_export_view, name="console-write-export"),
     path("bulk/preview", bulk.bulk_preview, name="console-bulk-preview"),

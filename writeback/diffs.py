@@ -96,3 +96,75 @@ def three_way(
             changed = "none"
         rows.append({"path": f, "base": b, "ours": o, "theirs": t, "changed": changed})
     return rows
+
+
+def _masked(value: Any, own_ids: dict[str, str]) -> Any:
+    if not isinstance(value, str):
+        return value
+    for raw, token in own_ids.items():
+        if raw:
+            value = value.replace(raw, token)
+    return value
+
+
+def replay_sent_diff(
+    original: dict[str, Any] | None,
+    copy: dict[str, Any] | None,
+    original_ids: dict[str, str],
+    copy_ids: dict[str, str],
+) -> tuple[int, list[dict[str, Any]]]:
+    """A test replay's copy against its original, field by field: (paths compared, the differing ones).
+
+    A copy is a new write of a new event, so the identifier it carries and the event it names are its
+    own by design: each side's `*_ids` ({raw id: token}) are read as the same token on both sides, and
+    only what the mapping or the test tenant's policy made differently is reported. `kind` is "changed",
+    "added" (only the copy sends it) or "dropped" (only the original does)."""
+    ours, theirs = flatten(original or {}), flatten(copy or {})
+    paths = list(ours) + [p for p in theirs if p not in ours]
+    rows = []
+    for path in paths:
+        a, b = ours.get(path, _MISSING), theirs.get(path, _MISSING)
+        if a is _MISSING:
+            rows.append({"path": path, "original": None, "copy": b, "kind": "added"})
+        elif b is _MISSING:
+            rows.append({"path": path, "original": a, "copy": None, "kind": "dropped"})
+        elif not _equal(_masked(a, original_ids), _masked(b, copy_ids)):
+            rows.append({"path": path, "original": a, "copy": b, "kind": "changed"})
+    return len(paths), rows
+
+
+def replay_stored_diff(
+    original_sent: dict[str, Any] | None,
+    original_readback: list[dict[str, Any]],
+    copy_sent: dict[str, Any] | None,
+    copy_readback: list[dict[str, Any]],
+    original_ids: dict[str, str],
+    copy_ids: dict[str, str],
+) -> list[dict[str, Any]]:
+    """Where both sides committed: per path either target stored differently from what it was sent (the
+    read-back diffs the ledger holds), what each stored, and whether the two targets now differ there.
+    A path absent from a side's read-back diff was stored as that side sent it."""
+    sent = (flatten(original_sent or {}), flatten(copy_sent or {}))
+    readback = tuple(
+        {d.get("path"): d for d in rows or [] if isinstance(d, dict)}
+        for rows in (original_readback, copy_readback)
+    )
+    paths = list(readback[0]) + [p for p in readback[1] if p not in readback[0]]
+    rows = []
+    for path in paths:
+        stored = [
+            readback[i][path].get("stored") if path in readback[i] else sent[i].get(path) for i in (0, 1)
+        ]
+        rows.append(
+            {
+                "path": path,
+                "original_sent": sent[0].get(path),
+                "original_stored": stored[0],
+                "original_kind": readback[0].get(path, {}).get("kind", "as sent"),
+                "copy_sent": sent[1].get(path),
+                "copy_stored": stored[1],
+                "copy_kind": readback[1].get(path, {}).get("kind", "as sent"),
+                "differs": not _equal(_masked(stored[0], original_ids), _masked(stored[1], copy_ids)),
+            }
+        )
+    return rows

@@ -2,7 +2,7 @@ import json
 from collections import Counter
 
 from django.contrib import messages
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -12,6 +12,7 @@ from console.fetch import get_tenant_for_user, get_write_for_user, render_panel,
 from console.forms import NoteForm, ReplayForm, TestReplayForm
 from console.views.writes import detail_context
 from writeback.models import Write
+from writeback.replay_comparison import replay_comparison_get
 from writeback.services.operations import write_resolve
 from writeback.services.permissions import require
 from writeback.services.replay import event_replay, write_replay
@@ -137,3 +138,12 @@ def test_replay(request: HtmxHttpRequest, uid) -> HttpResponse:
     )
     messages.success(request, f"Replayed into {form.cleaned_data['target']}: {len(copies)} write(s).")
     return redirect("console-write", copies[0].uid)
+
+
+@console_view()
+def test_replay_comparison(request: HtmxHttpRequest, uid) -> HttpResponse:
+    """A test replay beside its original, for people who may see both tenants (anyone else: 404)."""
+    comparison = replay_comparison_get(request.user, uid)
+    if comparison is None:
+        raise Http404("no test replay of this write that you may compare")
+    return render(request, "console/test_replays.html", {"comparison": comparison})

@@ -3,6 +3,7 @@ from django.shortcuts import render
 
 from console.decorators import HtmxHttpRequest, console_view
 from console.fetch import visible_tenants
+from writeback.replay_comparison import sandbox_replay_summary
 from writeback.services.shadow import shadow_divergence
 
 
@@ -12,5 +13,8 @@ def shadow_report(request: HtmxHttpRequest) -> HttpResponse:
         days = min(max(int(request.GET.get("days", 30)), 1), 365)
     except ValueError:
         days = 30
-    report = shadow_divergence(visible_tenants(request), days=days)
-    return render(request, "console/shadow.html", {"report": report, "days": days})
+    tenants = visible_tenants(request)
+    report = shadow_divergence(tenants, days=days)
+    # Test replays of the same window: copies in test tenants against their originals.
+    replays = sandbox_replay_summary(request.user, tenants, since=report.since)
+    return render(request, "console/shadow.html", {"report": report, "days": days, "replays": replays})

@@ -6,10 +6,11 @@ from django.views.decorators.http import require_http_methods
 from console import timeline
 from console.buttons import write_actions
 from console.decorators import HtmxHttpRequest, console_view
-from console.fetch import get_write_for_user, may, request_id, visible_tenants
+from console.fetch import get_write_for_user, may, request_id, visible_tenant_ids, visible_tenants
 from console.forms import ConsoleWriteFilter, NoteForm, RationaleForm
 from console.summaries import clinical_summary, event_item_for
 from writeback.models import Write
+from writeback.replay_comparison import comparison_links
 from writeback.selectors import write_history, write_page, write_total, writes_visible_to
 from writeback.services.ehr_reads import ehr_read_plan
 from writeback.services.permissions import ADMIN, roles_of
@@ -86,10 +87,19 @@ def detail_context(request: HtmxHttpRequest, write: Write, **forms) -> dict:
         "resolve_form": forms.get("resolve_form") or NoteForm(),
         "ttl_hours": settings.WRITEBACK_APPROVAL_TTL_HOURS,
         "can_read_ehr": may(request, "read_ehr", write.tenant),
-        "test_targets": sandbox_targets(write.tenant, visible_tenants(request))
-        if may(request, "replay", write.tenant)
-        else [],
+        **_test_replays(request, write),
     }
+
+
+def _test_replays(request: HtmxHttpRequest, write: Write) -> dict:
+    """The test tenants this write may be replayed into, and its test-replay lineage to link to."""
+    targets = (
+        sandbox_targets(write.tenant, visible_tenants(request))
+        if may(request, "replay", write.tenant)
+        else []
+    )
+    links = comparison_links(request.user, write, sandboxes=targets, visible_ids=visible_tenant_ids(request))
+    return {"test_targets": targets, "test_replays": links}
 
 
 @console_view()
