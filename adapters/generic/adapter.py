@@ -61,7 +61,7 @@ class GenericFhirAdapter(FhirRestAdapter):
             patch=True,
             read_back=True,
             search_by_identifier=True,
-            # R4 (3.1.0.4.2): with `Prefer: return=representation` the answer holds the resource as
+            # R4 http.html#ops: with `Prefer: return=representation` the answer holds the resource as
             # stored; each answer is still checked to name what was written (type, id, version).
             answer_is_stored=True,
         )
