@@ -111,7 +111,11 @@ class WriteResult:
     version: str = ""
     # What we asked the target to hold, in FHIR form (after vendor translation): read-back compares to it.
     sent: dict[str, Any] | None = None
-    stored: dict[str, Any] | None = None  # the representation the target returned, if any
+    # The resource the target's answer says it stored, when the answer names exactly what was written
+    # (`adapters.classify.stored_in_answer`); the worker takes it as the read-back only where the
+    # adapter declares `answer_is_stored`. `stored_problem`: why a 2xx answer's body was not taken.
+    stored: dict[str, Any] | None = None
+    stored_problem: str = ""
     message: str = ""  # OperationOutcome / vendor error text, for the console
     retry_after: float | None = None  # seconds, from Retry-After or quota headers
     guarantee: Guarantee = Guarantee.LEDGER
@@ -198,6 +202,11 @@ class AdapterCapabilities:
     patch: bool
     read_back: bool
     search_by_identifier: bool
+    # A 200/201 answer to a FHIR write, asked for with `Prefer: return=representation`, holds the stored
+    # resource as a read right after would return it. Where declared, a body that names the written
+    # resource (type, id, version) is the read-back and no GET is made; elsewhere the worker reads back.
+    # Declared only where the vendor is known to answer faithfully (docs/vendors.md).
+    answer_is_stored: bool = False
     # Why a (resource_type, operation) is refused, when it is: shown to operators verbatim.
     refusals: dict[tuple[str, str], str] = field(default_factory=dict)
 

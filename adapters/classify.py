@@ -113,6 +113,44 @@ def resource_version(resource: dict[str, Any] | None) -> str:
     return str((resource.get("meta") or {}).get("versionId") or "")
 
 
+def stored_in_answer(reply: HttpReply, resource_type: str) -> tuple[dict[str, Any] | None, str]:
+    """The resource a 200/201 answer to a FHIR write (POST, PUT, PATCH) says the server stored, when the
+    body names exactly what was written: a `resource_type` whose id is the one the answer gives (the
+    `Location` of a create, the URL of an update) and, when `ETag` or `Location` gives a version, whose
+    `meta.versionId` is that version. Otherwise (None, why not): the worker then reads the resource back.
+
+    Only the answer's own headers are trusted to name the resource; a body is taken as the stored
+    representation only where they agree, so a server that answers with something else (an
+    OperationOutcome, the request echoed, another resource) is never mistaken for the chart."""
+    if reply.status not in (200, 201) or reply.method.upper() not in ("POST", "PUT", "PATCH"):
+        return None, f"not a 200/201 answer to a write ({reply.method} {reply.status})"
+    body = reply.body
+    if not isinstance(body, dict) or not body:
+        return None, "the answer has no resource in its body"
+    found = body.get("resourceType")
+    if found != resource_type:
+        return None, f"the answer's body is {found or 'not a resource'}, not {resource_type}"
+    loc_type, loc_id, loc_version = parse_location(
+        reply.headers.get("Location") or reply.headers.get("Content-Location")
+    )
+    url_type, url_id, _ = parse_location(reply.url) if reply.method.upper() != "POST" else ("", "", "")
+    if (loc_type and loc_type != resource_type) or (url_type and url_type != resource_type):
+        return None, f"the answer's Location names {loc_type or url_type}, not {resource_type}"
+    named = {i for i in (loc_id, url_id) if i}
+    if not named:
+        return None, "the answer names no id (no Location) to check its body against"
+    if len(named) > 1 or str(body.get("id") or "") not in named:
+        return None, f"the answer's body is {resource_type}/{body.get('id') or '?'}, not the one written"
+    versions = {v for v in (etag_version(reply.headers.get("ETag")), loc_version) if v}
+    if len(versions) > 1:
+        return None, f"the answer's ETag and Location name different versions ({', '.join(sorted(versions))})"
+    if versions and resource_version(body) not in versions:
+        return None, (
+            f"the answer's body is version {resource_version(body) or '?'}, its headers say {versions.pop()}"
+        )
+    return body, ""
+
+
 def _athena_quota_retry_after(headers: httpx.Headers, *, now: datetime | None = None) -> float | None:
     """athena's quota headers: a per-minute (OAuth) and a per-day (API) remaining count. The day resets at
     midnight GMT, the minute on the minute."""
@@ -284,7 +322,8 @@ def _classify_success(reply: HttpReply, dialect: Dialect) -> Classification:
     _, loc_id, loc_version = parse_location(
         reply.headers.get("Location") or reply.headers.get("Content-Location")
     )
-    rid = (resource or {}).get("id") or loc_id
+    # The headers name what the server created; a body may hold something else (stored_in_answer).
+    rid = loc_id or (resource or {}).get("id")
     version = etag_version(reply.headers.get("ETag")) or loc_version or resource_version(resource)
     message = ""
     if reply.status == 200 and reply.method.upper() == "POST" and not _is_plain_post(reply):

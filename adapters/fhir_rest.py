@@ -32,7 +32,7 @@ from adapters.base import (
     WriteResult,
 )
 from adapters.capability_statement import NotACapabilityStatement, parse_capability_statement
-from adapters.classify import Classification, Dialect, classify, resource_version
+from adapters.classify import Classification, Dialect, classify, resource_version, stored_in_answer
 from adapters.fhir_changes import applied, change_set
 from adapters.http import FhirClient, HttpReply, RequestSpec, Searchset
 from adapters.identifiers import carries_identifier, identifier_token, stamp_identifier
@@ -310,14 +310,25 @@ class FhirRestAdapter(VendorAdapter):
     # -- results ---------------------------------------------------------------------------------------
 
     def write_result(
-        self, cls: Classification, *, sent: dict[str, Any] | None, guarantee: Guarantee = Guarantee.LEDGER
+        self,
+        cls: Classification,
+        *,
+        sent: dict[str, Any] | None,
+        guarantee: Guarantee = Guarantee.LEDGER,
+        answer: HttpReply | None = None,
     ) -> WriteResult:
+        """`answer`: the reply to a FHIR write of `sent`; its body becomes `stored` only when it names
+        the written resource (`stored_in_answer`)."""
+        stored, problem = None, ""
+        if cls.committed and answer is not None and sent:
+            stored, problem = stored_in_answer(answer, str(sent.get("resourceType") or ""))
         return WriteResult(
             outcome=cls.outcome,
             resource_id=cls.resource_id,
             version=cls.version,
             sent=sent,
-            stored=cls.resource if cls.committed else None,
+            stored=stored,
+            stored_problem=problem,
             message=cls.message,
             retry_after=cls.retry_after,
             guarantee=guarantee,
@@ -351,7 +362,7 @@ class FhirRestAdapter(VendorAdapter):
                 Outcome.TERMINAL, f"several resources already carry this write's identifier ({cls.message})"
             )
         guarantee = Guarantee.CONDITIONAL_CREATE if trusted else Guarantee.LEDGER
-        return self.write_result(cls, sent=spec.json, guarantee=guarantee)
+        return self.write_result(cls, sent=spec.json, guarantee=guarantee, answer=reply)
 
     def planned(self, req: WriteRequest, spec: RequestSpec) -> PlannedRequest:
         return spec.planned(

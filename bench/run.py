@@ -211,8 +211,8 @@ def bench_worker(cfg: Settings, rows: list[Row]) -> None:
                 rows.append(
                     Row(
                         f"2{next(letters)}",
-                        f"Worker drain, {cfg.worker_writes} Observation creates (POST + read-back GET each) "
-                        f"into the simulator, {label}",
+                        f"Worker drain, {cfg.worker_writes} Observation creates (one POST each, its answer "
+                        f"the read-back) into the simulator, {label}",
                         m,
                         "1,160 writes/s (limits.md 5c: 2 workers, k=20, Python ASGI mock)",
                         1160,

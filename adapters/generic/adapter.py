@@ -25,12 +25,12 @@ from adapters.base import (
     WriteRequest,
     WriteResult,
 )
-from adapters.classify import Classification, classify
+from adapters.classify import classify
 from adapters.compensation import compensation_method, expected_values, explained
 from adapters.fhir_changes import change_set, differing, json_patch, merge
 from adapters.fhir_rest import FhirRestAdapter, adapter_call, version_of
 from adapters.generic import compensation
-from adapters.http import RequestSpec
+from adapters.http import HttpReply, RequestSpec
 
 CREATED = (
     "Observation",
@@ -61,6 +61,9 @@ class GenericFhirAdapter(FhirRestAdapter):
             patch=True,
             read_back=True,
             search_by_identifier=True,
+            # R4 http.html#ops: with `Prefer: return=representation` the answer holds the resource as
+            # stored; each answer is still checked to name what was written (type, id, version).
+            answer_is_stored=True,
         )
 
     def scope_needs(self) -> set[tuple[str, str]]:
@@ -134,7 +137,7 @@ class GenericFhirAdapter(FhirRestAdapter):
         if req.resource_type in OWN_ID:
             resource = {**req.resource, "id": req.write_uid}
             reply = self.client.update(resource, version=None, correlation_id=req.correlation_id)
-            return self.write_result(classify(reply), sent=resource, guarantee=Guarantee.LEDGER)
+            return self.write_result(classify(reply), sent=resource, guarantee=Guarantee.LEDGER, answer=reply)
         return self.fhir_create(req, req.resource, conditional=self.sends_if_none_exist(req.resource_type))
 
     def sends_if_none_exist(self, resource_type: str) -> bool:
@@ -169,7 +172,7 @@ class GenericFhirAdapter(FhirRestAdapter):
                 correlation_id=req.correlation_id,
             )
             sent = {"resourceType": req.resource_type, "id": req.target_id, **changes}
-            return self._finish_update(req, classify(reply), sent, Guarantee.IF_MATCH)
+            return self._finish_update(req, reply, sent, Guarantee.IF_MATCH)
         return self._read_merge_put(req, changes)
 
     def _read_merge_put(self, req: WriteRequest, changes: dict[str, Any]) -> WriteResult:
@@ -210,12 +213,12 @@ class GenericFhirAdapter(FhirRestAdapter):
         reply = self.client.update(
             merged, version=req.base_version or current_version, correlation_id=req.correlation_id
         )
-        return self._finish_update(req, classify(reply), merged, guarantee)
+        return self._finish_update(req, reply, merged, guarantee)
 
     def _finish_update(
-        self, req: WriteRequest, cls: Classification, sent: dict[str, Any], guarantee: Guarantee
+        self, req: WriteRequest, reply: HttpReply, sent: dict[str, Any], guarantee: Guarantee
     ) -> WriteResult:
-        result = self.write_result(cls, sent=sent, guarantee=guarantee)
+        result = self.write_result(classify(reply), sent=sent, guarantee=guarantee, answer=reply)
         if result.outcome is Outcome.COMMITTED and not result.resource_id:
             result.resource_id = req.target_id
         if result.outcome is Outcome.CONFLICT:

@@ -16,7 +16,11 @@ from datetime import datetime
 from typing import Any
 
 PROBABILITIES = ("drop_connection", "error_5xx", "rate_limit", "stale_version", "timeout_after_commit")
-KEYS = (*PROBABILITIES, "stall_seconds", "slow_ms", "maintenance", "seed")
+# Deterministic quirks of a server's write answers (every FHIR write they apply to, no draw):
+# `note_limit=N` stores at most N characters of each `note[*].text` (a vendor's field limit, as Epic's
+# 450); `write_answer=MODE` answers a 200/201 write with something other than the stored resource.
+WRITE_ANSWERS = ("minimal", "outcome", "wrong_type", "wrong_id", "wrong_version", "no_location")
+KEYS = (*PROBABILITIES, "stall_seconds", "slow_ms", "maintenance", "seed", "note_limit", "write_answer")
 DEFAULT_STALL_SECONDS = 30.0
 
 
@@ -28,9 +32,15 @@ class FaultSettings:
     maintenance: tuple[float, float] | None = None  # epoch seconds [start, end)
     maintenance_spec: str = ""
     seed: int | None = None
+    note_limit: int = 0  # 0: notes kept whole
+    write_answer: str = ""  # "": the stored resource, per Prefer
 
     def as_spec(self) -> str:
         parts = [f"{k}={v:g}" for k, v in self.probabilities.items()]
+        if self.note_limit:
+            parts.append(f"note_limit={self.note_limit}")
+        if self.write_answer:
+            parts.append(f"write_answer={self.write_answer}")
         if "timeout_after_commit" in self.probabilities:
             parts.append(f"stall_seconds={self.stall_seconds:g}")
         if self.slow_ms:
@@ -96,6 +106,12 @@ def parse_fault_spec(spec: str | dict[str, Any] | None) -> FaultSettings:
         maintenance = (_instant(start, now), _instant(end, now))
         if maintenance[1] <= maintenance[0]:
             raise ValueError("maintenance must end after it starts")
+    write_answer = pairs.get("write_answer", "")
+    if write_answer and write_answer not in WRITE_ANSWERS:
+        raise ValueError(f"write_answer must be one of {', '.join(WRITE_ANSWERS)}, got {write_answer!r}")
+    note_limit = int(_number(pairs, "note_limit", "0", int))
+    if note_limit < 0:
+        raise ValueError("note_limit must not be negative")
     stall = _number(pairs, "stall_seconds", str(DEFAULT_STALL_SECONDS))
     slow_ms = int(_number(pairs, "slow_ms", "0", int))
     if stall < 0 or slow_ms < 0:
@@ -107,6 +123,8 @@ def parse_fault_spec(spec: str | dict[str, Any] | None) -> FaultSettings:
         maintenance=maintenance,
         maintenance_spec=pairs.get("maintenance", ""),
         seed=int(_number(pairs, "seed", "0", int)) if "seed" in pairs else None,
+        note_limit=note_limit,
+        write_answer=write_answer,
     )
 
 
@@ -146,6 +164,7 @@ class FaultInjector:
             settings, fired = self._settings, dict(self._fired)
         configured = [*settings.probabilities, *(["slow_ms"] if settings.slow_ms else [])]
         configured += ["maintenance"] if settings.maintenance else []
+        configured += [k for k in ("note_limit", "write_answer") if getattr(settings, k)]
         return {
             "spec": settings.as_spec(),
             "settings": {
@@ -154,6 +173,8 @@ class FaultInjector:
                 "slow_ms": settings.slow_ms,
                 "maintenance": settings.maintenance_spec or None,
                 "seed": settings.seed,
+                "note_limit": settings.note_limit,
+                "write_answer": settings.write_answer or None,
             },
             "fired": {name: fired.get(name, 0) for name in configured},
         }
@@ -181,6 +202,22 @@ class FaultInjector:
                 if self._fires("timeout_after_commit"):
                     plan.stall_seconds = s.stall_seconds
         return plan
+
+    def note_limit(self) -> int:
+        """How many characters of a note's text a write stores (0: all); counted when it applies."""
+        with self._lock:
+            limit = self._settings.note_limit
+            if limit:
+                self._fired["note_limit"] += 1
+        return limit
+
+    def write_answer(self) -> str:
+        """How a 200/201 write is answered instead of with the stored resource ("" : as asked)."""
+        with self._lock:
+            mode = self._settings.write_answer
+            if mode:
+                self._fired["write_answer"] += 1
+        return mode
 
     def _fires(self, name: str) -> bool:
         p = self._settings.probabilities.get(name, 0.0)

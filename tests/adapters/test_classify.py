@@ -13,6 +13,7 @@ from adapters.classify import (
     etag_version,
     parse_location,
     parse_retry_after,
+    stored_in_answer,
 )
 from adapters.http import Failure, classify_exception
 from tests.adapters.support import operation_outcome, reply
@@ -131,6 +132,67 @@ def test_committed_takes_id_and_version_from_location_etag_or_meta():
         reply(200, {"resourceType": "Patient", "id": "p", "meta": {"versionId": "7"}}, method="PUT")
     )
     assert meta_only.version == "7"
+
+
+def test_the_id_comes_from_location_when_the_body_names_another_resource():
+    created = reply(
+        201,
+        {"resourceType": "Observation", "id": "other", "meta": {"versionId": "1"}},
+        headers={"Location": "http://x/fhir/Observation/42/_history/1"},
+    )
+    assert classify(created).resource_id == "42"
+
+
+OBS = {"resourceType": "Observation", "id": "42", "meta": {"versionId": "2"}, "status": "final"}
+LOCATED = {"Location": "http://x/fhir/Observation/42/_history/2", "ETag": 'W/"2"'}
+
+
+def _put(body, headers=None, status=200, url="http://example.org/fhir/Observation/42"):
+    answer = reply(status, body, headers=headers, method="PUT")
+    answer.url = url
+    return answer
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        reply(201, OBS, headers=LOCATED),
+        reply(201, OBS, headers={"Location": "Observation/42"}),  # relative, no version: meta not checked
+        reply(200, OBS, headers={"Location": "http://x/fhir/Observation/42/_history/2"}),  # If-None-Exist hit
+        _put(OBS, {"ETag": 'W/"2"'}),
+        _put(OBS),  # an update names its resource by its URL
+    ],
+)
+def test_an_answer_naming_the_written_resource_is_taken_as_stored(answer):
+    stored, problem = stored_in_answer(answer, "Observation")
+    assert stored == OBS and problem == ""
+
+
+@pytest.mark.parametrize(
+    "answer, why",
+    [
+        (reply(201, None, headers=LOCATED, text=""), "no resource"),
+        (reply(201, operation_outcome("created"), headers=LOCATED), "OperationOutcome, not Observation"),
+        (reply(201, {**OBS, "resourceType": "Basic"}, headers=LOCATED), "Basic, not Observation"),
+        (reply(201, {**OBS, "id": "43"}, headers=LOCATED), "Observation/43, not the one written"),
+        (reply(201, {k: v for k, v in OBS.items() if k != "id"}, headers=LOCATED), "not the one written"),
+        (reply(201, {**OBS, "meta": {"versionId": "1"}}, headers=LOCATED), "version 1, its headers say 2"),
+        (reply(201, {k: v for k, v in OBS.items() if k != "meta"}, headers=LOCATED), "version ?"),
+        (reply(201, OBS), "no Location"),
+        (reply(201, OBS, headers={"Location": "http://x/fhir/Condition/42"}), "names Condition"),
+        (
+            reply(201, OBS, headers={"Location": "http://x/fhir/Observation/42/_history/2", "ETag": 'W/"3"'}),
+            "different versions",
+        ),
+        (reply(202, OBS, headers=LOCATED), "not a 200/201"),
+        (reply(200, OBS, headers=LOCATED, method="GET"), "not a 200/201 answer to a write"),
+        (_put(OBS, url="http://example.org/fhir/Observation/41"), "not the one written"),
+        (_put(OBS, {"Location": "http://x/fhir/Observation/41"}), "not the one written"),
+    ],
+)
+def test_an_answer_that_does_not_name_the_written_resource_is_refused_with_the_reason(answer, why):
+    stored, problem = stored_in_answer(answer, "Observation")
+    assert stored is None and why in problem
 
 
 def test_operation_outcome_text_is_the_message():

@@ -246,3 +246,24 @@ def test_discover_failures_are_results(adapter):
     assert adapter.discover().ok is False
     respx.get(f"{BASE}/metadata").mock(return_value=httpx.Response(200, text="<html>"))
     assert "CapabilityStatement" in adapter.discover().error
+
+
+@pytest.mark.parametrize(
+    "vendor, trusted", [("generic", True), ("epic", False), ("athena", False), ("veradigm", False)]
+)
+def test_only_vendors_known_to_answer_faithfully_declare_the_answer_as_stored(vendor, trusted):
+    from adapters.registry import adapter_class
+
+    assert adapter_class(vendor).capabilities().answer_is_stored is trusted
+
+
+@respx.mock
+def test_a_create_answer_naming_another_resource_is_not_taken_as_stored(adapter):
+    answer = recorded("generic", "observation_create_201")
+    body = json.loads(answer.content)
+    respx.post(f"{BASE}/Observation").mock(
+        return_value=httpx.Response(201, headers=answer.headers, json={**body, "id": "someone-else"})
+    )
+    result = adapter.write(write_request("vitals.recorded", 1))
+    assert result.outcome is Outcome.COMMITTED and result.resource_id == "1842"  # from Location
+    assert result.stored is None and "not the one written" in result.stored_problem

@@ -39,6 +39,10 @@ class Readback:
     exchanges: list[HttpExchange]
     diff: list[dict]
     warning: str = ""  # the read itself failed
+    # Where the stored resource came from: "read" (a GET after the commit), "answer" (the write's own
+    # answer, where the vendor answers faithfully) or "lookup" (the check by read that found it).
+    source: str = "read"
+    answer_problem: str = ""  # why the write's answer was not taken as the stored resource (then: read)
 
     def warnings(self) -> list[str]:
         out = []
@@ -62,6 +66,8 @@ class Readback:
                 "differences": len(self.diff),
                 "paths": [d["path"] for d in self.diff][:50],
                 "warning": self.warning,
+                "source": self.source,
+                **({"answer_not_taken": self.answer_problem} if self.answer_problem else {}),
             },
         )
 
@@ -264,7 +270,8 @@ class Recorder:
         extra = {}
         rows = self._rows(write, attempts, exchanges, outcome)
         if readback is not None:
-            rows += self._rows(write, attempts, readback.exchanges, WriteAttempt.Outcome.STEP)
+            if readback.exchanges:  # none when the stored resource was already in hand (answer, lookup)
+                rows += self._rows(write, attempts, readback.exchanges, WriteAttempt.Outcome.STEP)
             extra = {
                 "readback_diff": readback.diff,
                 "warnings": [*(write.warnings or []), *readback.warnings()],

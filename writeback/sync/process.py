@@ -9,7 +9,9 @@
    one decision, `services.decide.next_step`, which the console's plan view asks too.
 4. Send (two-phase surrogate: read and record the version first, then commit against it).
 5. Record the outcome in one transaction; after a commit, read the resource back and record any
-   difference between what we sent and what the EHR stored.
+   difference between what we sent and what the EHR stored. Where the vendor answers a write with the
+   stored resource faithfully (`answer_is_stored`) and the answer names the written resource, that
+   answer is the read-back and no GET is made.
 The HTTP calls happen outside any database transaction.
 """
 
@@ -167,7 +169,9 @@ class WriteProcessor:
         if found.found:
             readback = None
             if write.operation == "create":
-                readback = self._readback(write, adapter, found.resource_id, req.resource, found.resource)
+                readback = self._readback(
+                    write, adapter, found.resource_id, req.resource, found.resource, source="lookup"
+                )
             self.record.committed(
                 write,
                 exchanges=found.exchanges,
@@ -315,12 +319,17 @@ class WriteProcessor:
 
     def _record_send(self, write: Write, adapter: VendorAdapter, result: WriteResult) -> Result:
         if result.outcome == Outcome.COMMITTED:
+            # One round trip where the vendor answers faithfully: the answer's body, when it names the
+            # written resource, is the read-back (same diff, same audit); otherwise a GET as before.
+            trusted = adapter.capabilities().answer_is_stored
             readback = self._readback(
                 write,
                 adapter,
                 result.resource_id or write.target_resource_id,
                 result.sent or write.payload,
-                None,
+                result.stored if trusted else None,
+                source="answer",
+                answer_problem=result.stored_problem if trusted else "",
             )
             self.record.committed(
                 write,
@@ -396,16 +405,35 @@ class WriteProcessor:
             reads=reads,
         )
 
-    def _readback(self, write, adapter, resource_id: str, sent: dict, stored: dict | None) -> Readback | None:
+    def _readback(
+        self,
+        write,
+        adapter,
+        resource_id: str,
+        sent: dict,
+        stored: dict | None,
+        *,
+        source: str,
+        answer_problem: str = "",
+    ) -> Readback | None:
         """Accepted is not yet in the chart: read it back (where the tenant allows reads) and keep any
-        difference. Only reads here; the caller records it with the commit."""
+        difference. `stored`: the resource already in hand (the write's answer, or the check by read's
+        find), compared without another request; `source` says which. Only reads here; the caller
+        records it with the commit."""
         if not resource_id or not adapter.capabilities().read_back:
             return None
         if not self.contracts.get(write.tenant).may_read(write.resource_type):
             return None
         if stored is not None:
-            return Readback([], diffs.readback_diff(sent, stored))
+            return Readback([], diffs.readback_diff(sent, stored), source=source)
         current = adapter.read(write.resource_type, resource_id, correlation_id=write.correlation_id)
         if current.resource is None:
-            return Readback(current.exchanges, [], warning=f"read-back failed: {current.message}")
-        return Readback(current.exchanges, diffs.readback_diff(sent, current.resource))
+            return Readback(
+                current.exchanges,
+                [],
+                warning=f"read-back failed: {current.message}",
+                answer_problem=answer_problem,
+            )
+        return Readback(
+            current.exchanges, diffs.readback_diff(sent, current.resource), answer_problem=answer_problem
+        )

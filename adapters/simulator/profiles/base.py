@@ -7,6 +7,7 @@ API surface it serves (`fhir`, and `v1` / `unity` for the proprietary APIs).
 
 from __future__ import annotations
 
+import copy
 import re
 from datetime import datetime
 from email.utils import format_datetime
@@ -393,6 +394,11 @@ class Profile:
         if not isinstance(resource.get("meta", {}), dict):
             raise FhirError(422, "meta must be an object", issue="structure", expression=["meta"])
         check_structure(resource_type, resource)
+        limit = self.sim.faults.note_limit()
+        for note in resource.get("note") or [] if limit else []:
+            # A server's field limit (fault `note_limit`): it keeps the start of the text, silently.
+            if isinstance(note, dict) and isinstance(note.get("text"), str):
+                note["text"] = note["text"][:limit]
         return resource
 
     def resource_response(self, resource: Resource, status: int = 200) -> Response:
@@ -406,6 +412,26 @@ class Profile:
             "Last-Modified": http_date(resource["meta"]["lastUpdated"]),
         }
 
+    def unfaithful_answer(
+        self, mode: str, resource: Resource, status: int, headers: dict[str, str]
+    ) -> Response:
+        """A write answered with something other than the stored resource (fault `write_answer`), as
+        servers that ignore `Prefer` or answer carelessly do; the resource itself is stored as usual."""
+        body: Any = copy.deepcopy(resource)
+        if mode == "minimal":
+            return Response(status, b"", headers)
+        if mode == "outcome":
+            body = operation_outcome("stored", issue="informational", severity="information")
+        elif mode == "wrong_type":
+            body["resourceType"] = "Basic" if resource["resourceType"] != "Basic" else "Observation"
+        elif mode == "wrong_id":
+            body["id"] = f"{resource['id']}-other"
+        elif mode == "wrong_version":
+            body["meta"]["versionId"] = str(int(version_of(resource)) + 1)
+        elif mode == "no_location":
+            headers = {k: v for k, v in headers.items() if k not in ("Location", "ETag")}
+        return fhir_response(status, body, headers=headers)
+
     def write_response(self, req: Request, resource: Resource, status: int, *, location: bool) -> Response:
         """A write's answer: Location (creates) and ETag per the profile, body per `Prefer: return=`."""
         headers = self.version_headers(resource)
@@ -417,6 +443,8 @@ class Profile:
                 f"{self.fhir_base}/{path}/_history/{version_of(resource)}" if self.absolute_location else path
             )
         wanted = prefer_return(req) or self.default_return
+        if wanted == "representation" and (mode := self.sim.faults.write_answer()):
+            return self.unfaithful_answer(mode, resource, status, headers)
         if wanted == "representation":
             return fhir_response(status, resource, headers=headers)
         if wanted == "OperationOutcome":

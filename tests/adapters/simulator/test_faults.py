@@ -114,11 +114,46 @@ def test_a_seed_repeats_the_same_faults():
         "error_5xx",
         "rate_limit=x",
         "seed=a",
+        "write_answer=echo",
+        "note_limit=-1",
+        "note_limit=x",
     ],
 )
 def test_bad_fault_specs_are_refused(spec):
     with pytest.raises(ValueError):
         parse_fault_spec(spec)
+
+
+def test_note_limit_stores_the_start_of_each_note_and_answers_with_what_it_stored(generic, client):
+    generic.set_faults("note_limit=5")
+    body = vital(write_id="f-1", note=[{"text": "twelve chars"}, {"text": "abc"}])
+    r = client.post(f"{generic.fhir_base}/Observation", json=body)
+    assert r.status_code == 201 and r.json()["note"] == [{"text": "twelv"}, {"text": "abc"}]
+    stored = client.get(r.headers["location"].split("/_history")[0]).json()
+    assert stored["note"] == r.json()["note"]
+    assert generic.faults()["fired"]["note_limit"] == 1
+
+
+@pytest.mark.parametrize(
+    "mode, check",
+    [
+        ("minimal", lambda r, stored: r.content == b""),
+        ("outcome", lambda r, stored: r.json()["resourceType"] == "OperationOutcome"),
+        ("wrong_type", lambda r, stored: r.json()["resourceType"] == "Basic"),
+        ("wrong_id", lambda r, stored: r.json()["id"] == f"{stored['id']}-other"),
+        ("wrong_version", lambda r, stored: r.json()["meta"]["versionId"] == "2"),
+        ("no_location", lambda r, stored: "location" not in r.headers and r.json() == stored),
+    ],
+)
+def test_write_answer_answers_otherwise_but_stores_as_usual(generic, client, mode, check):
+    generic.set_faults(f"write_answer={mode}")
+    r = post_vital(generic, client, headers={"Prefer": "return=representation"})
+    assert r.status_code == 201
+    (stored,) = generic.resources("Observation", identifier=f"{WB}|f-1")
+    assert stored["meta"]["versionId"] == "1"
+    assert check(r, stored)
+    assert generic.faults()["fired"]["write_answer"] == 1
+    assert generic.faults()["spec"] == f"write_answer={mode}"
 
 
 def test_faults_over_http(generic, client):

@@ -28,7 +28,7 @@ LEASE = 1
 def test_a_call_slower_than_the_lease_keeps_its_lease_and_is_sent_once(settings):
     settings.WRITEBACK_LEASE_SECONDS = LEASE
     settings.WRITEBACK_HTTP_READ_TIMEOUT = 10
-    sim = start_simulator("generic", faults="slow_ms=1500")  # send + read-back: 3 s, three leases long
+    sim = start_simulator("generic", faults="slow_ms=3000")  # the send (its answer the read-back): 3 leases
     worker = SyncWorker(worker_id="worker:slow", concurrency=2, until_idle=True, idle_sleep=0.05)
     try:
         tenant = tenant_create(slug="slow", vendor="generic", base_url=sim.fhir_base)

@@ -24,12 +24,15 @@ def test_vitals_are_committed_once_and_read_back(live, sim, api):
     assert sorted(counts) == sorted(str(w.uid) for w in writes) and set(counts.values()) == {1}
     stored = sim.resources("Observation", patient="pat-1001")
     assert {o["code"]["coding"][0]["code"] for o in stored} >= {"85354-9", "8867-4", "29463-7"}
-    # Each send is one attempt row with the request id and latency; the read-back is a step.
+    # Each send is one attempt row with the request id and latency; the read-back is the POST's answer
+    # (the generic server answers with the stored resource), so there is no GET step.
     attempt = WriteAttempt.objects.filter(write=writes[0], method="POST").get()
     assert attempt.outcome == "committed" and attempt.response_status == 201
     assert attempt.request_id and attempt.latency_ms is not None
     assert "authorization" not in {k.lower() for k in attempt.request_headers}
-    assert WriteAttempt.objects.filter(write=writes[0], method="GET", outcome="step").count() == 1
+    assert WriteAttempt.objects.filter(write=writes[0]).count() == 1
+    readback = AuditEntry.objects.get(action="write.readback", write_uid=str(writes[0].uid))
+    assert readback.data["source"] == "answer"
     assert verify_chain().ok
 
 
@@ -45,15 +48,18 @@ def test_every_http_call_carries_request_and_correlation_ids(live, sim, api):
 
 
 def test_readback_difference_raises_a_warning(live, sim, api, monkeypatch):
-    """The EHR accepted it but stored something else: accepted is not yet in the chart."""
+    """The EHR accepted it but stored something else: accepted is not yet in the chart. (The answer
+    carries no body here, so the read-back is a GET; tests/writeback/sync/test_readback_answer.py has
+    the same difference found in the answer.)"""
     from writeback.sync import process
 
+    sim.set_faults("write_answer=minimal")
     writes = post(api, "problem.confirmed")
     real = process.WriteProcessor._readback
 
-    def coerce(self, write, adapter, resource_id, sent, stored):
+    def coerce(self, write, adapter, resource_id, *args, **kwargs):
         sim.edit("Condition", resource_id, {"note": [{"text": "shortened by the EHR"}]})
-        return real(self, write, adapter, resource_id, sent, stored)
+        return real(self, write, adapter, resource_id, *args, **kwargs)
 
     monkeypatch.setattr(process.WriteProcessor, "_readback", coerce)
     drain()
@@ -132,6 +138,7 @@ def test_every_request_for_a_write_carries_its_correlation_id(live, sim, api):
     """From the API request to the EHR: the send, the read-back and the prepare read of an update all
     name the write's correlation id, so one id finds everything on both sides."""
     version = next(p for p in sim.resources("Patient") if p["id"] == "pat-1001")["meta"]["versionId"]
+    sim.set_faults("write_answer=minimal")  # no stored resource in the answers: every write is read back
     problem = post(api, "problem.confirmed")[0]
     demographics = post(api, "demographics.updated", base_version=version)[0]
     drain()
