@@ -444,6 +444,7 @@ class SyncWorker:
         except DB_ERRORS:
             for r in pending:
                 self._note_unrecorded(r.write)
+                self.stats.by_label["db-error"] += 1
             raise
         except Exception:
             log.exception("%s: recording %d outcomes together failed", self.worker_id, len(pending))
@@ -470,6 +471,7 @@ class SyncWorker:
             except DB_ERRORS:
                 for rest in pending[i:]:
                     self._note_unrecorded(rest.write)
+                    self.stats.by_label["db-error"] += 1
                 raise
             except Exception:
                 # As for a bug while processing: the lease lapses, and the write (marked in flight) is
