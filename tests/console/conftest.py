@@ -10,7 +10,7 @@ from django.test import Client
 from adapters.base import HttpExchange
 from tests.writeback.helpers import consent_for, event
 from writeback import diffs
-from writeback.models import Write
+from writeback.models import Conflict, Write
 from writeback.services.record import Recorder
 
 RECORDER = Recorder("worker:console-tests")
@@ -75,7 +75,7 @@ def failed(write: Write, message: str = "refused by the target") -> Write:
 
 def conflicted(write: Write, theirs: dict, theirs_version: str = "4", base: dict | None = None):
     fields = [k for k in write.payload if k not in ("resourceType", "id", "meta")]
-    conflict = RECORDER.conflict(
+    settled = RECORDER.conflict(
         write,
         exchanges=[exchange(method="PATCH", status=412)],
         message="the target holds a newer version",
@@ -84,6 +84,7 @@ def conflicted(write: Write, theirs: dict, theirs_version: str = "4", base: dict
         theirs_version=theirs_version,
         diff=diffs.three_way(base, write.payload, theirs, fields),
     )
+    conflict = Conflict.objects.get(uid=settled.data["conflict"])
     return Write.objects.select_related("tenant", "event").get(pk=write.pk), conflict
 
 

@@ -198,9 +198,10 @@ def test_a_write_whose_outcome_could_not_be_recorded_is_checked_by_read_not_sent
             raise OperationalError("server closed the connection unexpectedly")
         return execute(sql, params, many, context)
 
-    with connection.execute_wrapper(database_gone_while_recording):
-        assert worker._run_one(claimed) is None  # survived, nothing recorded
-    assert worker.stats.by_label["db-error"] == 1
+    finished = [worker._run_one(claimed)]  # sent; its outcome is recorded with the turn's others
+    with connection.execute_wrapper(database_gone_while_recording), pytest.raises(OperationalError):
+        worker._settle_finished(finished)  # raised to the loop, which waits for the database
+    assert worker.stats.by_label["db-error"] == 1 and worker.stats.processed == 0
     assert ours(sim) == {str(write.uid): 1}  # the request did land
     stuck = Write.objects.get(pk=write.pk)
     assert (stuck.state, stuck.last_outcome, stuck.lease_owner) == (
@@ -231,7 +232,8 @@ def test_a_write_still_recorded_after_all_is_not_handed_back(live, sim, api):
     (write,) = post(api, "problem.confirmed")
     worker = SyncWorker(worker_id="worker:blip", concurrency=1)
     (claimed,) = claim_due(worker.worker_id, 10)
-    assert worker._run_one(claimed).label == "committed"
+    worker._settle_finished([worker._run_one(claimed)])
+    assert worker.stats.by_label["committed"] == 1
     worker._note_unrecorded(claimed)
     worker._forget_unrecorded()
     done = Write.objects.get(pk=write.pk)

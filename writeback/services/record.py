@@ -165,28 +165,44 @@ def settle(batch: list[Settlement], *, actor: str) -> list[Settlement]:
     """Records a batch of outcomes in one transaction: one guarded UPDATE per write (checked: a write
     whose lease was taken over, or that moved meanwhile, gets nothing, no attempt row and no entry such
     as "retry scheduled"), then one INSERT of all attempt rows and one chain lock for all audit entries.
-    Returns the settlements that held."""
+    Returns the settlements that held.
+
+    If anything raises, nothing is recorded and the writes in memory are put back as the database still
+    holds them, so the caller may settle the same settlements again (one by one, say)."""
     settled: list[Settlement] = []
-    with transaction.atomic():
-        drafts: list[audit.AuditDraft] = []
-        for s in batch:
-            entries = _apply(s, actor)
-            if entries is None:
-                continue
-            settled.append(s)
-            drafts += entries
-        rows = [row for s in settled for row in s.attempts]
-        if rows:
-            WriteAttempt.objects.bulk_create(rows)
+    applied: list[tuple[Write, dict[str, Any]]] = []
+    try:
+        with transaction.atomic():
+            drafts: list[audit.AuditDraft] = []
+            for s in batch:
+                entries = _apply(s, actor, applied)
+                if entries is None:
+                    continue
+                settled.append(s)
+                drafts += entries
+            rows = [row for s in settled for row in s.attempts]
+            if rows:
+                WriteAttempt.objects.bulk_create(rows)
+            for s in settled:
+                if s.attempts:
+                    metrics.attempts_recorded(s.write, s.attempts)
+            audit.record_many(drafts)
+    except BaseException:
+        for write, old in applied:
+            for name, value in old.items():
+                setattr(write, name, value)
         for s in settled:
-            if s.attempts:
-                metrics.attempts_recorded(s.write, s.attempts)
-        audit.record_many(drafts)
+            for row in s.attempts:
+                row.pk = None  # bulk_create set them on PostgreSQL; the rows were rolled back
+        raise
     return settled
 
 
-def _apply(s: Settlement, actor: str) -> list[audit.AuditDraft] | None:
-    """The guarded state change for one write and its audit entries; None when the guard failed."""
+def _apply(
+    s: Settlement, actor: str, applied: list[tuple[Write, dict[str, Any]]]
+) -> list[audit.AuditDraft] | None:
+    """The guarded state change for one write and its audit entries; None when the guard failed.
+    `applied` collects the in-memory values the change replaced (put back if the transaction fails)."""
     write, current = s.write, s.write.state
     now = timezone.now()
     moves = s.to is not None and s.to != current
@@ -197,6 +213,7 @@ def _apply(s: Settlement, actor: str) -> list[audit.AuditDraft] | None:
         updates = {"updated_at": now, **s.fields}
     if Write.objects.filter(pk=write.pk, state=current, **s.guard).update(**updates) != 1:
         return None
+    applied.append((write, {name: getattr(write, name) for name in updates}))
     for name, value in updates.items():
         setattr(write, name, value)
     drafts: list[audit.AuditDraft] = []
@@ -229,11 +246,22 @@ def _apply(s: Settlement, actor: str) -> list[audit.AuditDraft] | None:
     return drafts
 
 
-class Recorder:
-    """Records outcomes for one worker; every method is one settlement (one transaction)."""
+def _tried(number: int, outcome: str, error: str, **more: Any) -> dict[str, Any]:
+    """The fields every tried outcome writes: the attempt count, the last outcome and its error."""
+    return {"attempts": number, "last_outcome": outcome, "last_error": error[:4000], **more}
 
-    def __init__(self, worker_id: str) -> None:
+
+class Recorder:
+    """Builds every outcome as a `Settlement`.
+
+    By default each one is settled at once, alone, and a guard that no longer holds raises
+    InvalidTransition. With `defer`, the outcome is handed back unsettled: the worker loop settles all
+    writes finished in one turn with one `settle` call (one transaction, one attempts INSERT, one chain
+    lock); `settle_alone` is there for what must be on record before the thread goes on."""
+
+    def __init__(self, worker_id: str, *, defer: bool = False) -> None:
         self.worker_id = worker_id
+        self.defer = defer
 
     def _guard(self, write: Write) -> dict[str, Any]:
         return {"lease_owner": self.worker_id} if write.lease_owner == self.worker_id else {}
@@ -243,13 +271,43 @@ class Recorder:
     ) -> list[WriteAttempt]:
         return attempt_rows(write, number, exchanges, outcome, self.worker_id, error)
 
-    def _settle(self, s: Settlement) -> None:
-        if not s.guard:
-            s.guard = self._guard(s.write)
+    def settle_alone(self, s: Settlement) -> Settlement:
         if not settle([s], actor=self.worker_id):
             raise InvalidTransition(
                 f"write {s.write.uid} is no longer {s.write.state}; refresh and try again"
             )
+        return s
+
+    def _outcome(
+        self,
+        write: Write,
+        to: str | None,
+        *,
+        fields: dict[str, Any],
+        outcome: str = "",
+        exchanges: Iterable[HttpExchange] = (),
+        number: int | None = None,
+        message: str = "",
+        more_rows: Iterable[HttpExchange] = (),
+        release: bool = True,
+        **settlement: Any,
+    ) -> Settlement:
+        """The one builder of outcomes: attempt rows for `exchanges` (numbered `number`, by default the
+        write's attempts so far; none without an `outcome`), `more_rows` as steps after them, the lease
+        released (unless `release` is false), `message` as the transition's reason and the decisive
+        row's error, and the worker's lease as the guard unless the outcome brings its own."""
+        number = write.attempts if number is None else number
+        rows: list[WriteAttempt] = []
+        if outcome:
+            rows = self._rows(write, number, exchanges, outcome, message)
+            more_rows = list(more_rows)
+            if more_rows:
+                rows += self._rows(write, number, more_rows, WriteAttempt.Outcome.STEP)
+        settlement.setdefault("reason", message[:500])
+        settlement.setdefault("guard", self._guard(write))
+        settlement.setdefault("attempts", rows)
+        s = Settlement(write, to, fields=_release_fields(**fields) if release else fields, **settlement)
+        return s if self.defer else self.settle_alone(s)
 
     def committed(
         self,
@@ -263,15 +321,12 @@ class Recorder:
         outcome: str = WriteAttempt.Outcome.COMMITTED,
         note: str = "",
         readback: Readback | None = None,
-    ) -> None:
+    ) -> Settlement:
         """The target holds the write. A read-back done after the send is recorded in the same
         transaction (one chain lock per write)."""
         attempts = write.attempts + (1 if counted else 0)
         extra = {}
-        rows = self._rows(write, attempts, exchanges, outcome)
         if readback is not None:
-            if readback.exchanges:  # none when the stored resource was already in hand (answer, lookup)
-                rows += self._rows(write, attempts, readback.exchanges, WriteAttempt.Outcome.STEP)
             extra = {
                 "readback_diff": readback.diff,
                 "warnings": [*(write.warnings or []), *readback.warnings()],
@@ -282,26 +337,27 @@ class Recorder:
                 drafts.append(readback.audit_draft(write, self.worker_id))
             self._close_links(write, drafts)
 
-        self._settle(
-            Settlement(
-                write,
-                WriteState.COMMITTED,
-                reason=note or "the target acknowledged the write",
-                target_ack=True,
-                data={"resource_id": resource_id, "version": version, "guarantee": guarantee},
-                fields=_release_fields(
-                    attempts=attempts,
-                    target_resource_id=resource_id or write.target_resource_id,
-                    target_version=version,
-                    guarantee=guarantee,
-                    last_outcome=outcome,
-                    last_error="",
-                    phase=Write.Phase.COMMITTED if write.phase else write.phase,
-                    **extra,
-                ),
-                attempts=rows,
-                after=after,
-            )
+        return self._outcome(
+            write,
+            WriteState.COMMITTED,
+            outcome=outcome,
+            exchanges=exchanges,
+            more_rows=readback.exchanges if readback is not None else (),
+            number=attempts,
+            reason=note or "the target acknowledged the write",
+            target_ack=True,
+            data={"resource_id": resource_id, "version": version, "guarantee": guarantee},
+            fields=_tried(
+                attempts,
+                outcome,
+                "",
+                target_resource_id=resource_id or write.target_resource_id,
+                target_version=version,
+                guarantee=guarantee,
+                phase=Write.Phase.COMMITTED if write.phase else write.phase,
+                **extra,
+            ),
+            after=after,
         )
 
     def _close_links(self, write: Write, drafts: list[audit.AuditDraft]) -> None:
@@ -350,10 +406,10 @@ class Recorder:
         message: str,
         retry_after: float | None,
         outcome: str = WriteAttempt.Outcome.RETRYABLE,
-    ) -> None:
+    ) -> Settlement:
         attempts = write.attempts + 1
         if attempts >= write.max_attempts:
-            self.terminal(
+            return self.terminal(
                 write,
                 exchanges=exchanges,
                 message=f"gave up after {attempts} attempts: {message}",
@@ -361,9 +417,8 @@ class Recorder:
                 counted=True,
                 outcome=outcome,
             )
-            return
         when = next_attempt_at(attempts, retry_after)
-        self._schedule(
+        return self._schedule(
             write,
             WriteState.FAILED_RETRYABLE,
             AuditAction.WRITE_RETRY_SCHEDULED,
@@ -384,7 +439,7 @@ class Recorder:
         counted: bool = True,
         outcome: str = WriteAttempt.Outcome.AMBIGUOUS,
         failed_check: bool = False,
-    ) -> None:
+    ) -> Settlement:
         """The write may have landed: park it as outcome unknown; the next claim checks by read first.
 
         `failed_check`: the check by read itself failed (the target is down). The write stays outcome
@@ -400,7 +455,7 @@ class Recorder:
                 "outcome-unknown",
                 f"the outcome is unknown and {checks} checks by read failed: {message}",
             )
-        self._schedule(
+        return self._schedule(
             write,
             WriteState.OUTCOME_UNKNOWN,
             AuditAction.WRITE_CHECK_SCHEDULED,
@@ -410,11 +465,11 @@ class Recorder:
             message=message,
             when=when,
             data={"attempts": attempts, "check_at": when, **({"failed_checks": checks} if checks else {})},
-            more_fields={"context": {**write.context, "failed_checks": checks}} if failed_check else None,
+            more_fields={"context": {**write.context, "failed_checks": checks}} if failed_check else {},
             alert=alert,
         )
 
-    def lost(self, write: Write, *, previous_owner: str) -> None:
+    def lost(self, write: Write, *, previous_owner: str) -> Settlement:
         """A worker lost its lease mid-call (killed, or frozen past its lease): whether its request
         reached the target is unknown. The write shows as outcome unknown, with a `lost` attempt that
         names the worker, until a check by read settles it. The caller may hold the lease (a takeover) or
@@ -422,13 +477,6 @@ class Recorder:
         held = self._guard(write)
         guard = held or {"last_outcome": LastOutcome.IN_FLIGHT, "lease_expires_at__lt": timezone.now()}
         message = f"{previous_owner or 'a worker'} lost its lease mid-call; the outcome is unknown"
-        fields = {
-            "last_outcome": WriteAttempt.Outcome.LOST,
-            "last_error": message,
-            "next_attempt_at": timezone.now(),
-        }
-        if not held:
-            fields = _release_fields(**fields)
         lost = WriteAttempt(
             write=write,
             number=write.attempts,
@@ -437,16 +485,20 @@ class Recorder:
             outcome=WriteAttempt.Outcome.LOST,
             error=message,
         )
-        self._settle(
-            Settlement(
-                write,
-                WriteState.OUTCOME_UNKNOWN,
-                reason=message,
-                data={"lost_by": previous_owner},
-                fields=fields,
-                attempts=[lost],
-                guard=guard,
-            )
+        return self._outcome(
+            write,
+            WriteState.OUTCOME_UNKNOWN,
+            message=message,
+            data={"lost_by": previous_owner},
+            # The sweep (no lease of its own) also clears the dead worker's lease; a takeover keeps it.
+            release=not held,
+            fields={
+                "last_outcome": WriteAttempt.Outcome.LOST,
+                "last_error": message,
+                "next_attempt_at": timezone.now(),
+            },
+            guard=guard,
+            attempts=[lost],  # named after the worker that lost it, not this one
         )
 
     def _schedule(
@@ -463,29 +515,22 @@ class Recorder:
         data: dict[str, Any],
         more_fields: dict[str, Any] | None = None,
         alert: tuple[str, str] | None = None,
-    ) -> None:
+    ) -> Settlement:
         """Records an attempt and when to try (or check) again: a transition into `to`, or, when the
         write is already there, the same fields with an audit entry of its own."""
-        fields = _release_fields(
-            attempts=attempts,
-            next_attempt_at=when,
-            last_outcome=outcome,
-            last_error=message[:4000],
-            **(more_fields or {}),
-        )
         again = write.state == to
-        self._settle(
-            Settlement(
-                write,
-                to,
-                reason=message[:500],
-                target_ack=False,
-                data={**data, "reason": message[:500]} if again else data,
-                fields=fields,
-                attempts=self._rows(write, attempts, exchanges, outcome, message),
-                action=same_state_action,
-                alert=alert,
-            )
+        return self._outcome(
+            write,
+            to,
+            outcome=outcome,
+            exchanges=exchanges,
+            number=attempts,
+            message=message,
+            target_ack=False,
+            data={**data, "reason": message[:500]} if again else data,
+            fields=_tried(attempts, outcome, message, next_attempt_at=when, **(more_fields or {})),
+            action=same_state_action,
+            alert=alert,
         )
 
     def terminal(
@@ -497,21 +542,19 @@ class Recorder:
         code: str,
         counted: bool = True,
         outcome: str = WriteAttempt.Outcome.TERMINAL,
-    ) -> None:
+    ) -> Settlement:
         attempts = write.attempts + (1 if counted else 0)
-        self._settle(
-            Settlement(
-                write,
-                WriteState.FAILED_TERMINAL,
-                reason=message[:500],
-                target_ack=False if exchanges else None,
-                data={"code": code, "attempts": attempts},
-                fields=_release_fields(
-                    attempts=attempts, last_outcome=outcome, last_error=f"{code}: {message}"[:4000]
-                ),
-                attempts=self._rows(write, attempts, exchanges, outcome, message),
-                alert=(code, message),
-            )
+        return self._outcome(
+            write,
+            WriteState.FAILED_TERMINAL,
+            outcome=outcome,
+            exchanges=exchanges,
+            number=attempts,
+            message=message,
+            target_ack=False if exchanges else None,
+            data={"code": code, "attempts": attempts},
+            fields=_tried(attempts, outcome, f"{code}: {message}"),
+            alert=(code, message),
         )
 
     def conflict(
@@ -526,9 +569,10 @@ class Recorder:
         diff: list[dict],
         counted: bool = True,
         reads: list[HttpExchange] = (),
-    ) -> Conflict:
+    ) -> Settlement:
         """`exchanges` decided the conflict (the 412, or the read that showed the target moved);
-        `reads` fetched theirs and the base afterwards."""
+        `reads` fetched theirs and the base afterwards. The Conflict row is saved with the outcome
+        (its uid is in the settlement's data)."""
         attempts = write.attempts + (1 if counted else 0)
         conflict = Conflict(
             write=write,
@@ -544,67 +588,53 @@ class Recorder:
             conflict.save(force_insert=True)
             metrics.conflict_recorded(write)
 
-        rows = self._rows(write, attempts, exchanges, WriteAttempt.Outcome.CONFLICT, message)
-        if reads:
-            rows += self._rows(write, attempts, reads, WriteAttempt.Outcome.STEP)
-        self._settle(
-            Settlement(
-                write,
-                WriteState.CONFLICT,
-                reason=message[:500],
-                target_ack=False,
-                data={
-                    "conflict": str(conflict.uid),
-                    "base_version": write.base_version,
-                    "theirs_version": theirs_version,
-                    "fields": [d["path"] for d in diff if d["changed"] != "none"],
-                },
-                fields=_release_fields(
-                    attempts=attempts, last_outcome=WriteAttempt.Outcome.CONFLICT, last_error=message[:4000]
-                ),
-                attempts=rows,
-                before=before,
-            )
-        )
-        return conflict
-
-    def previewed(self, write: Write, preview: dict) -> None:
-        self._settle(
-            Settlement(
-                write,
-                WriteState.PREVIEWED,
-                reason="dry-run tenant: not sent",
-                fields=_release_fields(preview=preview, last_outcome=""),
-            )
+        return self._outcome(
+            write,
+            WriteState.CONFLICT,
+            outcome=WriteAttempt.Outcome.CONFLICT,
+            exchanges=exchanges,
+            more_rows=reads,
+            number=attempts,
+            message=message,
+            target_ack=False,
+            data={
+                "conflict": str(conflict.uid),
+                "base_version": write.base_version,
+                "theirs_version": theirs_version,
+                "fields": [d["path"] for d in diff if d["changed"] != "none"],
+            },
+            fields=_tried(attempts, WriteAttempt.Outcome.CONFLICT, message),
+            before=before,
         )
 
-    def shadowed(self, write: Write, divergence: dict, exchanges: list[HttpExchange]) -> None:
-        self._settle(
-            Settlement(
-                write,
-                WriteState.SHADOWED,
-                reason="shadow: compared, not written",
-                data={"differs": divergence.get("differs"), "fields": divergence.get("differing_fields")},
-                fields=_release_fields(divergence=divergence, last_outcome=""),
-                attempts=self._rows(write, write.attempts, exchanges, WriteAttempt.Outcome.STEP),
-            )
+    def previewed(self, write: Write, preview: dict) -> Settlement:
+        return self._outcome(
+            write,
+            WriteState.PREVIEWED,
+            reason="dry-run tenant: not sent",
+            fields={"preview": preview, "last_outcome": ""},
         )
 
-    def needs_approval(self, write: Write, reason: str) -> None:
+    def shadowed(self, write: Write, divergence: dict, exchanges: list[HttpExchange]) -> Settlement:
+        return self._outcome(
+            write,
+            WriteState.SHADOWED,
+            outcome=WriteAttempt.Outcome.STEP,
+            exchanges=exchanges,
+            reason="shadow: compared, not written",
+            data={"differs": divergence.get("differs"), "fields": divergence.get("differing_fields")},
+            fields={"divergence": divergence, "last_outcome": ""},
+        )
+
+    def needs_approval(self, write: Write, reason: str) -> Settlement:
         def before(drafts: list[audit.AuditDraft]) -> None:
             approvals_void(write=write, reason=reason, actor=self.worker_id, drafts=drafts)
 
-        self._settle(
-            Settlement(
-                write,
-                WriteState.AWAITING_APPROVAL,
-                reason=reason,
-                fields=_release_fields(last_outcome=""),
-                before=before,
-            )
+        return self._outcome(
+            write, WriteState.AWAITING_APPROVAL, reason=reason, fields={"last_outcome": ""}, before=before
         )
 
-    def held_authorization(self, write: Write, *, rule: str, reason: str, void_approvals: bool) -> None:
+    def held_authorization(self, write: Write, *, rule: str, reason: str, void_approvals: bool) -> Settlement:
         """Holds a write whose authorisation lapsed before sending: never sent, kept for a person to
         re-approve or resolve, with the reason on the write and in the audit trail."""
         message = f"authorisation check before sending failed: {reason}"
@@ -629,26 +659,24 @@ class Recorder:
                 )
             )
 
-        self._settle(
-            Settlement(
-                write,
-                WriteState.HELD_AUTHORIZATION,
-                reason=message[:500],
-                data={"code": rule},
-                fields=_release_fields(
-                    last_outcome=WriteAttempt.Outcome.HELD,
-                    last_error=f"{rule}: {reason}"[:4000],
-                    context={**write.context, "held_authorization": held},
-                ),
-                attempts=self._rows(write, write.attempts, [], WriteAttempt.Outcome.HELD, message),
-                before=before,
-                after=after,
-            )
+        return self._outcome(
+            write,
+            WriteState.HELD_AUTHORIZATION,
+            outcome=WriteAttempt.Outcome.HELD,
+            message=message,
+            data={"code": rule},
+            fields={
+                "last_outcome": WriteAttempt.Outcome.HELD,
+                "last_error": f"{rule}: {reason}"[:4000],
+                "context": {**write.context, "held_authorization": held},
+            },
+            before=before,
+            after=after,
         )
 
     def prepared(
         self, write: Write, *, exchanges: list[HttpExchange], version: str, pre_image: dict, two_phase: bool
-    ) -> None:
+    ) -> Settlement:
         """Read before an update: the version we commit against and the values we replace. For the
         two-phase surrogate this is phase 1 (`prepared`), visible on the write."""
         context = {**write.context, "pre_image": pre_image, "prepared_version": version}
@@ -656,14 +684,14 @@ class Recorder:
             context["previous_status"] = pre_image.get("status")
         phase = Write.Phase.PREPARED if two_phase else write.phase
         base = version if two_phase or not write.base_version else write.base_version
-        self._settle(
-            Settlement(
-                write,
-                None,
-                target_ack=True,
-                data={"version": version, "two_phase": two_phase, "fields": sorted(pre_image)},
-                fields={"phase": phase, "base_version": base, "context": context},
-                attempts=self._rows(write, write.attempts, exchanges, WriteAttempt.Outcome.STEP),
-                action=AuditAction.WRITE_PREPARED,
-            )
+        return self._outcome(
+            write,
+            None,
+            outcome=WriteAttempt.Outcome.STEP,
+            exchanges=exchanges,
+            release=False,  # the same worker goes on to send
+            target_ack=True,
+            data={"version": version, "two_phase": two_phase, "fields": sorted(pre_image)},
+            fields={"phase": phase, "base_version": base, "context": context},
+            action=AuditAction.WRITE_PREPARED,
         )

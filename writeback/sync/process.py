@@ -8,8 +8,9 @@
    initiator, submitter, token or approver lost its authority is held for a person. Steps 1 and 3 are
    one decision, `services.decide.next_step`, which the console's plan view asks too.
 4. Send (two-phase surrogate: read and record the version first, then commit against it).
-5. Record the outcome in one transaction; after a commit, read the resource back and record any
-   difference between what we sent and what the EHR stored. Where the vendor answers a write with the
+5. Hand back the outcome as a settlement (after a commit, with a read-back: any difference between what
+   we sent and what the EHR stored); the worker loop records the outcomes of every write finished in
+   one turn in one transaction (`services.record.settle`). Where the vendor answers a write with the
    stored resource faithfully (`answer_is_stored`) and the answer names the written resource, that
    answer is the read-back and no GET is made.
 The HTTP calls happen outside any database transaction.
@@ -34,7 +35,7 @@ from writeback.services.decide import (
     load_inputs,
     next_step,
 )
-from writeback.services.record import Readback, Recorder, attempt_rows, save_attempts
+from writeback.services.record import Readback, Recorder, Settlement, attempt_rows, save_attempts
 from writeback.services.requests import build_request
 from writeback.states import WriteState
 from writeback.sync.claim import release, renew_leases
@@ -51,23 +52,37 @@ class Result:
     # approval, lease-lost
     label: str
     write: Write
+    # The outcome still to record (`attempt`); the worker loop settles a turn's outcomes together.
+    settlement: Settlement | None = None
 
 
 class WriteProcessor:
     def __init__(self, worker_id: str, adapters) -> None:
         self.worker_id = worker_id
         self.adapters = adapters  # callable: Tenant -> VendorAdapter (per thread, cached)
-        self.record = Recorder(worker_id)
+        self.record = Recorder(worker_id, defer=True)
         self.holds = RecentHolds()
         self.contracts = RecentContracts()
 
     def process(self, write: Write) -> Result:
+        """Processes one write and records its outcome alone; InvalidTransition if the lease was lost."""
+        result = self.attempt(write)
+        if result.settlement is not None:
+            self.record.settle_alone(result.settlement)
+        return result
+
+    def attempt(self, write: Write) -> Result:
+        """Processes one write up to its outcome, which the result carries unrecorded (the caller
+        settles it, with others). What must be on record before the send is settled here, alone."""
         died_mid_call = write.last_outcome == LastOutcome.IN_FLIGHT
         tenant = Tenant.objects.get(pk=write.tenant_id)  # fresh: mode may have changed since the claim
         write.tenant = tenant
         if died_mid_call and write.state != WriteState.OUTCOME_UNKNOWN:
-            # The ledger says so before anything else happens: its last try may have landed.
-            self.record.lost(write, previous_owner=getattr(write, "previous_lease_owner", ""))
+            # The ledger says so before anything else happens (its last try may have landed), and a
+            # worker dying during this attempt must leave it showing.
+            self.record.settle_alone(
+                self.record.lost(write, previous_owner=getattr(write, "previous_lease_owner", ""))
+            )
 
         # Holds and mode first, before the send checks' queries: a held write goes back untouched.
         holds = self.holds.get()
@@ -88,10 +103,13 @@ class WriteProcessor:
         req = build_request(write)
         if write.context.get("provenance") and not req.resource.get("target"):
             message = "nothing of this event reached the chart: there is nothing for a Provenance to attest"
-            self.record.terminal(
-                write, exchanges=[], message=message, code="nothing-to-attest", counted=False
+            return Result(
+                "terminal",
+                write,
+                self.record.terminal(
+                    write, exchanges=[], message=message, code="nothing-to-attest", counted=False
+                ),
             )
-            return Result("terminal", write)
         inputs = load_inputs(write, tenant, adapter, req)
         step = inputs.decide(write, tenant, holds, self.contracts.get(tenant))
         # The truth first: a write that may already have landed is looked up before anything else is
@@ -102,22 +120,23 @@ class WriteProcessor:
                 return settled
 
         if step.kind == APPROVAL:
-            self.record.needs_approval(write, step.reason)
-            return Result("approval", write)
+            return Result("approval", write, self.record.needs_approval(write, step.reason))
         if step.kind == PREVIEW:
             plan = [vars(p) for p in adapter.plan(req)]
-            self.record.previewed(write, {"requests": plan, "tenant_mode": tenant.mode})
-            return Result("previewed", write)
+            preview = {"requests": plan, "tenant_mode": tenant.mode}
+            return Result("previewed", write, self.record.previewed(write, preview))
         if step.kind == SHADOW:
             return self._shadow(write, adapter, req)
         if step.kind == REFUSE:
-            self.record.terminal(write, exchanges=[], message=step.reason, code=step.code, counted=False)
-            return Result("terminal", write)
+            refused = self.record.terminal(
+                write, exchanges=[], message=step.reason, code=step.code, counted=False
+            )
+            return Result("terminal", write, refused)
         if step.kind == HELD_AUTHORIZATION:
-            self.record.held_authorization(
+            held = self.record.held_authorization(
                 write, rule=step.code, reason=step.reason, void_approvals=step.void_approvals
             )
-            return Result("held-authorization", write)
+            return Result("held-authorization", write, held)
         if step.kind != SEND:  # pragma: no cover - a claimed write is never final, parked or waiting
             release(write)
             return Result("held", write)
@@ -155,8 +174,7 @@ class WriteProcessor:
             "differing_fields": [r["field"] for r in rows if r["differs"]],
             "differs": any(r["differs"] for r in rows),
         }
-        self.record.shadowed(write, divergence, current.exchanges)
-        return Result("shadowed", write)
+        return Result("shadowed", write, self.record.shadowed(write, divergence, current.exchanges))
 
     # -- ambiguity ---------------------------------------------------------------------------------
 
@@ -172,7 +190,7 @@ class WriteProcessor:
                 readback = self._readback(
                     write, adapter, found.resource_id, req.resource, found.resource, source="lookup"
                 )
-            self.record.committed(
+            settlement = self.record.committed(
                 write,
                 exchanges=found.exchanges,
                 resource_id=found.resource_id or req.target_id,
@@ -187,19 +205,19 @@ class WriteProcessor:
                 ),
                 readback=readback,
             )
-            return Result("committed", write)
+            return Result("committed", write, settlement)
         if found.found is None:
-            self.record.ambiguous(
+            settlement = self.record.ambiguous(
                 write,
                 exchanges=found.exchanges,
                 counted=False,
                 message=f"check by read failed: {found.message}",
                 failed_check=True,
             )
-            return Result("ambiguous", write)
+            return Result("ambiguous", write, settlement)
         moved = write.operation != "create" and found.version and write.base_version
         if moved and found.version != write.base_version:
-            self._conflict(
+            settlement = self._conflict(
                 write,
                 adapter,
                 req,
@@ -209,11 +227,11 @@ class WriteProcessor:
                 "the target changed since our base version while the outcome was unknown",
                 counted=False,
             )
-            return Result("conflict", write)
+            return Result("conflict", write, settlement)
         if write.attempts >= write.max_attempts:
             # Not there after its last allowed try: stop here (a person decides) rather than loop
             # between sending and not knowing.
-            self.record.terminal(
+            settlement = self.record.terminal(
                 write,
                 exchanges=found.exchanges,
                 code="retries-exhausted",
@@ -222,7 +240,7 @@ class WriteProcessor:
                 counted=False,
                 outcome=WriteAttempt.Outcome.NOT_FOUND,
             )
-            return Result("terminal", write)
+            return Result("terminal", write, settlement)
         self._note_lookup(write, found.exchanges, died_mid_call)
         return None
 
@@ -252,26 +270,26 @@ class WriteProcessor:
         if current.resource is None:
             what = f"{write.resource_type}/{req.target_id}"
             if current.outcome == Outcome.TERMINAL:
-                self.record.terminal(
+                settlement = self.record.terminal(
                     write,
                     exchanges=current.exchanges,
                     code="prepare-failed",
                     message=f"prepare: cannot read {what}: {current.message}",
                 )
-                return Result("terminal", write)
-            self.record.retry(
+                return Result("terminal", write, settlement)
+            settlement = self.record.retry(
                 write,
                 exchanges=current.exchanges,
                 retry_after=current.retry_after,
                 message=f"prepare: reading {what} failed: {current.message}",
             )
-            return Result("retry", write)
+            return Result("retry", write, settlement)
         pre_image = {f: current.resource.get(f) for f in touched_fields(write.resource_type, write.payload)}
         if write.resource_type == "Task":
             expected, status = write.context.get("from_status"), current.resource.get("status")
             if expected and status != expected:
                 if status == write.context.get("to_status"):
-                    self.record.committed(
+                    settlement = self.record.committed(
                         write,
                         exchanges=current.exchanges,
                         resource_id=req.target_id,
@@ -281,8 +299,8 @@ class WriteProcessor:
                         outcome=WriteAttempt.Outcome.FOUND,
                         note="the Task already has the new status",
                     )
-                    return Result("committed", write)
-                self._conflict(
+                    return Result("committed", write, settlement)
+                settlement = self._conflict(
                     write,
                     adapter,
                     req,
@@ -292,9 +310,9 @@ class WriteProcessor:
                     f"Task {req.target_id} is {status}, not {expected} as the event expected",
                     counted=False,
                 )
-                return Result("conflict", write)
+                return Result("conflict", write, settlement)
         if write.base_version and current.version and current.version != write.base_version:
-            self._conflict(
+            settlement = self._conflict(
                 write,
                 adapter,
                 req,
@@ -305,14 +323,17 @@ class WriteProcessor:
                 f"was based on version {write.base_version}",
                 counted=False,
             )
-            return Result("conflict", write)
-        self.record.prepared(
+            return Result("conflict", write, settlement)
+        # On record before the send, alone: the pre-image is what a rollback restores, and phase 1 must
+        # show even if this worker dies mid-call.
+        prepared = self.record.prepared(
             write,
             exchanges=current.exchanges,
             version=current.version or write.base_version,
             pre_image=pre_image,
             two_phase=write.resource_type == "Task",
         )
+        self.record.settle_alone(prepared)
         return None
 
     # -- after sending ----------------------------------------------------------------------------
@@ -331,7 +352,7 @@ class WriteProcessor:
                 source="answer",
                 answer_problem=result.stored_problem if trusted else "",
             )
-            self.record.committed(
+            settlement = self.record.committed(
                 write,
                 exchanges=result.exchanges,
                 resource_id=result.resource_id,
@@ -340,17 +361,17 @@ class WriteProcessor:
                 counted=True,
                 readback=readback,
             )
-            return Result("committed", write)
+            return Result("committed", write, settlement)
         if result.outcome == Outcome.RETRYABLE:
-            self.record.retry(
+            settlement = self.record.retry(
                 write, exchanges=result.exchanges, message=result.message, retry_after=result.retry_after
             )
-            return Result("retry", write)
+            return Result("retry", write, settlement)
         if result.outcome == Outcome.AMBIGUOUS:
-            self.record.ambiguous(
+            settlement = self.record.ambiguous(
                 write, exchanges=result.exchanges, message=result.message or "outcome unknown"
             )
-            return Result("ambiguous", write)
+            return Result("ambiguous", write, settlement)
         if result.outcome == Outcome.CONFLICT:
             theirs, version, reads = result.current, result.current_version, []
             if theirs is None and write.target_resource_id:
@@ -358,7 +379,7 @@ class WriteProcessor:
                     write.resource_type, write.target_resource_id, correlation_id=write.correlation_id
                 )
                 theirs, version, reads = current.resource, current.version, current.exchanges
-            self._conflict(
+            settlement = self._conflict(
                 write,
                 adapter,
                 build_request(write),
@@ -369,18 +390,18 @@ class WriteProcessor:
                 counted=True,
                 reads=reads,
             )
-            return Result("conflict", write)
-        self.record.terminal(
+            return Result("conflict", write, settlement)
+        settlement = self.record.terminal(
             write,
             exchanges=result.exchanges,
             message=result.message or "refused by the target",
             code="rejected-by-target",
         )
-        return Result("terminal", write)
+        return Result("terminal", write, settlement)
 
     def _conflict(
         self, write, adapter, req, theirs, theirs_version, exchanges, message, counted: bool, reads=()
-    ) -> None:
+    ) -> Settlement:
         base, reads = None, list(reads)
         if write.base_version and req.target_id:
             past = adapter.read(
@@ -393,7 +414,7 @@ class WriteProcessor:
         rows = diffs.three_way(
             base, write.payload, theirs, touched_fields(write.resource_type, write.payload)
         )
-        self.record.conflict(
+        return self.record.conflict(
             write,
             exchanges=exchanges,
             message=message,

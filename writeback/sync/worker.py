@@ -1,4 +1,5 @@
-"""The sync worker loop: claim due writes in batches, process them on a thread pool, repeat.
+"""The sync worker loop: claim due writes in batches, process them on a thread pool, record the outcomes
+of every write finished in one turn together (one transaction), repeat.
 
 Bulkheads: each tenant may have at most `tenant.max_concurrency` writes in flight in this process, so a
 slow or dead EHR ties up only its share of the threads while other tenants flow on. More throughput
@@ -31,8 +32,8 @@ from writeback.services.backoff import reconnect_delay
 from writeback.services.bulk import bulk_process_due
 from writeback.services.holds import current_holds
 from writeback.services.reconcile import reconcile_due
+from writeback.services.record import Settlement, settle
 from writeback.services.targets import adapter_for
-from writeback.states import InvalidTransition
 from writeback.sync.claim import claim_due, has_open_work, lapsed_in_flight, release, renew_leases
 from writeback.sync.process import Result, WriteProcessor
 
@@ -168,6 +169,9 @@ class SyncWorker:
                 done, _ = wait(list(inflight), timeout=self._renew_every, return_when=FIRST_COMPLETED)
                 for fut in done:
                     inflight.pop(fut)
+                # A database error leaves these noted as unrecorded: handed back below, checked by read.
+                with contextlib.suppress(*DB_ERRORS):
+                    self._settle_finished([fut.result() for fut in done])
                 self._renew(inflight)
         try:
             restore.write_marker()  # the head this worker leaves behind, for the next one's check
@@ -225,6 +229,7 @@ class SyncWorker:
             )
             for fut in done:
                 per_tenant[inflight.pop(fut).tenant_id] -= 1
+            self._settle_finished([fut.result() for fut in done])
             self._renew(inflight)
             self._sleep = self.idle_sleep
             return False
@@ -336,10 +341,10 @@ class SyncWorker:
         takes them over, e.g. under a hold), move bulk operations on (rate-limited) and fold the ledger
         counts' delta rows. Background work lives here, never in the web process."""
         try:
-            for write in lapsed_in_flight():
-                # InvalidTransition: taken over meanwhile, and the new holder records it.
-                with logcontext.for_write(write), contextlib.suppress(InvalidTransition):
-                    self.processor.record.lost(write, previous_owner=write.lease_owner)
+            # One settlement for the whole sweep; a write taken over meanwhile is left to its new holder.
+            lost = [self.processor.record.lost(w, previous_owner=w.lease_owner) for w in lapsed_in_flight()]
+            if lost:
+                settle(lost, actor=self.worker_id)
         except DB_ERRORS:
             raise  # the loop waits for the database; the sweep runs again once it is back
         except Exception:
@@ -393,11 +398,9 @@ class SyncWorker:
             return self._process_one(write)
 
     def _process_one(self, write) -> Result | None:
+        """Processes one write on a pool thread; its outcome comes back unrecorded (`_settle_finished`)."""
         try:
-            result = self.processor.process(write)
-            self.stats.processed += 1
-            self.stats.by_label[result.label] += 1
-            return result
+            return self.processor.attempt(write)
         except DB_ERRORS as exc:
             # The database went away mid-write: whether the request left is unknown to us now. Forget
             # the write here; the ledger still marks it in flight (see _forget_unrecorded).
@@ -420,17 +423,79 @@ class SyncWorker:
             if not connection.in_atomic_block:
                 close_old_connections()
 
+    # -- recording outcomes ------------------------------------------------------------------------
+
+    def _settle_finished(self, results: list[Result | None]) -> None:
+        """Records the outcomes of the writes finished in this turn together: one transaction, one
+        attempts INSERT, one chain lock. A write whose lease was taken over meanwhile gets nothing (its
+        new holder decides). A database error leaves every write of the batch to the ledger
+        (`_forget_unrecorded`); any other error retries the outcomes one by one, so one bad settlement
+        cannot cost the others theirs."""
+        results = [r for r in results if r is not None]
+        for r in results:
+            if r.settlement is None:
+                self._count(r.label)
+        pending = [r for r in results if r.settlement is not None]
+        if not pending:
+            return
+        failed: set[int] = set()
+        try:
+            held = settle([r.settlement for r in pending], actor=self.worker_id)
+        except DB_ERRORS:
+            for r in pending:
+                self._note_unrecorded(r.write)
+                self.stats.by_label["db-error"] += 1
+            raise
+        except Exception:
+            log.exception("%s: recording %d outcomes together failed", self.worker_id, len(pending))
+            held = self._settle_each(pending, failed)
+        recorded = {id(s) for s in held}
+        for r in pending:
+            if id(r.settlement) in recorded:
+                self._count(r.label)
+            elif r.write.pk not in failed:
+                log.warning(
+                    "%s: lease on write %s was taken over before its outcome (%s) was recorded; "
+                    "the new holder decides",
+                    self.worker_id,
+                    r.write.uid,
+                    r.label,
+                )
+                self.stats.by_label["lease-lost"] += 1
+
+    def _settle_each(self, pending: list[Result], failed: set[int]) -> list[Settlement]:
+        held: list[Settlement] = []
+        for i, r in enumerate(pending):
+            try:
+                held += settle([r.settlement], actor=self.worker_id)
+            except DB_ERRORS:
+                for rest in pending[i:]:
+                    self._note_unrecorded(rest.write)
+                    self.stats.by_label["db-error"] += 1
+                raise
+            except Exception:
+                # As for a bug while processing: the lease lapses, and the write (marked in flight) is
+                # checked by read before it is sent again.
+                log.exception("%s: recording write %s failed", self.worker_id, r.write.uid)
+                self.stats.by_label["error"] += 1
+                failed.add(r.write.pk)
+        return held
+
+    def _count(self, label: str) -> None:
+        self.stats.processed += 1
+        self.stats.by_label[label] += 1
+
     def run_once(self) -> WorkerStats:
-        """One claim-and-process cycle on the calling thread (tests)."""
+        """One claim-process-settle cycle on the calling thread (tests)."""
         tenant_ids = self._tenant_ids()
-        for write in claim_due(
+        claimed = claim_due(
             self.worker_id,
             self.concurrency,
             holds=current_holds(tenant_ids),
             tenant_ids=tenant_ids,
             exclude_tenants=self._excluded_ids(),
-        ):
-            self._run_one(write)
+        )
+        self._settle_finished([self._run_one(write) for write in claimed])
         return self.stats
 
     def drain(self, max_cycles: int = 1000) -> WorkerStats:
