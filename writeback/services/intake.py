@@ -30,6 +30,7 @@ from writeback.services import audit
 from writeback.services.authors import author_for
 from writeback.services.consents import consent_check
 from writeback.services.contract import TenantContract, event_field_name
+from writeback.services.ledger import ledger_add, planned_write
 from writeback.services.permissions import (
     allowed,
     has_role_for,
@@ -40,7 +41,6 @@ from writeback.services.permissions import (
 )
 from writeback.services.provenance import plan_provenance
 from writeback.services.tokens import token_may_access
-from writeback.services.transitions import transition_many
 from writeback.states import WriteState
 from writeback.validation.outcome import Issue, ValidationFailed, error
 from writeback.validation.rules import check_domain
@@ -521,9 +521,6 @@ def _store(
                 ignore_conflicts=True,
             )
         amended = Write.objects.filter(uid=amends_uid).first() if amends_uid else None
-        writes = Write.objects.bulk_create(
-            [write_row(p, i, stored, tenant, contract, now, amended) for i, p in enumerate(planned)]
-        )
         drafts.append(
             audit.draft(
                 AuditAction.EVENT_RECEIVED,
@@ -544,89 +541,20 @@ def _store(
                     "author": author,
                     **({"token": req.token.prefix} if req.token else {}),
                     "consent": consent.snapshot(),
-                    "writes": len(writes),
+                    "writes": len(planned),
                 },
             )
         )
-        for w in writes:
-            drafts.append(
-                audit.draft(
-                    AuditAction.WRITE_CREATED,
-                    actor=req.user,
-                    tenant=tenant.slug,
-                    object_type="write",
-                    object_id=str(w.uid),
-                    write_uid=str(w.uid),
-                    event_uid=str(stored.uid),
-                    correlation_id=req.correlation_id,
-                    request_id=req.request_id,
-                    data={
-                        "state": w.state,
-                        "resource_type": w.resource_type,
-                        "operation": w.operation,
-                        "payload_hash": w.payload_hash,
-                        "risk": w.risk,
-                    },
-                )
-            )
-        for needs_approval in (True, False):
-            group = [w for w in writes if w.approval_required == needs_approval]
-            target = WriteState.AWAITING_APPROVAL if needs_approval else WriteState.PENDING
-            transition_many(
-                group,
-                target,
-                actor=req.user,
-                tenant_slug=tenant.slug,
-                event_uid=str(stored.uid),
-                reason="validated at intake",
-                request_id=req.request_id,
-                defer_audit=drafts,
-            )
+        writes = ledger_add(
+            [planned_write(p, i, stored, tenant, contract, now, amended) for i, p in enumerate(planned)],
+            event=stored,
+            actor=req.user,
+            reason="validated at intake",
+            drafts=drafts,
+            request_id=req.request_id,
+        )
         audit.record_many(drafts)
     return stored, writes
-
-
-def payload_hash(resource: dict) -> str:
-    return audit.sha256_text(resource)
-
-
-def write_row(
-    p: PlannedWrite, position: int, event: BusinessEvent, tenant: Tenant, contract, now, amended: Write | None
-) -> Write:
-    rule = contract.rule_for(p.resource_type)
-    context = dict(p.context or {})
-    amends = amended if amended is not None and p.resource_type == "DocumentReference" else None
-    if amends is not None:
-        context["amends_write_uid"] = str(amends.uid)
-    return Write(
-        uid=p.uid,
-        event=event,
-        tenant=tenant,
-        position=position,
-        resource_type=p.resource_type,
-        operation=p.operation,
-        payload=p.resource,
-        payload_hash=payload_hash(p.resource),
-        base_version=p.base_version or "",
-        target_resource_id=p.target_id or "",
-        state=WriteState.VALIDATED,
-        state_changed_at=now,
-        risk=rule.risk,
-        # Software proposes, people decide: whatever the contract says, a write of an event proposed by
-        # automation or AI waits for a clinician. No tenant setting reaches this. (The Provenance only
-        # attests what the approved writes did, and is sent after them.)
-        approval_required=rule.approval_required
-        or (event.source_kind != BusinessEvent.SourceKind.HUMAN and p.resource_type != "Provenance"),
-        contract_version=contract.version_for(p.resource_type),
-        max_attempts=settings.WRITEBACK_MAX_ATTEMPTS.get(rule.risk, 8),
-        next_attempt_at=now,
-        patient_ref=event.patient_ref,
-        stream_key=Write.make_stream_key(tenant.pk, event.patient_ref, p.resource_type),
-        correlation_id=event.correlation_id,
-        context=context,
-        supersedes=amends,
-        created_at=now,
-    )
 
 
 def _event_body(event: BusinessEvent, writes: list[Write], *, duplicate: bool, issues: list[Issue]) -> dict:
