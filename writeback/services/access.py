@@ -8,19 +8,39 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import CharField, Exists, OuterRef, Q
+from django.db.models.functions import Cast
 from guardian.models import GroupObjectPermission, UserObjectPermission
 
 from writeback.models import Tenant
 
 
-def _granted(tenant: Tenant) -> dict[str, Any]:
-    """The object-permission rows that grant a tenant (to a person or to one of their groups)."""
+def _granted(tenant: Tenant | None) -> dict[str, Any]:
+    """The object-permission rows that grant a tenant (to a person or to one of their groups); with
+    None, the tenant of the outer query (a query over tenants)."""
     return {
         "permission__codename": "access_tenant",
         "permission__content_type__app_label": "writeback",
-        "object_pk": str(tenant.pk),
+        "object_pk": str(tenant.pk) if tenant is not None else Cast(OuterRef("pk"), CharField()),
     }
+
+
+def grant_annotations(user: AbstractBaseUser) -> dict[str, Exists]:
+    """Annotations for a query over tenants: whether `user` is granted each (directly, or through a
+    group), read with the tenant; `prime_access` turns them into `user_may_access`'s answer."""
+    grants = _granted(None)
+    return {
+        "granted_user": Exists(UserObjectPermission.objects.filter(user_id=user.pk, **grants)),
+        "granted_group": Exists(GroupObjectPermission.objects.filter(group__user=user.pk, **grants)),
+    }
+
+
+def prime_access(user: AbstractBaseUser, tenant: Tenant, granted: bool) -> None:
+    """Records, for this request's `user` object, whether it may act on `tenant` (read by the caller
+    in a query it made anyway): `user_may_access` answers from it instead of asking again."""
+    if not hasattr(user, "_writeback_access"):
+        user._writeback_access = {}
+    user._writeback_access[tenant.pk] = granted
 
 
 def user_may_access(user: AbstractBaseUser, tenant: Tenant) -> bool:
@@ -32,9 +52,27 @@ def user_may_access(user: AbstractBaseUser, tenant: Tenant) -> bool:
         return False
     if user.is_superuser:
         return True
+    primed = getattr(user, "_writeback_access", {}).get(tenant.pk)
+    if primed is not None:
+        return primed
     if UserObjectPermission.objects.filter(user_id=user.pk, **_granted(tenant)).exists():
         return True
     return GroupObjectPermission.objects.filter(group__user=user, **_granted(tenant)).exists()
+
+
+def user_grant_annotations(tenant: Tenant) -> dict[str, Exists]:
+    """Annotations for a query over users: whether each is granted `tenant` (directly, or through a
+    group), read with the user."""
+    grants = _granted(tenant)
+    return {
+        "granted_user": Exists(UserObjectPermission.objects.filter(user_id=OuterRef("pk"), **grants)),
+        "granted_group": Exists(GroupObjectPermission.objects.filter(group__user=OuterRef("pk"), **grants)),
+    }
+
+
+def forget_access(user: AbstractBaseUser) -> None:
+    """Drops what `prime_access` kept: a user object may outlive the request that read it."""
+    user.__dict__.pop("_writeback_access", None)
 
 
 def users_with_access(user_ids: Iterable[int], tenant: Tenant) -> set[int]:

@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, Subquery, Value
 from django.utils import timezone
 
 from adapters.base import WriteRequest
@@ -25,22 +25,34 @@ from writeback import logcontext, metrics
 from writeback.canonical import CanonicalEvent, canonicalize
 from writeback.errors import DomainError
 from writeback.fhir_mapping import PlannedWrite, plan_writes
-from writeback.models import ApiToken, AuditAction, BusinessEvent, PatientIdentity, Tenant, Write
+from writeback.models import (
+    ApiToken,
+    AuditAction,
+    BusinessEvent,
+    ContractStamp,
+    PatientIdentity,
+    PractitionerMapping,
+    Tenant,
+    Write,
+)
 from writeback.services import audit
+from writeback.services.access import forget_access, prime_access, user_grant_annotations
 from writeback.services.authors import author_for
 from writeback.services.consents import consent_check
 from writeback.services.contract import TenantContract, event_field_name
 from writeback.services.ledger import ledger_add, planned_write
 from writeback.services.permissions import (
+    actor_annotations,
     allowed,
     has_role_for,
     is_client_app,
+    prime_actor,
     record_event_refusal,
     refuse,
     require,
 )
 from writeback.services.provenance import plan_provenance
-from writeback.services.tokens import token_may_access
+from writeback.services.tokens import tenant_access_annotations, tenant_access_from_row
 from writeback.states import WriteState
 from writeback.validation.outcome import Issue, ValidationFailed, error
 from writeback.validation.rules import check_domain
@@ -77,6 +89,7 @@ def event_ingest(req: IntakeRequest) -> IntakeResult:
     try:
         result = _ingest(req)
     except (DomainError, ValidationFailed) as exc:
+        forget_access(req.user)
         if not req.dry_run:
             body = req.body if isinstance(req.body, dict) else {}
             record_event_refusal(
@@ -88,6 +101,10 @@ def event_ingest(req: IntakeRequest) -> IntakeResult:
                 correlation_id=req.correlation_id,
             )
         raise
+    except BaseException:
+        forget_access(req.user)
+        raise
+    forget_access(req.user)
     if not req.dry_run and result.event is not None:
         metrics.event_received(result.event.tenant.slug, result.event.type, duplicate=result.status == 200)
     return result
@@ -100,10 +117,10 @@ def _ingest(req: IntakeRequest) -> IntakeResult:
     result = canonicalize(body, now=timezone.now())
     if result.status == 400:
         raise ValidationFailed([i for i in result.issues if i.is_error] or result.issues, status=400)
-    tenant = _tenant_for(str(body.get("tenant")), req)
+    tenant = _tenant_for(str(body.get("tenant")), req, key, result.event)
     if result.event is None:
         # The data could not be read at all; a reused key is then certainly other content.
-        if BusinessEvent.objects.filter(tenant=tenant, idempotency_key=key).exists():
+        if tenant.known_event:
             raise DomainError(
                 409,
                 "idempotency-key-reused",
@@ -116,20 +133,22 @@ def _ingest(req: IntakeRequest) -> IntakeResult:
     initiator = _initiator(event, req, tenant)
     chash = content_hash(tenant.slug, event)
 
-    duplicate = _find_duplicate(tenant, key, event, chash)
+    # The tenant's row said whether the key or the source message is known already (usually not).
+    duplicate = _find_duplicate(tenant, key, event, chash) if tenant.known_event else None
     if duplicate is not None:
         return _duplicate_answer(duplicate, req)
 
     issues: list[Issue] = list(result.issues)
     if result.status < 400:
         issues += check_domain(event, now=timezone.now())
-        issues += _identity_issues(tenant, event)
+        if tenant.identity_clash:
+            issues += _identity_issues(tenant, event)
     errors = [i for i in issues if i.is_error]
     if errors:
         raise ValidationFailed(issues, status=422)
 
-    author = author_for(tenant, initiator)
-    contract = TenantContract.load(tenant)
+    author = author_for(tenant, initiator, initiator._writeback_practitioner)
+    contract = TenantContract.current(tenant)
     amends_uid = _resolve_amends(tenant, event)
     planned, mapping_issues = plan_writes(
         event,
@@ -222,11 +241,31 @@ def _idempotency_key(body: Any, header: str | None) -> str:
     return key
 
 
-def _tenant_for(slug: str, req: IntakeRequest) -> Tenant:
-    tenant = Tenant.objects.filter(slug=slug).first()
+def _tenant_for(slug: str, req: IntakeRequest, key: str, event: CanonicalEvent | None) -> Tenant:
+    """The tenant, read in one query with all this event needs to know of it: whether the token and its
+    user may act on it, whether the key or source message is known, whether the patient's identifier
+    clashes with the chart's, the submitter's Practitioner there, and the contract stamp (so the
+    contract in memory is used only while unchanged: `TenantContract.current`)."""
+    user = req.user
+    known = BusinessEvent.objects.filter(_dedupe_match(key, event), tenant=OuterRef("pk"))
+    tenant = (
+        Tenant.objects.filter(slug=slug)
+        .annotate(
+            **tenant_access_annotations(req.token, user),
+            known_event=Exists(known),
+            identity_clash=_identity_clash(event),
+            submitter_practitioner=Subquery(
+                PractitionerMapping.objects.filter(tenant=OuterRef("pk"), user_id=user.pk).values(
+                    "practitioner_ref"
+                )[:1]
+            ),
+            contract_stamp=Subquery(ContractStamp.objects.values("value")[:1]),
+        )
+        .first()
+    )
     if tenant is None:
         raise ValidationFailed([error("unknown-tenant", "tenant", f"no tenant {slug!r}", code="not-found")])
-    if not token_may_access(req.token, req.user, tenant):
+    if not tenant_access_from_row(req.token, user, tenant):
         refuse(
             req.user,
             "submit_event",
@@ -240,6 +279,30 @@ def _tenant_for(slug: str, req: IntakeRequest) -> Tenant:
     return tenant
 
 
+def _identity_clash(event: CanonicalEvent | None) -> Exists | Value:
+    """Whether the chart holds this patient under another identifier, or this identifier for another
+    patient (`_identity_issues` then says which)."""
+    ident = event.patient.identifier if event is not None else None
+    if ident is None:
+        return Value(False)
+    same_ident = Q(identifier_system=ident.system, identifier_value=ident.value)
+    same_patient = Q(patient_ref=event.patient.id)
+    return Exists(
+        PatientIdentity.objects.filter(tenant=OuterRef("pk")).filter(
+            (same_patient & ~same_ident) | (same_ident & ~same_patient)
+        )
+    )
+
+
+def _dedupe_match(key: str, event: CanonicalEvent | None) -> Q:
+    """The stored events this one would repeat: same idempotency key, or same source message."""
+    match = Q(idempotency_key=key)
+    message_id = event.source.message_id if event is not None and event.source else None
+    if message_id:
+        match |= Q(source_system=event.source.system or "", source_message_id=message_id)
+    return match
+
+
 def _initiator(event: CanonicalEvent, req: IntakeRequest, tenant: Tenant):
     """The person the event names as its initiator; the submitter when it names nobody (or itself).
 
@@ -248,6 +311,7 @@ def _initiator(event: CanonicalEvent, req: IntakeRequest, tenant: Tenant):
     never submits in someone else's name."""
     name = event.initiator.user if event.initiator else None
     if not name or name == req.user.get_username():
+        req.user._writeback_practitioner = tenant.submitter_practitioner
         return req.user
     if not has_role_for(req.user, "submit_on_behalf"):
         _refuse_initiator(
@@ -257,7 +321,25 @@ def _initiator(event: CanonicalEvent, req: IntakeRequest, tenant: Tenant):
             f"{req.user.get_username()} may not submit in the name of {name!r}: only a client app "
             "holding the 'submit on behalf' permission names another initiator",
         )
-    user = get_user_model().objects.filter(username=name).first()
+    # One query: the person, their roles, their grant of this tenant and their Practitioner there.
+    user = (
+        get_user_model()
+        .objects.filter(username=name)
+        .annotate(
+            **actor_annotations("pk"),
+            **user_grant_annotations(tenant),
+            practitioner_ref=Subquery(
+                PractitionerMapping.objects.filter(tenant=tenant, user=OuterRef("pk")).values(
+                    "practitioner_ref"
+                )[:1]
+            ),
+        )
+        .first()
+    )
+    if user is not None:
+        prime_actor(user, user)
+        prime_access(user, tenant, bool(user.granted_user or user.granted_group))
+        user._writeback_practitioner = user.practitioner_ref
     if user is None or not allowed(user, "submit_event", tenant) or is_client_app(user):
         _refuse_initiator(
             req, tenant, name, f"initiator {name!r} is not a person who may submit events at {tenant.slug}"
@@ -282,10 +364,7 @@ def _find_duplicate(tenant: Tenant, key: str, event: CanonicalEvent, chash: str)
     """The stored event this one repeats, or None. Raises 409 when a key or a source message id is
     reused for other content. One query for both keys (the usual answer is: neither is known)."""
     message_id = event.source.message_id if event.source else None
-    match = Q(idempotency_key=key)
-    if message_id:
-        match |= Q(source_system=event.source.system or "", source_message_id=message_id)
-    found = list(BusinessEvent.objects.filter(match, tenant=tenant)[:2])
+    found = list(BusinessEvent.objects.filter(_dedupe_match(key, event), tenant=tenant)[:2])
     by_key = next((e for e in found if e.idempotency_key == key), None)
     existing = by_key or (found[0] if found else None)
     if existing is None:
