@@ -255,9 +255,9 @@ def _tenant_for(slug: str, req: IntakeRequest, key: str, event: CanonicalEvent |
             known_event=Exists(known),
             identity_clash=_identity_clash(event),
             submitter_practitioner=Subquery(
-                PractitionerMapping.objects.filter(tenant=OuterRef("pk"), user_id=user.pk).values(
-                    "practitioner_ref"
-                )[:1]
+                PractitionerMapping.objects.filter(tenant=OuterRef("pk"), user_id=user.pk)
+                .order_by()
+                .values("practitioner_ref")[:1]
             ),
             contract_stamp=Subquery(ContractStamp.objects.values("value")[:1]),
         )
@@ -329,9 +329,9 @@ def _initiator(event: CanonicalEvent, req: IntakeRequest, tenant: Tenant):
             **actor_annotations("pk"),
             **user_grant_annotations(tenant),
             practitioner_ref=Subquery(
-                PractitionerMapping.objects.filter(tenant=tenant, user=OuterRef("pk")).values(
-                    "practitioner_ref"
-                )[:1]
+                PractitionerMapping.objects.filter(tenant=tenant, user=OuterRef("pk"))
+                .order_by()
+                .values("practitioner_ref")[:1]
             ),
         )
         .first()

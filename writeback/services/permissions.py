@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group, Permission
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q, StringAgg, Subquery, Value
 
 from writeback.errors import DomainError
 from writeback.models import AuditAction, AuditEntry, Tenant
@@ -86,44 +86,41 @@ def roles_of(user: AbstractBaseUser) -> set[str]:
     return cached
 
 
-# Every role the table names: what `actor_annotations` reads with the user.
-KNOWN_ROLES = PEOPLE_ROLES | {CLIENT_APP}
-
-
-def actor_annotations(user_ref: str) -> dict[str, Exists]:
-    """Annotations that read a user's roles and the model permissions of ACTION_MODEL_PERMS in the
-    query that reads the user (`user_ref`: the path to the user's id, e.g. "user_id" on a token), so
-    the role checks of one request cost no query of their own; `prime_actor` puts them on the user."""
-    memberships = get_user_model().groups.through.objects
-    annotations = {
-        f"role_{name}": Exists(memberships.filter(user_id=OuterRef(user_ref), group__name=name))
-        for name in KNOWN_ROLES
+def actor_annotations(user_ref: str, actions: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Annotations that read a user's roles (and the model permissions standing for `actions`, see
+    ACTION_MODEL_PERMS) in the query that reads the user (`user_ref`: the path to the user's id, e.g.
+    "user_id" on a token), so the role checks of one request cost no query of their own; `prime_actor`
+    puts them on the user. One subquery for all the roles, one per action: each adds planning time."""
+    memberships = get_user_model().groups.through.objects.filter(user_id=OuterRef(user_ref))
+    annotations: dict[str, Any] = {
+        "role_names": Subquery(
+            memberships.values("user_id")
+            .annotate(names=StringAgg("group__name", Value("\n")))
+            .values("names")
+        )
     }
-    for action, perm in ACTION_MODEL_PERMS.items():
-        app_label, codename = perm.split(".")
+    for action in actions:
+        app_label, codename = ACTION_MODEL_PERMS[action].split(".")
         granted = Permission.objects.filter(content_type__app_label=app_label, codename=codename)
-        annotations[f"perm_user_{action}"] = Exists(granted.filter(user=OuterRef(user_ref)))
-        annotations[f"perm_group_{action}"] = Exists(granted.filter(group__user=OuterRef(user_ref)))
+        annotations[f"perm_{action}"] = Exists(
+            granted.filter(Q(user=OuterRef(user_ref)) | Q(group__user=OuterRef(user_ref)))
+        )
     return annotations
 
 
-def prime_actor(user: AbstractBaseUser, row: Any) -> None:
+def prime_actor(user: AbstractBaseUser, row: Any, actions: tuple[str, ...] = ()) -> None:
     """Puts the roles and model permissions read by `actor_annotations` (on `row`) on `user` for this
-    request: `roles_of` and `has_role_for` then ask no query."""
-    user._writeback_roles = {name for name in KNOWN_ROLES if getattr(row, f"role_{name}")}
-    user._writeback_model_perms = {
-        perm
-        for action, perm in ACTION_MODEL_PERMS.items()
-        if getattr(row, f"perm_user_{action}") or getattr(row, f"perm_group_{action}")
-    }
+    request: `roles_of` and `has_role_for` then ask no query (for the actions read)."""
+    user._writeback_roles = set(filter(None, (row.role_names or "").split("\n")))
+    user._writeback_model_perms = {ACTION_MODEL_PERMS[a]: bool(getattr(row, f"perm_{a}")) for a in actions}
 
 
 def _holds_model_perm(user: AbstractBaseUser, perm: str) -> bool:
-    primed = getattr(user, "_writeback_model_perms", None)
-    if primed is None:
+    primed = getattr(user, "_writeback_model_perms", {})
+    if perm not in primed:
         return user.has_perm(perm)
     # As ModelBackend answers: an active superuser holds every permission.
-    return user.is_active and (user.is_superuser or perm in primed)
+    return user.is_active and (user.is_superuser or primed[perm])
 
 
 def is_client_app(user: AbstractBaseUser) -> bool:
