@@ -8,30 +8,19 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import CharField, Exists, OuterRef, Q
-from django.db.models.functions import Cast
+from django.db.models import Exists, OuterRef, Q
 from guardian.models import GroupObjectPermission, UserObjectPermission
 
 from writeback.models import Tenant
 
 
-def _granted(tenant: Tenant | None) -> dict[str, Any]:
-    """The object-permission rows that grant a tenant (to a person or to one of their groups); with
-    None, the tenant of the outer query (a query over tenants)."""
+def _granted(tenant: Tenant) -> dict[str, Any]:
+    """The object-permission rows that grant a tenant (to a person or to one of their groups).
+    `writeback.intake_reads` reads the same rows in SQL."""
     return {
         "permission__codename": "access_tenant",
         "permission__content_type__app_label": "writeback",
-        "object_pk": str(tenant.pk) if tenant is not None else Cast(OuterRef("pk"), CharField()),
-    }
-
-
-def grant_annotations(user: AbstractBaseUser) -> dict[str, Exists]:
-    """Annotations for a query over tenants: whether `user` is granted each (directly, or through a
-    group), read with the tenant; `prime_access` turns them into `user_may_access`'s answer."""
-    grants = _granted(None)
-    return {
-        "granted_user": Exists(UserObjectPermission.objects.filter(user_id=user.pk, **grants)),
-        "granted_group": Exists(GroupObjectPermission.objects.filter(group__user=user.pk, **grants)),
+        "object_pk": str(tenant.pk),
     }
 
 
@@ -58,16 +47,6 @@ def user_may_access(user: AbstractBaseUser, tenant: Tenant) -> bool:
     if UserObjectPermission.objects.filter(user_id=user.pk, **_granted(tenant)).exists():
         return True
     return GroupObjectPermission.objects.filter(group__user=user, **_granted(tenant)).exists()
-
-
-def user_grant_annotations(tenant: Tenant) -> dict[str, Exists]:
-    """Annotations for a query over users: whether each is granted `tenant` (directly, or through a
-    group), read with the user."""
-    grants = _granted(tenant)
-    return {
-        "granted_user": Exists(UserObjectPermission.objects.filter(user_id=OuterRef("pk"), **grants)),
-        "granted_group": Exists(GroupObjectPermission.objects.filter(group__user=OuterRef("pk"), **grants)),
-    }
 
 
 def forget_access(user: AbstractBaseUser) -> None:

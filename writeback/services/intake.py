@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, Q, Subquery, Value
+from django.db.models import Q
 from django.utils import timezone
 
 from adapters.base import WriteRequest
@@ -25,34 +24,31 @@ from writeback import logcontext, metrics
 from writeback.canonical import CanonicalEvent, canonicalize
 from writeback.errors import DomainError
 from writeback.fhir_mapping import PlannedWrite, plan_writes
+from writeback.intake_reads import initiator_for_event, tenant_for_event
 from writeback.models import (
     ApiToken,
     AuditAction,
     BusinessEvent,
-    ContractStamp,
     PatientIdentity,
-    PractitionerMapping,
     Tenant,
     Write,
 )
 from writeback.services import audit
-from writeback.services.access import forget_access, prime_access, user_grant_annotations
+from writeback.services.access import forget_access, prime_access
 from writeback.services.authors import author_for
 from writeback.services.consents import consent_check
 from writeback.services.contract import TenantContract, event_field_name
 from writeback.services.ledger import ledger_add, planned_write
 from writeback.services.permissions import (
-    actor_annotations,
     allowed,
     has_role_for,
     is_client_app,
-    prime_actor,
     record_event_refusal,
     refuse,
     require,
 )
 from writeback.services.provenance import plan_provenance
-from writeback.services.tokens import tenant_access_annotations, tenant_access_from_row
+from writeback.services.tokens import tenant_access_from_row
 from writeback.states import WriteState
 from writeback.validation.outcome import Issue, ValidationFailed, error
 from writeback.validation.rules import check_domain
@@ -247,22 +243,7 @@ def _tenant_for(slug: str, req: IntakeRequest, key: str, event: CanonicalEvent |
     clashes with the chart's, the submitter's Practitioner there, and the contract stamp (so the
     contract in memory is used only while unchanged: `TenantContract.current`)."""
     user = req.user
-    known = BusinessEvent.objects.filter(_dedupe_match(key, event), tenant=OuterRef("pk"))
-    tenant = (
-        Tenant.objects.filter(slug=slug)
-        .annotate(
-            **tenant_access_annotations(req.token, user),
-            known_event=Exists(known),
-            identity_clash=_identity_clash(event),
-            submitter_practitioner=Subquery(
-                PractitionerMapping.objects.filter(tenant=OuterRef("pk"), user_id=user.pk)
-                .order_by()
-                .values("practitioner_ref")[:1]
-            ),
-            contract_stamp=Subquery(ContractStamp.objects.values("value")[:1]),
-        )
-        .first()
-    )
+    tenant = tenant_for_event(slug, user=user, token=req.token, key=key, event=event)
     if tenant is None:
         raise ValidationFailed([error("unknown-tenant", "tenant", f"no tenant {slug!r}", code="not-found")])
     if not tenant_access_from_row(req.token, user, tenant):
@@ -277,21 +258,6 @@ def _tenant_for(slug: str, req: IntakeRequest, key: str, event: CanonicalEvent |
             request_id=req.request_id,
         )
     return tenant
-
-
-def _identity_clash(event: CanonicalEvent | None) -> Exists | Value:
-    """Whether the chart holds this patient under another identifier, or this identifier for another
-    patient (`_identity_issues` then says which)."""
-    ident = event.patient.identifier if event is not None else None
-    if ident is None:
-        return Value(False)
-    same_ident = Q(identifier_system=ident.system, identifier_value=ident.value)
-    same_patient = Q(patient_ref=event.patient.id)
-    return Exists(
-        PatientIdentity.objects.filter(tenant=OuterRef("pk")).filter(
-            (same_patient & ~same_ident) | (same_ident & ~same_patient)
-        )
-    )
 
 
 def _dedupe_match(key: str, event: CanonicalEvent | None) -> Q:
@@ -322,23 +288,10 @@ def _initiator(event: CanonicalEvent, req: IntakeRequest, tenant: Tenant):
             "holding the 'submit on behalf' permission names another initiator",
         )
     # One query: the person, their roles, their grant of this tenant and their Practitioner there.
-    user = (
-        get_user_model()
-        .objects.filter(username=name)
-        .annotate(
-            **actor_annotations("pk"),
-            **user_grant_annotations(tenant),
-            practitioner_ref=Subquery(
-                PractitionerMapping.objects.filter(tenant=tenant, user=OuterRef("pk"))
-                .order_by()
-                .values("practitioner_ref")[:1]
-            ),
-        )
-        .first()
-    )
+    user = initiator_for_event(name, tenant)
     if user is not None:
-        prime_actor(user, user)
-        prime_access(user, tenant, bool(user.granted_user or user.granted_group))
+        user._writeback_roles = user.role_names
+        prime_access(user, tenant, user.granted)
         user._writeback_practitioner = user.practitioner_ref
     if user is None or not allowed(user, "submit_event", tenant) or is_client_app(user):
         _refuse_initiator(

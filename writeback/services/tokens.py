@@ -5,13 +5,13 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from writeback.models import ApiToken, AuditAction, Tenant
 from writeback.models.tokens import PREFIX_LENGTH, hash_key
 from writeback.services import audit
-from writeback.services.access import grant_annotations, prime_access, user_may_access
+from writeback.services.access import prime_access, user_may_access
 from writeback.services.tenants import tenant_grant
 
 
@@ -57,20 +57,9 @@ def token_may_access(token: ApiToken | None, user: AbstractBaseUser, tenant: Ten
     return _scope_allows(len(scoped), tenant.pk in scoped)
 
 
-def tenant_access_annotations(token: ApiToken | None, user: AbstractBaseUser) -> dict[str, Any]:
-    """Annotations for a query over tenants that answer `token_may_access` for each, read with the
-    tenant (no query of their own); `tenant_access_from_row` reads them."""
-    annotations: dict[str, Any] = grant_annotations(user)
-    if token is not None:
-        named = ApiToken.tenants.through.objects.filter(apitoken_id=token.pk)
-        annotations["token_names_any"] = Exists(named)
-        annotations["token_names_tenant"] = Exists(named.filter(tenant_id=OuterRef("pk")))
-    return annotations
-
-
 def tenant_access_from_row(token: ApiToken | None, user: AbstractBaseUser, tenant: Tenant) -> bool:
-    """`token_may_access` from a tenant read with `tenant_access_annotations`; the user's grant is also
-    kept for the rest of the request (`prime_access`)."""
+    """`token_may_access` from a tenant read with its answers (`writeback.intake_reads`); the user's
+    grant is also kept for the rest of the request (`prime_access`)."""
     prime_access(user, tenant, bool(tenant.granted_user or tenant.granted_group))
     if not user_may_access(user, tenant):
         return False
