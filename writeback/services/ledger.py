@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from adapters.identifiers import stamp_identifier
+from adapters.identifiers import identifiers_of, stamp_identifier
 from writeback.fhir_mapping import PlannedWrite
 from writeback.models import AuditAction, BusinessEvent, Tenant, Write
 from writeback.services import audit
@@ -173,10 +173,16 @@ def ledger_add(
     for w in writes:
         w.event, w.tenant = event, event.tenant
         w.state, w.state_changed_at = WriteState.VALIDATED, now
-        if w.operation == "create" and w.resource_type not in UNSTAMPED:
+        identity = identity_uid(w)
+        if (
+            w.operation == "create"
+            and w.resource_type not in UNSTAMPED
+            and [str(i.get("value")) for i in identifiers_of(w.payload) if i.get("system") == system]
+            != [identity]
+        ):
             # What the EHR is searched by after an ambiguous send: the write's identity (a replay's is
-            # its original's), whatever the payload carried.
-            w.payload = stamp_identifier(w.payload, system, identity_uid(w))
+            # its original's), whatever the payload carried. (Intake's mapping stamped it already.)
+            w.payload = stamp_identifier(w.payload, system, identity)
         w.payload_hash = payload_hash(w.payload)
     Write.objects.bulk_create(writes)
     tenant_slug, event_uid = event.tenant.slug, str(event.uid)
