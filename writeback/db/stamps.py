@@ -13,6 +13,7 @@ STAMP = "writeback_contractstamp"
 TABLES = ("writeback_contractrule", "writeback_contractoverride", "writeback_capability")
 OPERATIONS = ("INSERT", "UPDATE", "DELETE")
 
+PG_FUNCTIONS = ("writeback_bump_contract_stamp",)
 PG_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION writeback_bump_contract_stamp() RETURNS trigger AS $$
 BEGIN
