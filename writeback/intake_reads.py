@@ -27,6 +27,7 @@ from writeback.models import (
     PractitionerMapping,
     Tenant,
 )
+from writeback.services.permissions import ACTION_MODEL_PERMS
 
 
 def _t(model: Any) -> str:
@@ -54,11 +55,29 @@ def _grant_sql(tenant_id: str, user_id: str) -> tuple[str, str]:
 
 
 @cache
+def _model_perm_sql(perm: str) -> str:
+    """An EXISTS test: user %s holds the model permission `perm` ("app_label.codename"), directly or
+    through a group (as ModelBackend reads it, superusers aside)."""
+    app_label, codename = perm.split(".")
+    user_model = get_user_model()
+    direct = user_model.user_permissions.through
+    groups = user_model.groups.through
+    return (
+        f"EXISTS (SELECT 1 FROM {_t(Permission)} ap JOIN {_t(ContentType)} ct ON ct.id = ap.content_type_id "
+        f"WHERE ap.codename = '{codename}' AND ct.app_label = '{app_label}' AND ("
+        f"ap.id IN (SELECT up.permission_id FROM {_t(direct)} up WHERE up.user_id = %s) OR "
+        f"ap.id IN (SELECT gp.permission_id FROM {_t(Permission.group_set.through)} gp "
+        f"JOIN {_t(groups)} ug ON ug.group_id = gp.group_id WHERE ug.user_id = %s)))"
+    )
+
+
+@cache
 def _tenant_sql() -> str:
     direct, via_group = _grant_sql("t.id", "%s")
     scope = ApiToken.tenants.through
     return (
         f"SELECT t.*, {direct} AS granted_user, {via_group} AS granted_group, "
+        f"{_model_perm_sql(ACTION_MODEL_PERMS['submit_on_behalf'])} AS on_behalf, "
         f"EXISTS (SELECT 1 FROM {_t(scope)} s WHERE s.apitoken_id = %s) AS token_names_any, "
         f"EXISTS (SELECT 1 FROM {_t(scope)} s WHERE s.apitoken_id = %s AND s.tenant_id = t.id) "
         "AS token_names_tenant, "
@@ -82,13 +101,16 @@ def tenant_for_event(
     `token_may_access`), `known_event` (an event of this tenant has this idempotency key, or this
     source message: `intake._find_duplicate` then says which), `identity_clash` (the chart holds this
     patient under another identifier, or this identifier for another patient), `submitter_practitioner`
-    (the user's Practitioner there, or None) and `contract_stamp` (ContractStamp's value, or None)."""
+    (the user's Practitioner there, or None), `on_behalf` (the user holds the model permission to name
+    another initiator, ACTION_MODEL_PERMS) and `contract_stamp` (ContractStamp's value, or None)."""
     source = event.source if event is not None else None
     message_id = source.message_id if source is not None else None
     ident = event.patient.identifier if event is not None else None
     patient = event.patient.id if event is not None else None
     system, value = (ident.system, ident.value) if ident is not None else (None, None)
     params = [
+        user.pk,
+        user.pk,
         user.pk,
         user.pk,
         token.pk if token is not None else None,
@@ -111,7 +133,7 @@ def tenant_for_event(
         return None
     tenant = found[0]
     # SQLite answers EXISTS with 0 or 1.
-    for name in ("granted_user", "granted_group", "token_names_any", "token_names_tenant"):
+    for name in ("granted_user", "granted_group", "on_behalf", "token_names_any", "token_names_tenant"):
         setattr(tenant, name, bool(getattr(tenant, name)))
     tenant.known_event, tenant.identity_clash = bool(tenant.known_event), bool(tenant.identity_clash)
     return tenant

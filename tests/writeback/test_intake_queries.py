@@ -184,3 +184,12 @@ def test_another_tenants_token_never_reaches_this_tenant(tenant, other_tenant, c
     client = api_client_for(other_app, other_tenant)
     _refused_next(client, "ot1", 403)
     assert AuditEntry.objects.filter(action="access.refused").latest("seq").data["rule"] == "tenant-forbidden"
+
+
+def test_the_on_behalf_permission_withdrawn_refuses_the_next_event(ready, app_user):
+    from django.contrib.auth.models import Permission
+
+    app_user.user_permissions.remove(Permission.objects.get(codename="submit_on_behalf"))
+    _refused_next(ready, "b1", 403)
+    entry = AuditEntry.objects.filter(action="access.refused").latest("seq")
+    assert (entry.data["rule"], entry.object_id) == ("initiator-forbidden", "amy.clinician")

@@ -9,8 +9,6 @@ from writeback.models import ApiToken
 from writeback.models.tokens import hash_key
 from writeback.services.permissions import ActionRefused, actor_annotations, prime_actor, refuse
 
-ON_BEHALF = ("submit_on_behalf",)
-
 
 class ApiTokenAuthentication(authentication.BaseAuthentication):
     keyword = "Token"
@@ -25,11 +23,10 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             key = header[1].decode()
         except UnicodeError:
             raise exceptions.AuthenticationFailed("Invalid token header: the key has invalid characters.")
-        # The user's roles come with the token (no query of their own for the request's role checks),
-        # and whether it may name another initiator (intake asks).
+        # The user's roles come with the token (no query of their own for the request's role checks).
         token = (
             ApiToken.objects.select_related("user")
-            .annotate(**actor_annotations("user_id", ON_BEHALF))
+            .annotate(**actor_annotations("user_id"))
             .filter(key_hash=hash_key(key))
             .first()
         )
@@ -41,7 +38,7 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         # Touch at most once a minute: a hot token must not turn every request into an UPDATE.
         if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-        prime_actor(token.user, token, ON_BEHALF)
+        prime_actor(token.user, token)
         return token.user, token
 
     def authenticate_header(self, request) -> str:

@@ -41,8 +41,10 @@ from writeback.services.contract import TenantContract, event_field_name
 from writeback.services.ledger import ledger_add, planned_write
 from writeback.services.permissions import (
     allowed,
+    forget_model_perms,
     has_role_for,
     is_client_app,
+    prime_model_perm,
     record_event_refusal,
     refuse,
     require,
@@ -85,7 +87,7 @@ def event_ingest(req: IntakeRequest) -> IntakeResult:
     try:
         result = _ingest(req)
     except (DomainError, ValidationFailed) as exc:
-        forget_access(req.user)
+        _forget(req.user)
         if not req.dry_run:
             body = req.body if isinstance(req.body, dict) else {}
             record_event_refusal(
@@ -98,12 +100,18 @@ def event_ingest(req: IntakeRequest) -> IntakeResult:
             )
         raise
     except BaseException:
-        forget_access(req.user)
+        _forget(req.user)
         raise
-    forget_access(req.user)
+    _forget(req.user)
     if not req.dry_run and result.event is not None:
         metrics.event_received(result.event.tenant.slug, result.event.type, duplicate=result.status == 200)
     return result
+
+
+def _forget(user) -> None:
+    """What this event read of its submitter (tenant grant, model permission) is for this event only."""
+    forget_access(user)
+    forget_model_perms(user)
 
 
 def _ingest(req: IntakeRequest) -> IntakeResult:
@@ -246,6 +254,7 @@ def _tenant_for(slug: str, req: IntakeRequest, key: str, event: CanonicalEvent |
     tenant = tenant_for_event(slug, user=user, token=req.token, key=key, event=event)
     if tenant is None:
         raise ValidationFailed([error("unknown-tenant", "tenant", f"no tenant {slug!r}", code="not-found")])
+    prime_model_perm(user, "submit_on_behalf", tenant.on_behalf)
     if not tenant_access_from_row(req.token, user, tenant):
         refuse(
             req.user,

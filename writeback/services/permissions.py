@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group, Permission
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q, StringAgg, Subquery, Value
+from django.db.models import OuterRef, StringAgg, Subquery, Value
 
 from writeback.errors import DomainError
 from writeback.models import AuditAction, AuditEntry, Tenant
@@ -86,33 +86,32 @@ def roles_of(user: AbstractBaseUser) -> set[str]:
     return cached
 
 
-def actor_annotations(user_ref: str, actions: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Annotations that read a user's roles (and the model permissions standing for `actions`, see
-    ACTION_MODEL_PERMS) in the query that reads the user (`user_ref`: the path to the user's id, e.g.
-    "user_id" on a token), so the role checks of one request cost no query of their own; `prime_actor`
-    puts them on the user. One subquery for all the roles, one per action: each adds planning time."""
+def actor_annotations(user_ref: str) -> dict[str, Any]:
+    """An annotation that reads a user's roles in the query that reads the user (`user_ref`: the path
+    to the user's id, e.g. "user_id" on a token), so the role checks of one request cost no query of
+    their own; `prime_actor` puts them on the user. One aggregated subquery, not one per role: each
+    subquery adds planning and compiling time to every request."""
     memberships = get_user_model().groups.through.objects.filter(user_id=OuterRef(user_ref))
-    annotations: dict[str, Any] = {
-        "role_names": Subquery(
-            memberships.values("user_id")
-            .annotate(names=StringAgg("group__name", Value("\n")))
-            .values("names")
-        )
-    }
-    for action in actions:
-        app_label, codename = ACTION_MODEL_PERMS[action].split(".")
-        granted = Permission.objects.filter(content_type__app_label=app_label, codename=codename)
-        annotations[f"perm_{action}"] = Exists(
-            granted.filter(Q(user=OuterRef(user_ref)) | Q(group__user=OuterRef(user_ref)))
-        )
-    return annotations
+    names = memberships.values("user_id").annotate(names=StringAgg("group__name", Value("\n")))
+    return {"role_names": Subquery(names.values("names"))}
 
 
-def prime_actor(user: AbstractBaseUser, row: Any, actions: tuple[str, ...] = ()) -> None:
-    """Puts the roles and model permissions read by `actor_annotations` (on `row`) on `user` for this
-    request: `roles_of` and `has_role_for` then ask no query (for the actions read)."""
+def prime_actor(user: AbstractBaseUser, row: Any) -> None:
+    """Puts the roles read by `actor_annotations` (on `row`) on `user` for this request."""
     user._writeback_roles = set(filter(None, (row.role_names or "").split("\n")))
-    user._writeback_model_perms = {ACTION_MODEL_PERMS[a]: bool(getattr(row, f"perm_{a}")) for a in actions}
+
+
+def prime_model_perm(user: AbstractBaseUser, action: str, held: bool) -> None:
+    """Records whether `user` holds the model permission standing for `action` (ACTION_MODEL_PERMS), read
+    by the caller in a query it made anyway: `has_role_for` then asks no query for it."""
+    if not hasattr(user, "_writeback_model_perms"):
+        user._writeback_model_perms = {}
+    user._writeback_model_perms[ACTION_MODEL_PERMS[action]] = held
+
+
+def forget_model_perms(user: AbstractBaseUser) -> None:
+    """Drops what `prime_model_perm` kept: a user object may outlive the request that read it."""
+    user.__dict__.pop("_writeback_model_perms", None)
 
 
 def _holds_model_perm(user: AbstractBaseUser, perm: str) -> bool:
