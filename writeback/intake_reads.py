@@ -154,7 +154,8 @@ def _initiator_sql() -> str:
 
 
 def initiator_for_event(username: str, tenant: Tenant) -> Any:
-    """The user `username` (or None), carrying `role_names` (all their roles, as `roles_of` reads them),
+    """The user `username` (or None), carrying `role_names` (all their roles, as `roles_of` reads them,
+    one per line),
     `granted` (their grant of `tenant`, as `user_may_access` reads it) and `practitioner_ref` (their
     Practitioner at `tenant`, or None). One row per role they hold (the LEFT JOIN), folded here."""
     params = [tenant.pk, tenant.pk, tenant.pk, username]
@@ -162,6 +163,7 @@ def initiator_for_event(username: str, tenant: Tenant) -> Any:
     if not rows:
         return None
     user = rows[0]
-    user.role_names = {r.role_name for r in rows if r.role_name}
+    # As `permissions.actor_annotations` gives them, for `prime_actor`.
+    user.role_names = "\n".join(r.role_name for r in rows if r.role_name)
     user.granted = bool(user.granted_user) or bool(user.granted_group)
     return user

@@ -44,6 +44,7 @@ from writeback.services.permissions import (
     forget_model_perms,
     has_role_for,
     is_client_app,
+    prime_actor,
     prime_model_perm,
     record_event_refusal,
     refuse,
@@ -87,7 +88,6 @@ def event_ingest(req: IntakeRequest) -> IntakeResult:
     try:
         result = _ingest(req)
     except (DomainError, ValidationFailed) as exc:
-        _forget(req.user)
         if not req.dry_run:
             body = req.body if isinstance(req.body, dict) else {}
             record_event_refusal(
@@ -99,10 +99,8 @@ def event_ingest(req: IntakeRequest) -> IntakeResult:
                 correlation_id=req.correlation_id,
             )
         raise
-    except BaseException:
+    finally:
         _forget(req.user)
-        raise
-    _forget(req.user)
     if not req.dry_run and result.event is not None:
         metrics.event_received(result.event.tenant.slug, result.event.type, duplicate=result.status == 200)
     return result
@@ -134,7 +132,7 @@ def _ingest(req: IntakeRequest) -> IntakeResult:
         raise ValidationFailed(result.issues, status=422)
     event = result.event
     logcontext.bind(tenant=tenant.slug, event_type=event.type)
-    initiator = _initiator(event, req, tenant)
+    initiator, practitioner_ref = _initiator(event, req, tenant)
     chash = content_hash(tenant.slug, event)
 
     # The tenant's row said whether the key or the source message is known already (usually not).
@@ -151,7 +149,7 @@ def _ingest(req: IntakeRequest) -> IntakeResult:
     if errors:
         raise ValidationFailed(issues, status=422)
 
-    author = author_for(tenant, initiator, initiator._writeback_practitioner)
+    author = author_for(tenant, initiator, practitioner_ref)
     contract = TenantContract.current(tenant)
     amends_uid = _resolve_amends(tenant, event)
     planned, mapping_issues = plan_writes(
@@ -278,16 +276,16 @@ def _dedupe_match(key: str, event: CanonicalEvent | None) -> Q:
     return match
 
 
-def _initiator(event: CanonicalEvent, req: IntakeRequest, tenant: Tenant):
-    """The person the event names as its initiator; the submitter when it names nobody (or itself).
+def _initiator(event: CanonicalEvent, req: IntakeRequest, tenant: Tenant) -> tuple[Any, str | None]:
+    """The person the event names as its initiator, the submitter when it names nobody (or itself), and
+    their Practitioner at the tenant (None without a mapping).
 
     Only a client app's service account holding the "submit on behalf" permission may name someone
     else, and only an active user of the same tenant who may submit events: a person's token or session
     never submits in someone else's name."""
     name = event.initiator.user if event.initiator else None
     if not name or name == req.user.get_username():
-        req.user._writeback_practitioner = tenant.submitter_practitioner
-        return req.user
+        return req.user, tenant.submitter_practitioner
     if not has_role_for(req.user, "submit_on_behalf"):
         _refuse_initiator(
             req,
@@ -299,14 +297,13 @@ def _initiator(event: CanonicalEvent, req: IntakeRequest, tenant: Tenant):
     # One query: the person, their roles, their grant of this tenant and their Practitioner there.
     user = initiator_for_event(name, tenant)
     if user is not None:
-        user._writeback_roles = user.role_names
+        prime_actor(user, user)
         prime_access(user, tenant, user.granted)
-        user._writeback_practitioner = user.practitioner_ref
     if user is None or not allowed(user, "submit_event", tenant) or is_client_app(user):
         _refuse_initiator(
             req, tenant, name, f"initiator {name!r} is not a person who may submit events at {tenant.slug}"
         )
-    return user
+    return user, user.practitioner_ref
 
 
 def _refuse_initiator(req: IntakeRequest, tenant: Tenant, name: str, message: str) -> None:
