@@ -24,11 +24,12 @@ class WritebackConfig(AppConfig):
             # Only after migrations ran forward: a rollback to before the counts leaves no table.
             if plan and not any(backwards for _, backwards in plan):
                 ensure_installed(using)
+                _restore_stamp_triggers(using)
 
         def lift_count_triggers(sender, using="default", plan=None, **kwargs) -> None:
             from django.db import connections
 
-            from writeback.db import counters
+            from writeback.db import counters, stamps
 
             # SQLite re-checks every trigger whenever a migration rebuilds a table, and the count
             # triggers name other tables: lifted before migrating forward, put back (and the counts
@@ -37,6 +38,27 @@ class WritebackConfig(AppConfig):
             forward = plan and not any(backwards for _, backwards in plan)
             if connection.vendor == "sqlite" and forward and counters.installed(connection):
                 counters.uninstall(connection)
+            if connection.vendor == "sqlite" and forward and _has_stamp_table(connection):
+                stamps.uninstall(connection)
 
         pre_migrate.connect(lift_count_triggers, sender=self, dispatch_uid="writeback-lift-count-triggers")
         post_migrate.connect(restore_count_triggers, sender=self, dispatch_uid="writeback-count-triggers")
+
+
+def _has_stamp_table(connection) -> bool:
+    from writeback.db import stamps
+
+    with connection.cursor() as cursor:
+        return stamps.STAMP in connection.introspection.table_names(cursor)
+
+
+def _restore_stamp_triggers(using: str) -> None:
+    """The contract stamp's triggers, put back after a migration (SQLite drops a table's triggers when
+    it rebuilds the table, and they are lifted before migrating forward)."""
+    from django.db import connections
+
+    from writeback.db import stamps
+
+    connection = connections[using]
+    if _has_stamp_table(connection):
+        stamps.ensure_installed(connection)

@@ -148,4 +148,5 @@ def test_transfer_ownership_names_every_table(db):
     sql = _sql("--runtime-role", "wb_app", "--owner-role", "wb_owner", "--transfer-ownership")
     assert 'ALTER TABLE "public"."writeback_auditentry" OWNER TO "wb_owner"' in sql
     assert 'ALTER FUNCTION "public".writeback_refuse_change() OWNER TO "wb_owner"' in sql
+    assert 'ALTER FUNCTION "public".writeback_bump_contract_stamp() OWNER TO "wb_owner"' in sql
     assert len([s for s in sql if s.startswith("ALTER TABLE")]) == len(connection.introspection.table_names())

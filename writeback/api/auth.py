@@ -7,7 +7,7 @@ from rest_framework import authentication, exceptions
 from writeback import logcontext
 from writeback.models import ApiToken
 from writeback.models.tokens import hash_key
-from writeback.services.permissions import ActionRefused, refuse
+from writeback.services.permissions import ActionRefused, actor_annotations, prime_actor, refuse
 
 
 class ApiTokenAuthentication(authentication.BaseAuthentication):
@@ -23,7 +23,13 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             key = header[1].decode()
         except UnicodeError:
             raise exceptions.AuthenticationFailed("Invalid token header: the key has invalid characters.")
-        token = ApiToken.objects.select_related("user").filter(key_hash=hash_key(key)).first()
+        # The user's roles come with the token (no query of their own for the request's role checks).
+        token = (
+            ApiToken.objects.select_related("user")
+            .annotate(**actor_annotations("user_id"))
+            .filter(key_hash=hash_key(key))
+            .first()
+        )
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
         if token.revoked_at is not None or not token.user.is_active:
@@ -32,6 +38,7 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         # Touch at most once a minute: a hot token must not turn every request into an UPDATE.
         if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        prime_actor(token.user, token)
         return token.user, token
 
     def authenticate_header(self, request) -> str:

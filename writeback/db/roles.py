@@ -9,7 +9,7 @@ superuser), so new tables get the same rights.
 
 import re
 
-from writeback.db import counters, triggers
+from writeback.db import counters, stamps, triggers
 
 # PostgreSQL identifiers we are willing to print unquoted-safe: no quoting games in generated SQL.
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
@@ -59,6 +59,7 @@ def ownership_sql(*, owner_role: str, tables: list[str], schema: str = "public")
         if not valid_identifier(name):
             raise ValueError(f"not a plain PostgreSQL identifier: {name!r}")
     sql = [f'ALTER TABLE "{schema}"."{table}" OWNER TO "{owner_role}"' for table in tables]
-    # The count functions too: whoever owns one could make the ledger's counts lie.
-    functions = ["writeback_refuse_change", *counters.PG_FUNCTIONS]
+    # The count and stamp functions too: whoever owns one could make the ledger's counts lie, or keep
+    # the contract stamp still so intake goes on deciding under a contract that changed.
+    functions = ["writeback_refuse_change", *counters.PG_FUNCTIONS, *stamps.PG_FUNCTIONS]
     return [*sql, *(f'ALTER FUNCTION "{schema}".{name}() OWNER TO "{owner_role}"' for name in functions)]

@@ -385,3 +385,18 @@ __all__ = [
     "Tenant",
     "UnmappedAuthor",
 ]
+
+
+class ContractStamp(models.Model):
+    """One row whose `value` changes on every change to the contract rows, the tenants' overrides or
+    their capabilities, made by database triggers (writeback.db.stamps) whatever made the change: a
+    service, the admin, a queryset `update()`, a SQL session. Intake reads it with the tenant and keeps
+    each tenant's contract in memory for as long as it stays the same (`TenantContract.current`).
+
+    A random number, not a counter: a counter goes back when a transaction rolls back, and a later
+    change would then bring back a value an in-memory copy was kept under."""
+
+    value = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"contract stamp {self.value}"

@@ -26,16 +26,25 @@ PRACTITIONER_REF = re.compile(rf"^Practitioner/{_FHIR_ID}$")
 ORGANIZATION_REF = re.compile(rf"^Organization/{_FHIR_ID}$")
 
 
-def author_for(tenant: Tenant, user: AbstractBaseUser | None) -> dict[str, Any]:
+# `author_for`'s default: look the user's mapping up (a caller may pass what it read already).
+LOOK_UP = object()
+
+
+def author_for(
+    tenant: Tenant, user: AbstractBaseUser | None, practitioner_ref: Any = LOOK_UP
+) -> dict[str, Any]:
     """The Reference every resource of an event initiated by `user` names as its author.
 
     The user's Practitioner at this tenant; without one, the tenant's Organization where its policy
-    says so, or a 422 `practitioner-unmapped` (nothing stored)."""
-    mapping = (
-        PractitionerMapping.objects.filter(tenant=tenant, user=user).first() if user is not None else None
-    )
-    if mapping is not None:
-        return {"reference": mapping.practitioner_ref, "display": user.get_username()}
+    says so, or a 422 `practitioner-unmapped` (nothing stored). `practitioner_ref`: the mapping's
+    reference (or None for no mapping) when the caller read it with the user, as intake does."""
+    if practitioner_ref is LOOK_UP:
+        mapping = (
+            PractitionerMapping.objects.filter(tenant=tenant, user=user).first() if user is not None else None
+        )
+        practitioner_ref = mapping.practitioner_ref if mapping is not None else None
+    if practitioner_ref and user is not None:
+        return {"reference": practitioner_ref, "display": user.get_username()}
     name = user.get_username() if user is not None else "(nobody)"
     if tenant.unmapped_author == UnmappedAuthor.REFUSE:
         raise ValidationFailed(

@@ -25,12 +25,13 @@ from writeback.models import (
 from writeback.services import audit
 from writeback.services.approvals import write_editors_record
 from writeback.services.contract import TenantContract
+from writeback.services.ledger import compensating_write, ledger_add
 from writeback.services.patient_binding import require_same_binding
 from writeback.services.permissions import refuse, require, roles_of
 from writeback.services.provenance import compensation_provenance
 from writeback.services.requests import build_request
 from writeback.services.targets import adapter_for
-from writeback.services.transitions import transition, transition_many
+from writeback.services.transitions import transition
 from writeback.states import ALLOWED_TRANSITIONS, WriteState
 
 KIND_ACTION = {Compensation.Kind.ROLLBACK: "rollback", Compensation.Kind.CORRECTION: "correction"}
@@ -203,64 +204,34 @@ def compensate_unchecked(
                 },
             )
         ]
-        new_writes = []
-        for i, req in enumerate(plan.requests):
-            is_new_resource = req.operation == "create"
-            new_writes.append(
-                Write(
-                    event=event,
-                    tenant=write.tenant,
-                    position=i,
-                    resource_type=req.resource_type,
-                    operation="create" if is_new_resource else "compensate",
-                    payload=req.resource,
-                    payload_hash=audit.sha256_text(req.resource),
-                    base_version=req.base_version,
-                    target_resource_id=req.target_id,
-                    state=WriteState.VALIDATED,
-                    risk=write.risk,
-                    approval_required=bool(rule and rule.approval_required),
-                    contract_version=contract.version_for(write.resource_type),
-                    max_attempts=write.max_attempts,
-                    patient_ref=write.patient_ref,
-                    stream_key=write.stream_key,
-                    correlation_id=write.correlation_id,
-                    context={
-                        **req.context,
-                        "wire_operation": req.operation,
-                        "kind": kind,
-                        **({"identity": req.write_uid} if is_new_resource and req.write_uid else {}),
-                    },
-                    compensates=write,
-                    compensation=comp,
-                )
+        new_writes = [
+            compensating_write(
+                write,
+                req,
+                event=event,
+                compensation=comp,
+                position=i,
+                approval_required=bool(rule and rule.approval_required),
+                contract_version=contract.version_for(write.resource_type),
             )
+            for i, req in enumerate(plan.requests)
+        ]
         attestation = (
             compensation_provenance(event=event, original=write, user=user, position=len(new_writes))
             if new_writes
             else None
         )
-        Write.objects.bulk_create(new_writes + ([attestation] if attestation else []))
+        ledger_add(
+            new_writes + ([attestation] if attestation else []),
+            event=event,
+            actor=user,
+            reason=f"{kind} of write {write.uid}",
+            drafts=drafts,
+            request_id=request_id,
+        )
         if kind == Compensation.Kind.CORRECTION:
             for new in new_writes:
                 write_editors_record(new, user=user, how=WriteEditor.How.CORRECTION)
-        for needs_approval in (True, False):
-            group = [
-                w
-                for w in new_writes + ([attestation] if attestation else [])
-                if w.approval_required == needs_approval
-            ]
-            target = WriteState.AWAITING_APPROVAL if needs_approval else WriteState.PENDING
-            transition_many(
-                group,
-                target,
-                actor=user,
-                tenant_slug=write.tenant.slug,
-                event_uid=str(event.uid),
-                reason=f"{kind} of write {write.uid}",
-                request_id=request_id,
-                defer_audit=drafts,
-            )
         if plan.manual is not None:
             task = ManualTask.objects.create(
                 tenant=write.tenant,

@@ -14,9 +14,9 @@ from writeback.errors import DomainError
 from writeback.models import AuditAction, Conflict, Write, WriteEditor
 from writeback.services import audit
 from writeback.services.approvals import write_editors_record
+from writeback.services.ledger import derived_write, ledger_add
 from writeback.services.patient_binding import require_same_binding
 from writeback.services.permissions import require
-from writeback.services.requests import fresh_context
 from writeback.services.transitions import transition
 from writeback.states import WriteState
 
@@ -73,26 +73,10 @@ def conflict_resolve(
         write = conflict.write
         if conflict.resolved_at is not None or write.state != WriteState.CONFLICT:
             raise DomainError(409, "already-resolved", "this conflict was already resolved")
-        new = Write.objects.create(
-            event=write.event,
-            tenant=write.tenant,
-            position=write.position,
-            resource_type=write.resource_type,
-            operation=write.operation,
+        new = derived_write(
+            write,
             payload=resolved,
-            payload_hash=audit.sha256_text(resolved),
-            base_version=conflict.theirs_version,
-            target_resource_id=write.target_resource_id,
-            state=WriteState.VALIDATED,
-            risk=write.risk,
-            approval_required=write.approval_required,
-            contract_version=write.contract_version,
-            max_attempts=write.max_attempts,
-            patient_ref=write.patient_ref,
-            stream_key=write.stream_key,
-            correlation_id=write.correlation_id,
             context={
-                **fresh_context(write.context),
                 "resolved_conflict": str(conflict.uid),
                 **(
                     {"from_status": (conflict.theirs or {}).get("status")}
@@ -100,14 +84,10 @@ def conflict_resolve(
                     else {}
                 ),
             },
+            approval_required=write.approval_required,
+            base_version=conflict.theirs_version,
             replay_of=write,
-            compensates=write.compensates,
-            compensation=write.compensation,
         )
-        write_editors_record(new, inherit_from=write, user=user, how=WriteEditor.How.CONFLICT_RESOLUTION)
-        conflict.resolution = {k: v for k, v in choices.items()}
-        conflict.resolved_by, conflict.resolved_at, conflict.resolution_write = user, timezone.now(), new
-        conflict.save(update_fields=["resolution", "resolved_by", "resolved_at", "resolution_write"])
         drafts: list[audit.AuditDraft] = []
         transition(
             write,
@@ -118,16 +98,18 @@ def conflict_resolve(
             data={"resolution_write": str(new.uid)},
             defer_audit=drafts,
         )
-        new.tenant, new.event = write.tenant, write.event
-        transition(
-            new,
-            WriteState.AWAITING_APPROVAL if new.approval_required else WriteState.PENDING,
+        ledger_add(
+            [new],
+            event=write.event,
             actor=user,
-            reason=f"resolution of conflict {conflict.uid}",
+            reason=f"resolution of conflict {conflict.uid} (If-Match version {conflict.theirs_version})",
+            drafts=drafts,
             request_id=request_id,
-            data={"base_version": conflict.theirs_version},
-            defer_audit=drafts,
         )
+        write_editors_record(new, inherit_from=write, user=user, how=WriteEditor.How.CONFLICT_RESOLUTION)
+        conflict.resolution = {k: v for k, v in choices.items()}
+        conflict.resolved_by, conflict.resolved_at, conflict.resolution_write = user, timezone.now(), new
+        conflict.save(update_fields=["resolution", "resolved_by", "resolved_at", "resolution_write"])
         drafts.append(
             audit.draft(
                 AuditAction.CONFLICT_RESOLVED,

@@ -5,8 +5,9 @@ registry) ∩ discovery (what the server's CapabilityStatement declares, where t
 FHIR at all). Every "no" carries a rule code and a reason an operator can act on.
 """
 
+import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from adapters.registry import adapter_class
 from writeback.models import Capability, ContractOverride, ContractRule, Tenant
@@ -58,6 +59,24 @@ class TenantContract:
         for cap in Capability.objects.filter(tenant=tenant):
             target = contract.manual if cap.source == Capability.Source.MANUAL else contract.discovered
             target[(cap.resource_type, cap.operation)] = cap
+        return contract
+
+    @classmethod
+    def current(cls, tenant: Tenant) -> "TenantContract":
+        """The contract as `load` reads it, kept in memory per process under the contract stamp read
+        with `tenant` (`tenant.contract_stamp`, see ContractStamp): any change to the contract rows,
+        overrides or capabilities changes the stamp, so the next read of the tenant loads it again.
+        Without a stamp (a tenant read without it, or no stamp row) it always loads."""
+        stamp = getattr(tenant, "contract_stamp", None)
+        if stamp is None:
+            return cls.load(tenant)
+        kept = _KEPT.get(tenant.pk)
+        if kept is not None and kept[0] == stamp:
+            # The tenant row itself (vendor, slug) is today's, not the one it was loaded with.
+            return replace(kept[1], tenant=tenant)
+        contract = cls.load(tenant)
+        with _kept_lock:
+            _KEPT[tenant.pk] = (stamp, contract)
         return contract
 
     def may_read(self, resource_type: str) -> bool:
@@ -127,6 +146,11 @@ class TenantContract:
                 f"the server's CapabilityStatement does not declare {operation} on {resource_type}",
             )
         return Decision(True)
+
+
+# Per process: tenant pk -> (the contract stamp, the contract loaded under it). Never changed in place.
+_KEPT: dict[int, tuple[int, TenantContract]] = {}
+_kept_lock = threading.Lock()
 
 
 def may_write(tenant: Tenant, resource_type: str, operation: str, fields: Iterable[str] = ()) -> Decision:

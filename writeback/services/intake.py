@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -25,22 +24,34 @@ from writeback import logcontext, metrics
 from writeback.canonical import CanonicalEvent, canonicalize
 from writeback.errors import DomainError
 from writeback.fhir_mapping import PlannedWrite, plan_writes
-from writeback.models import ApiToken, AuditAction, BusinessEvent, PatientIdentity, Tenant, Write
+from writeback.intake_reads import initiator_for_event, tenant_for_event
+from writeback.models import (
+    ApiToken,
+    AuditAction,
+    BusinessEvent,
+    PatientIdentity,
+    Tenant,
+    Write,
+)
 from writeback.services import audit
+from writeback.services.access import forget_access, prime_access
 from writeback.services.authors import author_for
 from writeback.services.consents import consent_check
 from writeback.services.contract import TenantContract, event_field_name
+from writeback.services.ledger import ledger_add, planned_write
 from writeback.services.permissions import (
     allowed,
+    forget_model_perms,
     has_role_for,
     is_client_app,
+    prime_actor,
+    prime_model_perm,
     record_event_refusal,
     refuse,
     require,
 )
 from writeback.services.provenance import plan_provenance
-from writeback.services.tokens import token_may_access
-from writeback.services.transitions import transition_many
+from writeback.services.tokens import tenant_access_from_row
 from writeback.states import WriteState
 from writeback.validation.outcome import Issue, ValidationFailed, error
 from writeback.validation.rules import check_domain
@@ -88,9 +99,17 @@ def event_ingest(req: IntakeRequest) -> IntakeResult:
                 correlation_id=req.correlation_id,
             )
         raise
+    finally:
+        _forget(req.user)
     if not req.dry_run and result.event is not None:
         metrics.event_received(result.event.tenant.slug, result.event.type, duplicate=result.status == 200)
     return result
+
+
+def _forget(user) -> None:
+    """What this event read of its submitter (tenant grant, model permission) is for this event only."""
+    forget_access(user)
+    forget_model_perms(user)
 
 
 def _ingest(req: IntakeRequest) -> IntakeResult:
@@ -100,10 +119,10 @@ def _ingest(req: IntakeRequest) -> IntakeResult:
     result = canonicalize(body, now=timezone.now())
     if result.status == 400:
         raise ValidationFailed([i for i in result.issues if i.is_error] or result.issues, status=400)
-    tenant = _tenant_for(str(body.get("tenant")), req)
+    tenant = _tenant_for(str(body.get("tenant")), req, key, result.event)
     if result.event is None:
         # The data could not be read at all; a reused key is then certainly other content.
-        if BusinessEvent.objects.filter(tenant=tenant, idempotency_key=key).exists():
+        if tenant.known_event:
             raise DomainError(
                 409,
                 "idempotency-key-reused",
@@ -113,23 +132,25 @@ def _ingest(req: IntakeRequest) -> IntakeResult:
         raise ValidationFailed(result.issues, status=422)
     event = result.event
     logcontext.bind(tenant=tenant.slug, event_type=event.type)
-    initiator = _initiator(event, req, tenant)
+    initiator, practitioner_ref = _initiator(event, req, tenant)
     chash = content_hash(tenant.slug, event)
 
-    duplicate = _find_duplicate(tenant, key, event, chash)
+    # The tenant's row said whether the key or the source message is known already (usually not).
+    duplicate = _find_duplicate(tenant, key, event, chash) if tenant.known_event else None
     if duplicate is not None:
         return _duplicate_answer(duplicate, req)
 
     issues: list[Issue] = list(result.issues)
     if result.status < 400:
         issues += check_domain(event, now=timezone.now())
-        issues += _identity_issues(tenant, event)
+        if tenant.identity_clash:
+            issues += _identity_issues(tenant, event)
     errors = [i for i in issues if i.is_error]
     if errors:
         raise ValidationFailed(issues, status=422)
 
-    author = author_for(tenant, initiator)
-    contract = TenantContract.load(tenant)
+    author = author_for(tenant, initiator, practitioner_ref)
+    contract = TenantContract.current(tenant)
     amends_uid = _resolve_amends(tenant, event)
     planned, mapping_issues = plan_writes(
         event,
@@ -222,11 +243,17 @@ def _idempotency_key(body: Any, header: str | None) -> str:
     return key
 
 
-def _tenant_for(slug: str, req: IntakeRequest) -> Tenant:
-    tenant = Tenant.objects.filter(slug=slug).first()
+def _tenant_for(slug: str, req: IntakeRequest, key: str, event: CanonicalEvent | None) -> Tenant:
+    """The tenant, read in one query with all this event needs to know of it: whether the token and its
+    user may act on it, whether the key or source message is known, whether the patient's identifier
+    clashes with the chart's, the submitter's Practitioner there, and the contract stamp (so the
+    contract in memory is used only while unchanged: `TenantContract.current`)."""
+    user = req.user
+    tenant = tenant_for_event(slug, user=user, token=req.token, key=key, event=event)
     if tenant is None:
         raise ValidationFailed([error("unknown-tenant", "tenant", f"no tenant {slug!r}", code="not-found")])
-    if not token_may_access(req.token, req.user, tenant):
+    prime_model_perm(user, "submit_on_behalf", tenant.on_behalf)
+    if not tenant_access_from_row(req.token, user, tenant):
         refuse(
             req.user,
             "submit_event",
@@ -240,15 +267,25 @@ def _tenant_for(slug: str, req: IntakeRequest) -> Tenant:
     return tenant
 
 
-def _initiator(event: CanonicalEvent, req: IntakeRequest, tenant: Tenant):
-    """The person the event names as its initiator; the submitter when it names nobody (or itself).
+def _dedupe_match(key: str, event: CanonicalEvent | None) -> Q:
+    """The stored events this one would repeat: same idempotency key, or same source message."""
+    match = Q(idempotency_key=key)
+    message_id = event.source.message_id if event is not None and event.source else None
+    if message_id:
+        match |= Q(source_system=event.source.system or "", source_message_id=message_id)
+    return match
+
+
+def _initiator(event: CanonicalEvent, req: IntakeRequest, tenant: Tenant) -> tuple[Any, str | None]:
+    """The person the event names as its initiator, the submitter when it names nobody (or itself), and
+    their Practitioner at the tenant (None without a mapping).
 
     Only a client app's service account holding the "submit on behalf" permission may name someone
     else, and only an active user of the same tenant who may submit events: a person's token or session
     never submits in someone else's name."""
     name = event.initiator.user if event.initiator else None
     if not name or name == req.user.get_username():
-        return req.user
+        return req.user, tenant.submitter_practitioner
     if not has_role_for(req.user, "submit_on_behalf"):
         _refuse_initiator(
             req,
@@ -257,12 +294,16 @@ def _initiator(event: CanonicalEvent, req: IntakeRequest, tenant: Tenant):
             f"{req.user.get_username()} may not submit in the name of {name!r}: only a client app "
             "holding the 'submit on behalf' permission names another initiator",
         )
-    user = get_user_model().objects.filter(username=name).first()
+    # One query: the person, their roles, their grant of this tenant and their Practitioner there.
+    user = initiator_for_event(name, tenant)
+    if user is not None:
+        prime_actor(user, user)
+        prime_access(user, tenant, user.granted)
     if user is None or not allowed(user, "submit_event", tenant) or is_client_app(user):
         _refuse_initiator(
             req, tenant, name, f"initiator {name!r} is not a person who may submit events at {tenant.slug}"
         )
-    return user
+    return user, user.practitioner_ref
 
 
 def _refuse_initiator(req: IntakeRequest, tenant: Tenant, name: str, message: str) -> None:
@@ -282,10 +323,7 @@ def _find_duplicate(tenant: Tenant, key: str, event: CanonicalEvent, chash: str)
     """The stored event this one repeats, or None. Raises 409 when a key or a source message id is
     reused for other content. One query for both keys (the usual answer is: neither is known)."""
     message_id = event.source.message_id if event.source else None
-    match = Q(idempotency_key=key)
-    if message_id:
-        match |= Q(source_system=event.source.system or "", source_message_id=message_id)
-    found = list(BusinessEvent.objects.filter(match, tenant=tenant)[:2])
+    found = list(BusinessEvent.objects.filter(_dedupe_match(key, event), tenant=tenant)[:2])
     by_key = next((e for e in found if e.idempotency_key == key), None)
     existing = by_key or (found[0] if found else None)
     if existing is None:
@@ -521,9 +559,6 @@ def _store(
                 ignore_conflicts=True,
             )
         amended = Write.objects.filter(uid=amends_uid).first() if amends_uid else None
-        writes = Write.objects.bulk_create(
-            [write_row(p, i, stored, tenant, contract, now, amended) for i, p in enumerate(planned)]
-        )
         drafts.append(
             audit.draft(
                 AuditAction.EVENT_RECEIVED,
@@ -544,89 +579,20 @@ def _store(
                     "author": author,
                     **({"token": req.token.prefix} if req.token else {}),
                     "consent": consent.snapshot(),
-                    "writes": len(writes),
+                    "writes": len(planned),
                 },
             )
         )
-        for w in writes:
-            drafts.append(
-                audit.draft(
-                    AuditAction.WRITE_CREATED,
-                    actor=req.user,
-                    tenant=tenant.slug,
-                    object_type="write",
-                    object_id=str(w.uid),
-                    write_uid=str(w.uid),
-                    event_uid=str(stored.uid),
-                    correlation_id=req.correlation_id,
-                    request_id=req.request_id,
-                    data={
-                        "state": w.state,
-                        "resource_type": w.resource_type,
-                        "operation": w.operation,
-                        "payload_hash": w.payload_hash,
-                        "risk": w.risk,
-                    },
-                )
-            )
-        for needs_approval in (True, False):
-            group = [w for w in writes if w.approval_required == needs_approval]
-            target = WriteState.AWAITING_APPROVAL if needs_approval else WriteState.PENDING
-            transition_many(
-                group,
-                target,
-                actor=req.user,
-                tenant_slug=tenant.slug,
-                event_uid=str(stored.uid),
-                reason="validated at intake",
-                request_id=req.request_id,
-                defer_audit=drafts,
-            )
+        writes = ledger_add(
+            [planned_write(p, i, stored, tenant, contract, now, amended) for i, p in enumerate(planned)],
+            event=stored,
+            actor=req.user,
+            reason="validated at intake",
+            drafts=drafts,
+            request_id=req.request_id,
+        )
         audit.record_many(drafts)
     return stored, writes
-
-
-def payload_hash(resource: dict) -> str:
-    return audit.sha256_text(resource)
-
-
-def write_row(
-    p: PlannedWrite, position: int, event: BusinessEvent, tenant: Tenant, contract, now, amended: Write | None
-) -> Write:
-    rule = contract.rule_for(p.resource_type)
-    context = dict(p.context or {})
-    amends = amended if amended is not None and p.resource_type == "DocumentReference" else None
-    if amends is not None:
-        context["amends_write_uid"] = str(amends.uid)
-    return Write(
-        uid=p.uid,
-        event=event,
-        tenant=tenant,
-        position=position,
-        resource_type=p.resource_type,
-        operation=p.operation,
-        payload=p.resource,
-        payload_hash=payload_hash(p.resource),
-        base_version=p.base_version or "",
-        target_resource_id=p.target_id or "",
-        state=WriteState.VALIDATED,
-        state_changed_at=now,
-        risk=rule.risk,
-        # Software proposes, people decide: whatever the contract says, a write of an event proposed by
-        # automation or AI waits for a clinician. No tenant setting reaches this. (The Provenance only
-        # attests what the approved writes did, and is sent after them.)
-        approval_required=rule.approval_required
-        or (event.source_kind != BusinessEvent.SourceKind.HUMAN and p.resource_type != "Provenance"),
-        contract_version=contract.version_for(p.resource_type),
-        max_attempts=settings.WRITEBACK_MAX_ATTEMPTS.get(rule.risk, 8),
-        next_attempt_at=now,
-        patient_ref=event.patient_ref,
-        stream_key=Write.make_stream_key(tenant.pk, event.patient_ref, p.resource_type),
-        correlation_id=event.correlation_id,
-        context=context,
-        supersedes=amends,
-        created_at=now,
-    )
 
 
 def _event_body(event: BusinessEvent, writes: list[Write], *, duplicate: bool, issues: list[Issue]) -> dict:

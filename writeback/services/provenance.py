@@ -17,7 +17,6 @@ from writeback.fhir_mapping import PlannedWrite
 from writeback.fhir_mapping.common import validation_problem
 from writeback.fhir_mapping.provenance import provenance
 from writeback.models import BusinessEvent, PractitionerMapping, Risk, Tenant, Write
-from writeback.services.audit import sha256_text
 from writeback.services.authors import organization_author, vendor_writes_provenance
 from writeback.states import WriteState
 
@@ -90,7 +89,8 @@ def compensation_provenance(
 ) -> Write | None:
     """The Provenance of a rollback or correction: a Provenance is never erased, so undoing an event's
     resources is attested by a new one naming the compensating versions, its requester and the
-    compensation event. None where the tenant does not write Provenance (or nothing is sent)."""
+    compensation event. None where the tenant does not write Provenance (or nothing is sent). Stored,
+    with the compensating writes, by `ledger.ledger_add`."""
     tenant = original.tenant
     if original.resource_type == PROVENANCE or not writes_provenance(tenant):
         return None
@@ -119,8 +119,6 @@ def compensation_provenance(
         resource_type=PROVENANCE,
         operation="create",
         payload=resource,
-        payload_hash=sha256_text(resource),
-        state=WriteState.VALIDATED,
         risk=Risk.LOW,
         approval_required=False,
         max_attempts=original.max_attempts,

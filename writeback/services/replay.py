@@ -14,7 +14,6 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from adapters.identifiers import stamp_identifier
 from writeback.canonical import canonicalize
 from writeback.errors import DomainError
 from writeback.fhir_mapping import plan_writes
@@ -22,10 +21,10 @@ from writeback.models import RISK_ORDER, AuditAction, BusinessEvent, Risk, Write
 from writeback.services import audit
 from writeback.services.approvals import write_editors_record
 from writeback.services.contract import TenantContract, touched_fields
-from writeback.services.intake import write_row
+from writeback.services.ledger import derived_write, ledger_add, planned_write
 from writeback.services.patient_binding import require_same_binding
 from writeback.services.permissions import require
-from writeback.services.requests import fresh_context, identity_uid
+from writeback.services.requests import identity_uid
 from writeback.services.transitions import transition
 from writeback.states import ALLOWED_TRANSITIONS, WriteState
 
@@ -177,25 +176,22 @@ def _added_by_rederive(event: BusinessEvent, known: set[int], user: Any, request
     contract = TenantContract.load(event.tenant)
     now = timezone.now()
     added = [
-        write_row(p, i, event, event.tenant, contract, now, None)
+        planned_write(p, i, event, event.tenant, contract, now)
         for i, p in enumerate(planned)
         if i not in known and contract.rule_for(p.resource_type) is not None
     ]
     if not added:
         return []
     with transaction.atomic():
-        Write.objects.bulk_create(added)
         drafts: list[audit.AuditDraft] = []
-        for w in added:
-            w.tenant, w.event = event.tenant, event
-            transition(
-                w,
-                WriteState.AWAITING_APPROVAL if w.approval_required else WriteState.PENDING,
-                actor=user,
-                reason="added by a re-derive of its event",
-                request_id=request_id,
-                defer_audit=drafts,
-            )
+        ledger_add(
+            added,
+            event=event,
+            actor=user,
+            reason="added by a re-derive of its event",
+            drafts=drafts,
+            request_id=request_id,
+        )
         audit.record_many(drafts)
     return added
 
@@ -280,7 +276,7 @@ def _rederived(write: Write) -> dict:
         raise DomainError(
             422, "rederive-failed", f"today's mapping produces no {write.resource_type} for this event"
         )
-    return _with_identity(chosen.resource, identity_uid(write))
+    return chosen.resource  # the ledger stamps it with the original's identifier
 
 
 def _edited(write: Write, payload: dict | None) -> dict:
@@ -303,16 +299,7 @@ def _edited(write: Write, payload: dict | None) -> dict:
     decision = TenantContract.load(write.tenant).decide(write.resource_type, write.operation, fields)
     if not decision:
         raise DomainError(422, decision.rule, decision.reason, "payload")
-    if write.operation == "create":
-        payload = _with_identity(payload, identity_uid(write))
-    return payload
-
-
-def _with_identity(resource: dict, identity: str) -> dict:
-    """The resource carrying the original's identifier (replays must be found where the original landed)."""
-    if resource.get("resourceType") in ("Patient", "Task"):
-        return resource
-    return stamp_identifier(resource, settings.WRITEBACK_IDENTIFIER_SYSTEM, identity)
+    return payload  # the ledger stamps a create with the original's identifier
 
 
 def _new_write(
@@ -331,38 +318,22 @@ def _new_write(
     )
     with transaction.atomic():
         original = Write.objects.select_for_update().select_related("tenant", "event").get(pk=original.pk)
-        new = Write.objects.create(
-            event=original.event,
-            tenant=original.tenant,
-            position=original.position,
-            resource_type=original.resource_type,
-            operation=original.operation,
+        new = derived_write(
+            original,
             payload=payload,
-            payload_hash=audit.sha256_text(payload),
-            base_version=original.base_version,
-            target_resource_id=original.target_resource_id if original.operation != "create" else "",
-            state=WriteState.VALIDATED,
-            risk=original.risk,
-            approval_required=needs_approval,
-            contract_version=original.contract_version,
-            max_attempts=original.max_attempts,
-            patient_ref=original.patient_ref,
-            stream_key=original.stream_key if not shadow else f"shadow:{original.stream_key}",
-            correlation_id=original.correlation_id,
             context={
-                **{k: v for k, v in fresh_context(original.context).items() if k != "identity"},
                 **({} if own_identity else {"identity": identity_uid(original)}),
                 "replay_mode": mode,
                 **({"shadow_only": True} if shadow else {}),
             },
+            approval_required=needs_approval,
+            target_resource_id=original.target_resource_id if original.operation != "create" else "",
+            stream_key=original.stream_key if not shadow else f"shadow:{original.stream_key}",
             replay_of=original,
             supersedes=None if shadow else original,
-            compensates=original.compensates,
-            compensation=original.compensation,
         )
-        write_editors_record(
-            new, inherit_from=original, user=user if mode == "edit" else None, how=WriteEditor.How.EDIT
-        )
+        if own_identity:
+            new.context.pop("identity", None)
         drafts: list[audit.AuditDraft] = []
         if not shadow and WriteState.SUPERSEDED in ALLOWED_TRANSITIONS[original.state]:
             # The original stops here (and stops blocking its stream); the replay carries on for it.
@@ -375,14 +346,16 @@ def _new_write(
                 data={"replay": str(new.uid)},
                 defer_audit=drafts,
             )
-        new.tenant, new.event = original.tenant, original.event
-        transition(
-            new,
-            WriteState.AWAITING_APPROVAL if needs_approval else WriteState.PENDING,
+        ledger_add(
+            [new],
+            event=original.event,
             actor=user,
             reason=f"replay ({mode}{', shadow' if shadow else ''}) of write {original.uid}",
+            drafts=drafts,
             request_id=request_id,
-            defer_audit=drafts,
+        )
+        write_editors_record(
+            new, inherit_from=original, user=user if mode == "edit" else None, how=WriteEditor.How.EDIT
         )
         drafts.append(_replay_entry(original, new, user, mode, reason, shadow, request_id))
         audit.record_many(drafts)

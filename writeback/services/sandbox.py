@@ -20,10 +20,9 @@ from writeback.errors import DomainError
 from writeback.models import AuditAction, BusinessEvent, Tenant, Write
 from writeback.services import audit
 from writeback.services.contract import TenantContract, touched_fields
-from writeback.services.intake import write_row
+from writeback.services.ledger import ledger_add, planned_write
 from writeback.services.permissions import refuse, require
 from writeback.services.replay import _planned_today
-from writeback.services.transitions import transition
 from writeback.states import WriteState
 
 
@@ -124,14 +123,13 @@ def _store(event, target, planned, contract, originals, user, reason, request_id
         )
         writes = []
         for i, p in planned:
-            w = write_row(p, i, copy, target, contract, now, None)
+            w = planned_write(p, i, copy, target, contract, now)
             original = originals.get(i)
             w.context = {
                 **w.context,
                 "test_replay_of": {**lineage, "write": str(original.uid) if original else ""},
             }
             writes.append(w)
-        Write.objects.bulk_create(writes)
         drafts: list[audit.AuditDraft] = [
             audit.draft(
                 AuditAction.TEST_REPLAY_CREATED,
@@ -151,14 +149,13 @@ def _store(event, target, planned, contract, originals, user, reason, request_id
                 },
             )
         ]
-        for w in writes:
-            transition(
-                w,
-                WriteState.AWAITING_APPROVAL if w.approval_required else WriteState.PENDING,
-                actor=user,
-                reason=f"replayed from {event.tenant.slug} into test tenant {target.slug}",
-                request_id=request_id,
-                defer_audit=drafts,
-            )
+        ledger_add(
+            writes,
+            event=copy,
+            actor=user,
+            reason=f"replayed from {event.tenant.slug} into test tenant {target.slug}",
+            drafts=drafts,
+            request_id=request_id,
+        )
         audit.record_many(drafts)
     return writes

@@ -11,7 +11,7 @@ from django.utils import timezone
 from writeback.models import ApiToken, AuditAction, Tenant
 from writeback.models.tokens import PREFIX_LENGTH, hash_key
 from writeback.services import audit
-from writeback.services.access import user_may_access
+from writeback.services.access import prime_access, user_may_access
 from writeback.services.tenants import tenant_grant
 
 
@@ -55,6 +55,17 @@ def token_may_access(token: ApiToken | None, user: AbstractBaseUser, tenant: Ten
         return True
     scoped = list(token.tenants.values_list("pk", flat=True))
     return _scope_allows(len(scoped), tenant.pk in scoped)
+
+
+def tenant_access_from_row(token: ApiToken | None, user: AbstractBaseUser, tenant: Tenant) -> bool:
+    """`token_may_access` from a tenant read with its answers (`writeback.intake_reads`); the user's
+    grant is also kept for the rest of the request (`prime_access`)."""
+    prime_access(user, tenant, bool(tenant.granted_user or tenant.granted_group))
+    if not user_may_access(user, tenant):
+        return False
+    if token is None:
+        return True
+    return _scope_allows(int(tenant.token_names_any), bool(tenant.token_names_tenant))
 
 
 def _scope_allows(tenants_named: int, names_tenant: bool) -> bool:
