@@ -15,6 +15,8 @@ SQLite drops a table's triggers when a migration rebuilds the table (adding or a
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from writeback.db import execute_all, installed_triggers
+
 WRITES = "writeback_write"
 ATTEMPTS = "writeback_writeattempt"
 EVENTS = "writeback_businessevent"
@@ -155,25 +157,17 @@ def drop_sql(connection: BaseDatabaseWrapper) -> list[str]:
     return []
 
 
+def names(connection: BaseDatabaseWrapper) -> set[str]:
+    return set(PG_TRIGGERS if connection.vendor == "postgresql" else SQLITE_TRIGGERS)
+
+
 def installed(connection: BaseDatabaseWrapper) -> set[str]:
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                "SELECT DISTINCT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgname = ANY(%s)",
-                [list(PG_TRIGGERS)],
-            )
-        else:
-            cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
-        return {row[0] for row in cursor.fetchall()} & (set(PG_TRIGGERS) | set(SQLITE_TRIGGERS))
+    return installed_triggers(connection, names(connection))
 
 
 def install(connection: BaseDatabaseWrapper) -> None:
-    with connection.cursor() as cursor:
-        for statement in create_sql(connection):
-            cursor.execute(statement)
+    execute_all(connection, create_sql(connection))
 
 
 def uninstall(connection: BaseDatabaseWrapper) -> None:
-    with connection.cursor() as cursor:
-        for statement in drop_sql(connection):
-            cursor.execute(statement)
+    execute_all(connection, drop_sql(connection))

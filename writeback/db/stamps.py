@@ -9,6 +9,8 @@ operation; SQLite drops them when a migration rebuilds the table, so `ensure_ins
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from writeback.db import execute_all, installed_triggers
+
 STAMP = "writeback_contractstamp"
 TABLES = ("writeback_contractrule", "writeback_contractoverride", "writeback_capability")
 OPERATIONS = ("INSERT", "UPDATE", "DELETE")
@@ -58,15 +60,7 @@ def names(connection: BaseDatabaseWrapper) -> set[str]:
 
 
 def installed(connection: BaseDatabaseWrapper) -> set[str]:
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                "SELECT DISTINCT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgname = ANY(%s)",
-                [list(PG_TRIGGERS)],
-            )
-        else:
-            cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
-        return {row[0] for row in cursor.fetchall()} & names(connection)
+    return installed_triggers(connection, names(connection))
 
 
 def install(connection: BaseDatabaseWrapper) -> None:
@@ -81,9 +75,7 @@ def install(connection: BaseDatabaseWrapper) -> None:
 
 
 def uninstall(connection: BaseDatabaseWrapper) -> None:
-    with connection.cursor() as cursor:
-        for statement in drop_sql(connection):
-            cursor.execute(statement)
+    execute_all(connection, drop_sql(connection))
 
 
 def ensure_installed(connection: BaseDatabaseWrapper) -> bool:

@@ -9,6 +9,8 @@ it then changes is found by `verify_audit_chain`: the keyed hashes, and exported
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from writeback.db import execute_all
+
 # (table, operations refused, message)
 PROTECTED_TABLES = [
     ("writeback_auditentry", ("UPDATE", "DELETE"), "audit entries are append-only"),
@@ -135,12 +137,8 @@ def drop_sql(connection: BaseDatabaseWrapper) -> list[str]:
 
 
 def install(connection: BaseDatabaseWrapper) -> None:
-    with connection.cursor() as cursor:
-        for statement in create_sql(connection):
-            cursor.execute(statement)
+    execute_all(connection, create_sql(connection))
 
 
 def uninstall(connection: BaseDatabaseWrapper) -> None:
-    with connection.cursor() as cursor:
-        for statement in drop_sql(connection):
-            cursor.execute(statement)
+    execute_all(connection, drop_sql(connection))

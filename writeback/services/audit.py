@@ -230,6 +230,34 @@ def draft(action: AuditAction, *, actor: Any = None, **fields: Any) -> AuditDraf
     return AuditDraft(action=action, actor=name, actor_user_id=user_id, **fields)
 
 
+def write_draft(
+    action: AuditAction,
+    write: Any,
+    *,
+    actor: Any,
+    tenant: str,
+    event_uid: str,
+    data: dict[str, Any],
+    request_id: str = "",
+    target_ack: bool | None = None,
+) -> AuditDraft:
+    """An entry about one write, with the columns every such entry fills alike (the console and the
+    export find a write's history by them)."""
+    return draft(
+        action,
+        actor=actor,
+        tenant=tenant,
+        object_type="write",
+        object_id=str(write.uid),
+        write_uid=str(write.uid),
+        event_uid=event_uid,
+        correlation_id=write.correlation_id,
+        request_id=request_id,
+        target_ack=target_ack,
+        data=data,
+    )
+
+
 @dataclass
 class ChainReport:
     ok: bool

@@ -116,8 +116,7 @@ def ensure_installed(using: str = "default") -> bool:
     conn = transaction.get_connection(using)
     if conn.vendor not in ("postgresql", "sqlite"):
         return False
-    names = set(counters.PG_TRIGGERS if conn.vendor == "postgresql" else counters.SQLITE_TRIGGERS)
-    if counters.installed(conn) == names:
+    if counters.installed(conn) == counters.names(conn):
         return False
     with transaction.atomic(using=using):
         counters.install(conn)

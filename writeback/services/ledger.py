@@ -188,15 +188,12 @@ def ledger_add(
     tenant_slug, event_uid = event.tenant.slug, str(event.uid)
     for w in writes:
         drafts.append(
-            audit.draft(
+            audit.write_draft(
                 AuditAction.WRITE_CREATED,
+                w,
                 actor=actor,
                 tenant=tenant_slug,
-                object_type="write",
-                object_id=str(w.uid),
-                write_uid=str(w.uid),
                 event_uid=event_uid,
-                correlation_id=w.correlation_id,
                 request_id=request_id,
                 data={
                     "state": w.state,

@@ -40,15 +40,12 @@ def transition(
         if changed == 1:
             for name, value in updates.items():
                 setattr(write, name, value)
-            entry = audit.draft(
+            entry = audit.write_draft(
                 AuditAction.WRITE_TRANSITION,
+                write,
                 actor=actor,
                 tenant=write.tenant.slug,
-                object_type="write",
-                object_id=str(write.uid),
-                write_uid=str(write.uid),
                 event_uid=str(write.event.uid),
-                correlation_id=write.correlation_id,
                 request_id=request_id,
                 target_ack=target_ack,
                 data={"from": current, "to": to, "reason": reason, **(data or {})},
@@ -90,15 +87,12 @@ def transition_many(
     for w in writes:
         w.state, w.state_changed_at = to, now
         defer_audit.append(
-            audit.draft(
+            audit.write_draft(
                 AuditAction.WRITE_TRANSITION,
+                w,
                 actor=actor,
                 tenant=tenant_slug,
-                object_type="write",
-                object_id=str(w.uid),
-                write_uid=str(w.uid),
                 event_uid=event_uid,
-                correlation_id=w.correlation_id,
                 request_id=request_id,
                 data={"from": current, "to": to, "reason": reason},
             )
