@@ -154,6 +154,9 @@ def _expression(table: str, column: str, kind: str, spans: dict[str, int], copie
         return f"CASE WHEN {c} = '' THEN '' ELSE md5({c} || ':' || k)::uuid::text END"
     if column in ("hash", "prev_hash"):
         return f"encode(sha256(convert_to({c} || ':' || k, 'UTF8')), 'hex')"
+    if (table, column) == ("writeback_alert", "subject"):
+        # One firing alert per tenant, code and subject (alert_one_firing): a copy is another subject.
+        return f"CASE WHEN {c} = '' THEN {c} ELSE {c} || ' #' || k END"
     if column in UNIQUE_TEXT:
         return f"CASE WHEN {c} IS NULL OR {c} = '' THEN {c} ELSE {c} || '-' || k END"
     if column == "patient_ref":
