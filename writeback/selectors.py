@@ -32,10 +32,11 @@ from writeback.models import (
     Write,
     WriteCount,
 )
+from writeback.models.ledger import APPROVAL_QUEUE_ORDER
 from writeback.services.killswitches import active_switches
 from writeback.services.permissions import refuse
 from writeback.services.tenants import tenants_for_user
-from writeback.states import CLAIMABLE, NEEDS_OPERATOR, WriteState
+from writeback.states import CLAIMABLE, DECIDABLE, NEEDS_OPERATOR, WriteState
 
 
 def tenants_visible_to(user, token: ApiToken | None = None) -> QuerySet[Tenant]:
@@ -85,6 +86,19 @@ def scoped_get(
 
 def writes_visible_to(user, token: ApiToken | None = None) -> QuerySet[Write]:
     return Write.objects.filter(tenant__in=tenants_visible_to(user, token)).select_related("tenant", "event")
+
+
+def approval_queue(user) -> QuerySet[Write]:
+    """The writes the person may see that wait for a clinician's decision, in the queue's order (held
+    writes first, then the oldest): read in that order from write_decidable_idx, so a page costs the
+    same however many writes wait."""
+    return (
+        writes_visible_to(user)
+        .filter(state__in=DECIDABLE)
+        .select_related("event__initiator")
+        .prefetch_related("approvals__approver", "editors")
+        .order_by(*APPROVAL_QUEUE_ORDER)
+    )
 
 
 def events_visible_to(user, token: ApiToken | None = None) -> QuerySet[BusinessEvent]:
@@ -207,8 +221,9 @@ def queue_gauges(tenant_ids: list[int], *, now: datetime | None = None) -> Queue
     `next_attempt_at`, pending writes), the age of the oldest write whose outcome is unknown (since it
     entered that state), and firing alerts.
 
-    Three queries whatever the size of the ledger; settled writes (committed and the like, the bulk of
-    a ledger) are never read, the (state, next_attempt_at) index narrows to the open ones."""
+    Four queries whatever the size of the ledger: the open writes by state from the running counts;
+    the two ages from the pending and unknown writes only (the (state, next_attempt_at) index narrows
+    to them; writes waiting for a person, which pile up, are counted, never read)."""
     now = now or timezone.now()
     rows = {
         pk: TenantQueue(slug, vendor, open_alerts={s.value: 0 for s in Severity})
@@ -216,17 +231,22 @@ def queue_gauges(tenant_ids: list[int], *, now: datetime | None = None) -> Queue
         .order_by("slug")
         .values_list("pk", "slug", "vendor")
     }
+    for c in ledger_counts(list(rows)):
+        if c.state in OPEN_STATES:
+            open_by_state = rows[c.tenant_id].open_by_state
+            open_by_state[c.state] = open_by_state.get(c.state, 0) + c.n
     for r in (
-        Write.objects.filter(tenant_id__in=list(rows), state__in=OPEN_STATES)
+        Write.objects.filter(
+            tenant_id__in=list(rows), state__in=(WriteState.PENDING, WriteState.OUTCOME_UNKNOWN)
+        )
         .values("tenant_id", "state")
-        .annotate(n=Count("id"), due=Min("next_attempt_at"), entered=Min("state_changed_at"))
+        .annotate(due=Min("next_attempt_at"), entered=Min("state_changed_at"))
         .order_by()
     ):
         row = rows[r["tenant_id"]]
-        row.open_by_state[r["state"]] = r["n"]
         if r["state"] == WriteState.PENDING:
             row.oldest_pending_seconds = max(0.0, (now - r["due"]).total_seconds())
-        elif r["state"] == WriteState.OUTCOME_UNKNOWN:
+        else:
             row.oldest_unknown_seconds = max(0.0, (now - r["entered"]).total_seconds())
     for r in (
         Alert.objects.filter(tenant_id__in=list(rows), state=AlertState.FIRING)

@@ -94,6 +94,8 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
 
 # States a worker may claim (when due and not leased).
 CLAIMABLE = (S.PENDING, S.FAILED_RETRYABLE, S.OUTCOME_UNKNOWN)
+# What a clinician may approve or reject: writes waiting for approval, and writes held at send time.
+DECIDABLE = (S.AWAITING_APPROVAL, S.HELD_AUTHORIZATION)
 # States of an earlier write that keep later writes of the same patient stream waiting (event order).
 STREAM_BLOCKING = (
     S.VALIDATED,

@@ -1,7 +1,6 @@
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Case, When
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -12,8 +11,8 @@ from console.fetch import get_write_for_user, may, render_panel, request_id
 from console.forms import RationaleForm
 from console.summaries import clinical_summary, event_item_for
 from console.views.writes import detail_context
+from writeback import selectors
 from writeback.models import Write
-from writeback.selectors import writes_visible_to
 from writeback.services import approvals
 from writeback.services.ehr_reads import ehr_read_chart
 from writeback.states import WriteState
@@ -43,15 +42,7 @@ def _card(
 
 @console_view()
 def approval_queue(request: HtmxHttpRequest) -> HttpResponse:
-    # Held writes first: they were due to go out when their authorisation lapsed.
-    writes = (
-        writes_visible_to(request.user)
-        .filter(state__in=approvals.DECIDABLE)
-        .select_related("event__initiator")
-        .prefetch_related("approvals__approver", "editors")
-        .order_by(Case(When(state=WriteState.HELD_AUTHORIZATION, then=0), default=1), "created_at", "id")
-    )
-    page = Paginator(writes, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = Paginator(selectors.approval_queue(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
     cards = [_card(request, w) for w in page.object_list]
     context = {"page": page, "cards": cards, "ttl_hours": settings.WRITEBACK_APPROVAL_TTL_HOURS}
     template = "console/approvals.html#queue" if request.htmx else "console/approvals.html"

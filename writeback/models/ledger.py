@@ -10,7 +10,7 @@ from django.utils import timezone
 from writeback.models.choices import Operation, Risk
 from writeback.models.events import BusinessEvent
 from writeback.models.tenants import Tenant
-from writeback.states import CLAIMABLE, FINAL, WriteState
+from writeback.states import CLAIMABLE, DECIDABLE, FINAL, WriteState
 
 
 class AttemptOutcome(models.TextChoices):
@@ -35,6 +35,15 @@ LastOutcome = models.TextChoices(
     "LastOutcome",
     [(o.name, (o.value, o.label)) for o in AttemptOutcome]
     + [("IN_FLIGHT", ("in_flight", "In flight (a worker holds it mid-call)"))],
+)
+
+
+# The approval queue's order: writes held at send time first (they were due to go out when their
+# authorisation lapsed), then the oldest. Shared by the queue and its index (write_decidable_idx).
+APPROVAL_QUEUE_ORDER = (
+    models.Case(models.When(state=WriteState.HELD_AUTHORIZATION, then=0), default=1),
+    models.F("created_at"),
+    models.F("id"),
 )
 
 
@@ -121,6 +130,12 @@ class Write(models.Model):
                 name="write_due_idx",
             ),
             models.Index(fields=["state", "next_attempt_at"], name="write_state_next_idx"),
+            # The approval queue, in its order: without it every page sorts all the waiting writes.
+            models.Index(
+                *APPROVAL_QUEUE_ORDER,
+                condition=models.Q(state__in=DECIDABLE),
+                name="write_decidable_idx",
+            ),
             # The worker's sweep for writes whose worker died mid-call (only claimed writes are in flight).
             models.Index(
                 fields=["lease_expires_at"],

@@ -13,7 +13,7 @@ from writeback.models import Approval, AuditAction, Write, WriteEditor
 from writeback.services import audit
 from writeback.services.permissions import refuse, require
 from writeback.services.transitions import transition
-from writeback.states import WriteState
+from writeback.states import DECIDABLE, WriteState
 
 
 def _locked(write: Write) -> Write:
@@ -22,7 +22,6 @@ def _locked(write: Write) -> Write:
 
 # The states a clinician decides in: a write waiting for its approval, and one held at send time
 # because the people or token behind it lost their authority (a re-approval answers for it).
-DECIDABLE = (WriteState.AWAITING_APPROVAL, WriteState.HELD_AUTHORIZATION)
 
 
 def payload_shapers(write: Write) -> dict[int, str]:
