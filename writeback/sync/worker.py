@@ -442,9 +442,7 @@ class SyncWorker:
         try:
             held = settle([r.settlement for r in pending], actor=self.worker_id)
         except DB_ERRORS:
-            for r in pending:
-                self._note_unrecorded(r.write)
-                self.stats.by_label["db-error"] += 1
+            self._hand_back(pending)
             raise
         except Exception:
             log.exception("%s: recording %d outcomes together failed", self.worker_id, len(pending))
@@ -469,9 +467,7 @@ class SyncWorker:
             try:
                 held += settle([r.settlement], actor=self.worker_id)
             except DB_ERRORS:
-                for rest in pending[i:]:
-                    self._note_unrecorded(rest.write)
-                    self.stats.by_label["db-error"] += 1
+                self._hand_back(pending[i:])
                 raise
             except Exception:
                 # As for a bug while processing: the lease lapses, and the write (marked in flight) is
@@ -480,6 +476,13 @@ class SyncWorker:
                 self.stats.by_label["error"] += 1
                 failed.add(r.write.pk)
         return held
+
+    def _hand_back(self, results: list[Result]) -> None:
+        """Outcomes a database error kept from being recorded: the ledger still marks their writes in
+        flight, so they are checked by read before anything is sent again (`_forget_unrecorded`)."""
+        for r in results:
+            self._note_unrecorded(r.write)
+            self.stats.by_label["db-error"] += 1
 
     def _count(self, label: str) -> None:
         self.stats.processed += 1
