@@ -26,6 +26,7 @@ from writeback.services.consents import ConsentDecision
 from writeback.services.contract import TenantContract, touched_fields
 from writeback.services.holds import Holds
 from writeback.services.send_authorization import Lapse
+from writeback.services.send_reads import SendReads
 from writeback.states import FINAL, WriteState
 
 # Step kinds, in the order the checks run.
@@ -219,10 +220,12 @@ def software_proposed(write: Write) -> bool:
     return write.event.source_kind != BusinessEvent.SourceKind.HUMAN and write.resource_type != "Provenance"
 
 
-def load_inputs(write: Write, tenant: Tenant, adapter: VendorAdapter, req: WriteRequest) -> Inputs:
+def load_inputs(
+    write: Write, tenant: Tenant, adapter: VendorAdapter, req: WriteRequest, reads: SendReads | None = None
+) -> Inputs:
     """Loads what the decision needs. The send checks (consent, authorisation: three queries) are
     loaded only for a write a sending tenant may send; `next_step` never reaches them otherwise, and
-    refuses the write if it does."""
+    refuses the write if it does. `reads`: their rows, read for the worker's whole batch."""
     from writeback.services.approvals import valid_approval
     from writeback.services.consents import consent_check
     from writeback.services.patient_binding import write_binding_problem
@@ -240,8 +243,11 @@ def load_inputs(write: Write, tenant: Tenant, adapter: VendorAdapter, req: Write
     # performs (an entered-in-error status is an update), never the ledger's word "compensate".
     inputs.operation = compensation_method(req)
     inputs.consent = consent_check(
-        tenant=tenant, patient_ref=write.patient_ref, writes=[(write.resource_type, inputs.operation)]
+        tenant=tenant,
+        patient_ref=write.patient_ref,
+        writes=[(write.resource_type, inputs.operation)],
+        consents=reads.consents_for(write) if reads is not None else None,
     )
     inputs.capability = adapter.preflight(req)
-    inputs.authorization = send_authorization_lapse(write)
+    inputs.authorization = send_authorization_lapse(write, reads)
     return inputs

@@ -14,6 +14,7 @@ and never lost.
 """
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
 
@@ -22,6 +23,9 @@ from writeback.services.access import user_may_access, users_with_access
 from writeback.services.approvals import valid_approval
 from writeback.services.permissions import allowed
 from writeback.services.tokens import token_lapse
+
+if TYPE_CHECKING:
+    from writeback.services.send_reads import SendReads
 
 
 @dataclass(frozen=True)
@@ -39,10 +43,10 @@ def _why_not(user, tenant: Tenant) -> str:
     return "no longer holds the role it acted in"
 
 
-def send_authorization_lapse(write: Write) -> Lapse | None:
+def send_authorization_lapse(write: Write, reads: "SendReads | None" = None) -> Lapse | None:
     """The first authority behind `write` that lapsed since it was queued, or None when all still hold.
-    Two queries for a write that needs no approval (its people, its token): the worker asks for every
-    write it is about to send."""
+    Two queries for a write that needs no approval (its people, its token), or none where the worker
+    read them for its whole batch (`reads`, from `load_send_reads` over a batch holding `write`)."""
     tenant = write.tenant
     if write.approval_required or "held_authorization" in (write.context or {}):
         approval = valid_approval(write)
@@ -57,13 +61,18 @@ def send_authorization_lapse(write: Write) -> Lapse | None:
     if event.initiator_id is None:
         return Lapse("initiator-lapsed", "the event names no initiator: nobody answers for this write")
     people = {"initiator": event.initiator_id, "submitter": event.submitter_id}
-    standing = users_with_access({pk for pk in people.values() if pk is not None}, tenant)
+    standing = (
+        reads.standing[tenant.pk]
+        if reads is not None
+        else users_with_access({pk for pk in people.values() if pk is not None}, tenant)
+    )
     for who, pk in people.items():
         if pk is not None and pk not in standing:
             user = get_user_model().objects.get(pk=pk)
             return Lapse(f"{who}-lapsed", f"{who} {user.get_username()} {_why_not(user, tenant)}")
     if event.submitted_token_id is not None:
-        lapsed = token_lapse(event.submitted_token_id, tenant)
+        token = event.submitted_token_id
+        lapsed = reads.tokens[(token, tenant.pk)] if reads is not None else token_lapse(token, tenant)
         if lapsed:
             return Lapse(*lapsed)
     return None

@@ -73,15 +73,30 @@ def _scope_allows(tenants_named: int, names_tenant: bool) -> bool:
     return not tenants_named or names_tenant
 
 
-def token_lapse(token_id: int, tenant: Tenant) -> tuple[str, str] | None:
+# (rule, reason): why a token may no longer act on a tenant.
+Lapsed = tuple[str, str]
+
+
+def token_lapse(token_id: int, tenant: Tenant) -> Lapsed | None:
     """Why a token that submitted an event may no longer act on `tenant` ((rule, reason)), or None.
-    One query (the worker asks it for every write it is about to send); its user is checked apart."""
-    row = (
-        ApiToken.objects.filter(pk=token_id)
+    Its user is checked apart."""
+    return token_lapses([token_id], tenant)[token_id]
+
+
+def token_lapses(token_ids: Iterable[int], tenant: Tenant) -> dict[int, Lapsed | None]:
+    """`token_lapse` for several tokens in one query (the worker asks it for each batch it is about to
+    send)."""
+    ids = set(token_ids)
+    rows = {
+        row["pk"]: row
+        for row in ApiToken.objects.filter(pk__in=list(ids))
         .annotate(named=Count("tenants"), names_tenant=Count("tenants", filter=Q(tenants=tenant)))
-        .values("prefix", "revoked_at", "named", "names_tenant")
-        .first()
-    )
+        .values("pk", "prefix", "revoked_at", "named", "names_tenant")
+    }
+    return {pk: _lapse(rows.get(pk), tenant) for pk in ids}
+
+
+def _lapse(row: dict[str, Any] | None, tenant: Tenant) -> Lapsed | None:
     if row is None:
         return "token-revoked", "the API token that submitted the event no longer exists"
     name = f"the API token {row['prefix']}… that submitted the event"

@@ -37,6 +37,7 @@ from writeback.services.decide import (
 )
 from writeback.services.record import Readback, Recorder, Settlement, attempt_rows, save_attempts
 from writeback.services.requests import build_request
+from writeback.services.send_reads import SendReads
 from writeback.states import WriteState
 from writeback.sync.claim import release, renew_leases
 from writeback.sync.recent import RecentContracts, RecentHolds
@@ -71,12 +72,17 @@ class WriteProcessor:
             self.record.settle_alone(result.settlement)
         return result
 
-    def attempt(self, write: Write) -> Result:
+    def attempt(self, write: Write, reads: SendReads | None = None) -> Result:
         """Processes one write up to its outcome, which the result carries unrecorded (the caller
-        settles it, with others). What must be on record before the send is settled here, alone."""
+        settles it, with others). What must be on record before the send is settled here, alone.
+
+        `reads`: the worker loop read the pre-send re-check's rows for the write's whole batch right
+        after claiming it; the claim read its tenant row too. Without them (a write processed alone,
+        perhaps long after its claim) the tenant and the checks' rows are read fresh here."""
         died_mid_call = write.last_outcome == LastOutcome.IN_FLIGHT
-        tenant = Tenant.objects.get(pk=write.tenant_id)  # fresh: mode may have changed since the claim
-        write.tenant = tenant
+        if reads is None:
+            write.tenant = Tenant.objects.get(pk=write.tenant_id)  # its mode may have changed
+        tenant = write.tenant
         if died_mid_call and write.state != WriteState.OUTCOME_UNKNOWN:
             # The ledger says so before anything else happens (its last try may have landed), and a
             # worker dying during this attempt must leave it showing.
@@ -92,13 +98,19 @@ class WriteProcessor:
 
         adapter: VendorAdapter = self.adapters(tenant)
         try:
-            return self._process_with(write, tenant, holds, adapter, died_mid_call)
+            return self._process_with(write, tenant, holds, adapter, died_mid_call, reads)
         finally:
             # Requests the adapter refused to make (URLs outside the tenant): alerted with this write.
             outbound_refusals_record(tenant, adapter.take_refusals(), write=write, actor=self.worker_id)
 
     def _process_with(
-        self, write: Write, tenant: Tenant, holds, adapter: VendorAdapter, died_mid_call: bool
+        self,
+        write: Write,
+        tenant: Tenant,
+        holds,
+        adapter: VendorAdapter,
+        died_mid_call: bool,
+        reads: SendReads | None,
     ) -> Result:
         req = build_request(write)
         if write.context.get("provenance") and not req.resource.get("target"):
@@ -110,7 +122,7 @@ class WriteProcessor:
                     write, exchanges=[], message=message, code="nothing-to-attest", counted=False
                 ),
             )
-        inputs = load_inputs(write, tenant, adapter, req)
+        inputs = load_inputs(write, tenant, adapter, req, reads)
         step = inputs.decide(write, tenant, holds, self.contracts.get(tenant))
         # The truth first: a write that may already have landed is looked up before anything else is
         # decided about it (a lapsed approval, a revoked consent or a mode change cannot unsend it).

@@ -3,7 +3,7 @@
 Holds (kill switches, alert holds, paused tenants) and a tenant's contract and capabilities change
 rarely but are read for every write; reading them once a second instead of once a write saves five
 queries per write. A change takes effect for writes already claimed within `ttl` seconds; claims always
-read holds fresh, and the tenant row (its mode) is read fresh for every write.
+read holds fresh, and the tenant row (its mode) is read with each claim (`claim_due` selects it).
 """
 
 import threading

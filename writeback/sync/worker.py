@@ -33,6 +33,7 @@ from writeback.services.bulk import bulk_process_due
 from writeback.services.holds import current_holds
 from writeback.services.reconcile import reconcile_due
 from writeback.services.record import Settlement, settle
+from writeback.services.send_reads import SendReads, load_send_reads
 from writeback.services.targets import adapter_for
 from writeback.sync.claim import claim_due, has_open_work, lapsed_in_flight, release, renew_leases
 from writeback.sync.process import Result, WriteProcessor
@@ -198,7 +199,8 @@ class SyncWorker:
         free = self.concurrency - len(inflight)
         if self.max_writes is not None:
             free = min(free, self.max_writes - self._claimed)
-        claimed = []
+        claimed: list[Write] = []
+        reads: SendReads | None = None
         # Claim in batches (one claim costs about as much for 1 write as for 8): wait until half the
         # threads are free, unless nothing is in flight.
         if free > 0 and (free >= self.batch or not inflight):
@@ -212,6 +214,7 @@ class SyncWorker:
             )
             try:
                 claimed = self._within_bulkheads(claimed, per_tenant, caps)
+                reads = load_send_reads(claimed)
             except DB_ERRORS:
                 # Claimed but never started: hand them straight back once the database is reachable.
                 for write in claimed:
@@ -220,7 +223,7 @@ class SyncWorker:
         for write in claimed:
             self._claimed += 1
             per_tenant[write.tenant_id] += 1
-            inflight[pool.submit(self._run_one, write)] = write
+            inflight[pool.submit(self._run_one, write, reads)] = write
         if inflight:
             done, _ = wait(
                 list(inflight),
@@ -393,14 +396,15 @@ class SyncWorker:
             keep.append(write)
         return keep
 
-    def _run_one(self, write) -> Result | None:
+    def _run_one(self, write, reads: SendReads | None = None) -> Result | None:
         with logcontext.for_write(write):
-            return self._process_one(write)
+            return self._process_one(write, reads)
 
-    def _process_one(self, write) -> Result | None:
-        """Processes one write on a pool thread; its outcome comes back unrecorded (`_settle_finished`)."""
+    def _process_one(self, write, reads: SendReads | None) -> Result | None:
+        """Processes one write on a pool thread; its outcome comes back unrecorded (`_settle_finished`).
+        `reads`: its batch's pre-send re-check rows, read once for the batch (`load_send_reads`)."""
         try:
-            return self.processor.attempt(write)
+            return self.processor.attempt(write, reads)
         except DB_ERRORS as exc:
             # The database went away mid-write: whether the request left is unknown to us now. Forget
             # the write here; the ledger still marks it in flight (see _forget_unrecorded).
@@ -498,7 +502,8 @@ class SyncWorker:
             tenant_ids=tenant_ids,
             exclude_tenants=self._excluded_ids(),
         )
-        self._settle_finished([self._run_one(write) for write in claimed])
+        reads = load_send_reads(claimed)
+        self._settle_finished([self._run_one(write, reads) for write in claimed])
         return self.stats
 
     def drain(self, max_cycles: int = 1000) -> WorkerStats:
