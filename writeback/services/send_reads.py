@@ -51,7 +51,8 @@ def load_send_reads(writes: Iterable[Write]) -> SendReads:
         if w.tenant.consent_required:
             patients[w.tenant_id].add(w.patient_ref)
     for tenant_id, tenant in tenants.items():
-        reads.standing[tenant_id] = users_with_access(people[tenant_id], tenant) if people[tenant_id] else set()
+        asked = people[tenant_id]
+        reads.standing[tenant_id] = users_with_access(asked, tenant) if asked else set()
         if tokens[tenant_id]:
             for token_id, lapse in token_lapses(tokens[tenant_id], tenant).items():
                 reads.tokens[(token_id, tenant_id)] = lapse
