@@ -1,4 +1,10 @@
-"""Server-rendered SVG charts: geometry computed here, drawn by templates. No chart library, no JS."""
+"""Server-rendered SVG charts: geometry computed and formatted here, drawn by templates. No chart library,
+no JS.
+
+Coordinates leave this module as strings with one decimal (`_c`): the template only places them. Django's
+`floatformat` filter costs about 0.1 ms per number, several hundred times per overview, and would follow
+the locale's decimal separator, which SVG does not read.
+"""
 
 import math
 from dataclasses import dataclass, field
@@ -24,6 +30,11 @@ def nice_max(value: float) -> float:
     return 10 * exp
 
 
+def _c(v: float) -> str:
+    """An SVG coordinate."""
+    return f"{v:.1f}"
+
+
 def _fmt(v: float) -> str:
     return f"{v:g}" if v < 10_000 else f"{v / 1000:g}k"
 
@@ -37,6 +48,10 @@ class Rect:
     tone: str
     title: str
 
+    @property
+    def box(self) -> tuple[str, str, str, str]:
+        return _c(self.x), _c(self.y), _c(self.w), _c(self.h)
+
 
 @dataclass
 class Chart:
@@ -47,24 +62,24 @@ class Chart:
     plot_w: float
     plot_h: float
     rects: list[Rect] = field(default_factory=list)
-    y_ticks: list[tuple[float, str]] = field(default_factory=list)
-    x_labels: list[tuple[float, str]] = field(default_factory=list)
+    y_ticks: list[tuple[str, str]] = field(default_factory=list)
+    x_labels: list[tuple[str, str]] = field(default_factory=list)
     points: str = ""
-    dots: list[tuple[float, float, str]] = field(default_factory=list)
+    dots: list[tuple[str, str, str]] = field(default_factory=list)
     legend: list[tuple[str, str]] = field(default_factory=list)
     empty: bool = False
 
     @property
-    def mid_x(self) -> float:
-        return self.left + self.plot_w / 2
+    def mid_x(self) -> str:
+        return _c(self.left + self.plot_w / 2)
 
     @property
-    def mid_y(self) -> float:
-        return self.top + self.plot_h / 2
+    def mid_y(self) -> str:
+        return _c(self.top + self.plot_h / 2)
 
     @property
-    def right_edge(self) -> float:
-        return self.left + self.plot_w
+    def right_edge(self) -> str:
+        return _c(self.left + self.plot_w)
 
 
 def _frame(
@@ -75,7 +90,7 @@ def _frame(
 
 def _y_axis(chart: Chart, top_value: float) -> None:
     for frac in (0, 0.25, 0.5, 0.75, 1):
-        chart.y_ticks.append((chart.top + chart.plot_h * (1 - frac), _fmt(top_value * frac)))
+        chart.y_ticks.append((_c(chart.top + chart.plot_h * (1 - frac)), _fmt(top_value * frac)))
 
 
 def hourly_outcomes(board: Dashboard) -> Chart:
@@ -97,7 +112,7 @@ def hourly_outcomes(board: Dashboard) -> Chart:
             y -= h
             chart.rects.append(Rect(x, y, band * 0.7, h, tone, f"{p.hour:%H:%M}: {value} {label.lower()}"))
         if i % 3 == 0 or i == n - 1:
-            chart.x_labels.append((chart.left + i * band + band / 2, f"{p.hour:%H:%M}"))
+            chart.x_labels.append((_c(chart.left + i * band + band / 2), f"{p.hour:%H:%M}"))
     chart.legend = [(label, tone) for _, label, tone in SERIES]
     return chart
 
@@ -114,10 +129,10 @@ def hourly_events(board: Dashboard) -> Chart:
     for i, p in enumerate(series):
         x = chart.left + i * band + band / 2
         y = chart.top + chart.plot_h * (1 - p.events / top_value)
-        coords.append(f"{x:.1f},{y:.1f}")
-        chart.dots.append((x, y, f"{p.hour:%H:%M}: {p.events} events"))
+        coords.append(f"{_c(x)},{_c(y)}")
+        chart.dots.append((_c(x), _c(y), f"{p.hour:%H:%M}: {p.events} events"))
         if i % 4 == 0 or i == n - 1:
-            chart.x_labels.append((x, f"{p.hour:%H:%M}"))
+            chart.x_labels.append((_c(x), f"{p.hour:%H:%M}"))
     chart.points = " ".join(coords)
     return chart
 
@@ -141,8 +156,8 @@ def latency_bars(board: Dashboard) -> Chart:
                     f"{r['vendor']} {key}: {value:.0f} ms",
                 )
             )
-        chart.y_ticks.append((y + 16, r["vendor"]))
+        chart.y_ticks.append((_c(y + 16), r["vendor"]))
     for frac in (0, 0.5, 1):
-        chart.x_labels.append((chart.left + chart.plot_w * frac, f"{_fmt(top_value * frac)} ms"))
+        chart.x_labels.append((_c(chart.left + chart.plot_w * frac), f"{_fmt(top_value * frac)} ms"))
     chart.legend = [("p50", "p50"), ("p95", "p95")]
     return chart
