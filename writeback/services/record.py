@@ -26,7 +26,7 @@ from writeback.services import audit
 from writeback.services.alerts import alert_raise
 from writeback.services.approvals import void_approvals as approvals_void
 from writeback.services.backoff import next_attempt_at
-from writeback.services.transitions import transition
+from writeback.services.transitions import transition, update_write_row
 from writeback.states import ALLOWED_TRANSITIONS, InvalidTransition, WriteState, check_transition
 
 MAX_BODY = 8000
@@ -211,7 +211,7 @@ def _apply(
         updates = {"state": s.to, "state_changed_at": now, "updated_at": now, **s.fields}
     else:
         updates = {"updated_at": now, **s.fields}
-    if Write.objects.filter(pk=write.pk, state=current, **s.guard).update(**updates) != 1:
+    if update_write_row(write.pk, {"state": current, **s.guard}, updates) != 1:
         return None
     applied.append((write, {name: getattr(write, name) for name in updates}))
     for name, value in updates.items():
