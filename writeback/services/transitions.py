@@ -1,12 +1,8 @@
-"""The one function that changes a write's state, and writes the audit entry that says so; and the
-guarded UPDATE of one ledger row that the worker's hot path runs for every write."""
+"""The one function that changes a write's state, and writes the audit entry that says so."""
 
-from functools import lru_cache
 from typing import Any
 
-from django.core.exceptions import FieldDoesNotExist
-from django.db import connections, router, transaction
-from django.db.models import Field
+from django.db import transaction
 from django.utils import timezone
 
 from writeback.models import AuditAction, Write
@@ -101,53 +97,3 @@ def transition_many(
                 data={"from": current, "to": to, "reason": reason},
             )
         )
-
-
-@lru_cache(maxsize=256)
-def _update_sql(alias: str, columns: tuple[str, ...], conditions: tuple[str, ...]) -> str:
-    """UPDATE <write table> SET <columns> WHERE <pk> = %s AND <conditions>: the text is the same for every
-    row of one shape, so it is built once per shape instead of by the ORM's compiler for each row."""
-    meta, q = Write._meta, connections[alias].ops.quote_name
-    sets = ", ".join(f"{q(meta.get_field(name).column)} = %s" for name in columns)
-    where = " AND ".join(f"{q(meta.get_field(name).column)} = %s" for name in ("id", *conditions))
-    return f"UPDATE {q(meta.db_table)} SET {sets} WHERE {where}"  # noqa: S608 - names from the model, quoted
-
-
-def _plain(field: Field, name: str) -> bool:
-    return field.concrete and not field.is_relation and field.name == name
-
-
-def update_write_row(pk: int, where: dict[str, Any], values: dict[str, Any]) -> int:
-    """`Write.objects.filter(pk=pk, **where).update(**values)`, and like it returns how many rows changed
-    (0 or 1, for the caller to check), but with the statement text cached per shape: the worker runs
-    this for every write (the lease fence, the settlement's guarded UPDATE), and compiling it was a large
-    share of the worker's CPU per write.
-
-    Only exact matches on plain columns take the cached path; anything else (a lookup such as `__lt`,
-    None, which SQL's `=` never matches, an expression, a relation) goes through the ORM. Values are
-    prepared as the ORM prepares them: `get_db_prep_save` for SET, `get_db_prep_value` for WHERE."""
-    meta = Write._meta
-    try:
-        set_fields = [meta.get_field(name) for name in values]
-        where_fields = [meta.get_field(name) for name in where]
-    except FieldDoesNotExist:
-        set_fields = where_fields = []
-    cached = (
-        bool(set_fields)
-        and all(_plain(f, n) and not f.primary_key for f, n in zip(set_fields, values, strict=True))
-        and all(_plain(f, n) for f, n in zip(where_fields, where, strict=True))
-        and not any(v is None or hasattr(v, "resolve_expression") for v in where.values())
-        and not any(hasattr(v, "resolve_expression") or hasattr(v, "_meta") for v in values.values())
-    )
-    if not cached:
-        return Write.objects.filter(pk=pk, **where).update(**values)
-    alias = router.db_for_write(Write)
-    connection = connections[alias]
-    params = [
-        f.get_db_prep_save(v, connection=connection) for f, v in zip(set_fields, values.values(), strict=True)
-    ]
-    params.append(meta.pk.get_db_prep_value(pk, connection))
-    params += [f.get_db_prep_value(v, connection) for f, v in zip(where_fields, where.values(), strict=True)]
-    with transaction.mark_for_rollback_on_error(using=alias), connection.cursor() as cursor:
-        cursor.execute(_update_sql(alias, tuple(values), tuple(where)), params)
-        return cursor.rowcount

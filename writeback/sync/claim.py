@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from writeback.models import LastOutcome, Write
 from writeback.services.holds import Holds, current_holds
-from writeback.services.transitions import update_write_row
+from writeback.services.statements import update_write_row
 from writeback.states import CLAIMABLE, FINAL, STREAM_BLOCKING
 from writeback.states import WriteState as S
 

@@ -1,6 +1,7 @@
-"""The guarded UPDATE of one ledger row with a cached statement (`update_write_row`) stores exactly what
-the ORM's `filter(...).update(...)` stores, and counts the rows it changed the same way: 0 when the row
-moved or its lease was taken over, so the caller records nothing."""
+"""The worker's statements with cached text store exactly what the ORM stores: the guarded UPDATE of one
+ledger row (`update_write_row`, against `filter(...).update(...)`), which counts the rows it changed the
+same way (0 when the row moved or its lease was taken over, so the caller records nothing), and the
+INSERT of attempt rows and audit entries (`insert_rows`, against `bulk_create`)."""
 
 from datetime import timedelta
 
@@ -10,8 +11,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tests.writeback.sync.conftest import bulk_writes
-from writeback.models import Write
-from writeback.services.transitions import update_write_row
+from writeback.models import AuditEntry, Write, WriteAttempt
+from writeback.services import audit
+from writeback.services.statements import insert_rows, update_write_row
 from writeback.states import WriteState
 
 pytestmark = pytest.mark.django_db
@@ -89,3 +91,56 @@ def test_lookups_and_none_go_through_the_orm(tenant):
         == 1
     )
     assert Write.objects.get(pk=write.pk).last_error == "z"
+
+
+def _attempts(write: Write, worker: str, at) -> list[WriteAttempt]:
+    return [
+        WriteAttempt(
+            write=write,
+            number=i,
+            worker_id=worker,
+            request_id=f"r{i}",
+            correlation_id=write.correlation_id,
+            method="POST" if i else "GET",
+            url="http://ehr/fhir/Observation?x=%s",
+            request_headers={"Accept": "application/fhir+json", "n": [1, 2.5, None]},
+            request_body_hash="ab" * 32,
+            response_status=201 if i else None,
+            response_body='{"resourceType":"Observation","note":"ünï \\"q\\""}',
+            latency_ms=12,
+            outcome="committed" if i else "step",
+            error="",
+            started_at=at,
+        )
+        for i in range(3)
+    ]
+
+
+def test_inserted_attempts_equal_bulk_created_ones(tenant):
+    (write,) = bulk_writes(tenant, 1)
+    at = timezone.now()
+    ours, theirs = _attempts(write, "worker:ours", at), _attempts(write, "worker:theirs", at)
+    with CaptureQueriesContext(connection) as ctx:
+        insert_rows(WriteAttempt, ours)
+    assert len(ctx.captured_queries) == 1
+    WriteAttempt.objects.bulk_create(theirs)
+    assert all(a.pk is not None and not a._state.adding for a in ours)
+    columns = [f.attname for f in WriteAttempt._meta.concrete_fields if f.attname not in ("id", "worker_id")]
+    for mine, other in zip(ours, theirs, strict=True):
+        stored = WriteAttempt.objects.filter(pk=mine.pk).values(*columns).get()
+        assert stored == WriteAttempt.objects.filter(pk=other.pk).values(*columns).get()
+        assert WriteAttempt.objects.get(pk=mine.pk).worker_id == "worker:ours"
+
+
+def test_audit_entries_written_by_insert_still_verify(tenant):
+    drafts = [
+        audit.draft(
+            "write.transition", actor="worker:a", tenant=tenant.slug, data={"n": i, "s": "ü", "f": 0.1}
+        )
+        for i in range(5)
+    ]
+    entries = audit.record_many(drafts[:2]) + audit.record_many(drafts[2:])
+    stored = list(AuditEntry.objects.order_by("seq"))
+    assert [e.seq for e in stored][-5:] == [e.seq for e in entries]
+    assert [e.hash for e in stored][-5:] == [e.hash for e in entries]
+    assert audit.verify_chain().ok
