@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -57,7 +58,9 @@ _SECRET_WORDS = (
 )
 
 
+@lru_cache(maxsize=4096)
 def is_secret_name(name: str) -> bool:
+    # Cached: every key of every stored answer is asked about, and the keys are few (FHIR's names).
     lowered = name.lower()
     return any(word in lowered for word in _SECRET_WORDS)
 

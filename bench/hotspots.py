@@ -1,8 +1,9 @@
 """Where the time goes: cProfile of the intake path and of the worker path, in process.
 
     python bench/hotspots.py intake [--events 200] [--measurements 6|1]
-    python bench/hotspots.py worker [--writes 300]
+    python bench/hotspots.py worker [--writes 300] [--batch 1] [--cpu-profile | --no-profile]
     python bench/hotspots.py drain [--writes 300] [--concurrency 1] [--target simulator|sekmet]
+                                   [--cpu-profile | --no-profile]
     python bench/hotspots.py claims [--writes 300] [--concurrency 8]
 
 Each clones the benchmark template database (made by `--setup`; each run of bench/run.py makes and
@@ -56,13 +57,30 @@ def _django(database_url: str) -> None:
 
 
 TOP = 30
+PROFILE = True  # --no-profile: time and count only (CPU per item without the profiler's overhead)
+CPU_TIMER = False  # --cpu-profile: the profiler counts this process's CPU time, not wall-clock time
+
+
+def _profiler() -> cProfile.Profile:
+    """With --cpu-profile, waits (HTTP, SQL round trips) cost nothing: exact CPU attribution on one thread
+    (worker), the whole process's CPU smeared over whichever calls are open (drain with threads)."""
+    return cProfile.Profile(time.process_time) if CPU_TIMER else cProfile.Profile()
 
 
 def _report(
-    profiler: cProfile.Profile | pstats.Stats, items: int, seconds: float, queries: QueryLog, what: str
+    profiler: cProfile.Profile | pstats.Stats,
+    items: int,
+    seconds: float,
+    queries: QueryLog,
+    what: str,
+    cpu_seconds: float | None = None,
 ) -> None:
-    print(f"\n{what}: {items} in {seconds:.2f} s = {1000 * seconds / items:.1f} ms each (under cProfile), "
+    under = "under cProfile" if PROFILE else "no profiler"
+    cpu = f", this process's CPU {1000 * cpu_seconds / items:.1f} ms each" if cpu_seconds is not None else ""
+    print(f"\n{what}: {items} in {seconds:.2f} s = {1000 * seconds / items:.1f} ms each ({under}{cpu}), "
           f"{queries.count / items:.1f} SQL queries each")  # fmt: skip
+    if not PROFILE:
+        return
     print("SQL time by statement (wall clock, including the wait for PostgreSQL):")
     print(queries.top(items))
     for title, restrictions in (
@@ -185,7 +203,7 @@ def claim_batches(writes: int, concurrency: int) -> None:
         stop(sim)
 
 
-def profile_worker(writes: int) -> None:
+def profile_worker(writes: int, batch: int) -> None:
     url = clone_database("wbdrill_bench_profile")
     sim, fhir = _simulator(url)
     try:
@@ -195,14 +213,17 @@ def profile_worker(writes: int) -> None:
         from writeback.sync.worker import SyncWorker
 
         queries = QueryLog()
-        profiler = cProfile.Profile()
-        began = time.monotonic()
+        profiler = _profiler()
+        began, cpu = time.monotonic(), time.process_time()
         with queries.install():
-            profiler.enable()
-            SyncWorker(concurrency=1).drain(max_cycles=100_000)
+            if PROFILE:
+                profiler.enable()
+            # `batch` writes per claim and per settlement, processed one after another on this thread.
+            SyncWorker(concurrency=batch).drain(max_cycles=100_000)
             profiler.disable()
+        cpu = time.process_time() - cpu
         done = Write.objects.filter(state="committed").count()
-        _report(profiler, done, time.monotonic() - began, queries, "writes sent and recorded")
+        _report(profiler, done, time.monotonic() - began, queries, "writes sent and recorded", cpu)
     finally:
         stop(sim)
 
@@ -231,23 +252,24 @@ def profile_drain(writes: int, concurrency: int, target: str) -> None:
         queries = QueryLog()
         real_run_one = worker_module.SyncWorker._run_one
 
-        def run_one(self, write):
+        def run_one(self, write, *args):
             with queries.install():  # each thread has its own connection
-                return real_run_one(self, write)
+                return real_run_one(self, write, *args)
 
         worker_module.SyncWorker._run_one = run_one
-        profiler = cProfile.Profile()
-        began = time.monotonic()
+        profiler = _profiler()
+        began, cpu = time.monotonic(), time.process_time()
         with queries.install():
-            profiler.enable()
+            if PROFILE:
+                profiler.enable()
             worker_module.SyncWorker(concurrency=concurrency, until_idle=True, idle_sleep=0.05).run()
             profiler.disable()
-        elapsed = time.monotonic() - began
+        elapsed, cpu = time.monotonic() - began, time.process_time() - cpu
         done = Write.objects.filter(state="committed").count()
         if done != writes:
             raise SystemExit(f"only {done} of {writes} writes committed")
         print(f"\nSyncWorker.run with {concurrency} write thread(s), into {target} ({base})")
-        _report(profiler, done, elapsed, queries, "writes sent and recorded")
+        _report(profiler, done, elapsed, queries, "writes sent and recorded", cpu)
     finally:
         if server is not None:
             server.close()
@@ -256,7 +278,7 @@ def profile_drain(writes: int, concurrency: int, target: str) -> None:
 
 
 def main() -> None:
-    global TOP  # how many functions _report lists
+    global TOP, PROFILE, CPU_TIMER  # how many functions _report lists; whether and how to profile
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -264,19 +286,22 @@ def main() -> None:
     parser.add_argument("--measurements", type=int, choices=(1, 6), default=6, help="intake: per event")
     parser.add_argument("--target", choices=("simulator", "sekmet"), default="simulator", help="drain")
     parser.add_argument("--top", type=int, default=TOP, help="functions listed")
+    parser.add_argument("--no-profile", action="store_true", help="worker, drain: time and CPU only")
+    parser.add_argument("--cpu-profile", action="store_true", help="worker, drain: profile CPU time")
+    parser.add_argument("--batch", type=int, default=1, help="worker: writes per claim and settlement")
     parser.add_argument("--concurrency", type=int, help="claims (default 8), drain (default 1): threads")
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--writes", type=int, default=300)
     parser.add_argument("--setup", action="store_true", help="(re)build the template database first")
     args = parser.parse_args()
-    TOP = args.top
+    TOP, PROFILE, CPU_TIMER = args.top, not args.no_profile, args.cpu_profile
     if args.setup:
         print(json.loads(fixtures("template", create_empty_database(TEMPLATE_DB))))
     try:
         if args.what == "intake":
             profile_intake(args.events, args.measurements)
         elif args.what == "worker":
-            profile_worker(args.writes)
+            profile_worker(args.writes, args.batch)
         elif args.what == "drain":
             profile_drain(args.writes, args.concurrency or 1, args.target)
         else:

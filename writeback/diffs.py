@@ -13,21 +13,27 @@ _MISSING = object()
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": [1, 2]}} -> {"a.b[0]": 1, "a.b[1]": 2}; empty containers are kept as leaves."""
     out: dict[str, Any] = {}
+    _flatten_into(out, value, prefix)
+    return out
+
+
+def _flatten_into(out: dict[str, Any], value: Any, prefix: str) -> None:
+    # One dict filled in place, not one per level merged upwards (the read-back diff flattens every
+    # resource sent and stored).
     if isinstance(value, dict):
         if not value and prefix:
             out[prefix] = {}
         for key, item in value.items():
             if not prefix and key in SERVER_MANAGED:
                 continue
-            out.update(flatten(item, f"{prefix}.{key}" if prefix else key))
+            _flatten_into(out, item, f"{prefix}.{key}" if prefix else key)
     elif isinstance(value, list):
         if not value and prefix:
             out[prefix] = []
         for i, item in enumerate(value):
-            out.update(flatten(item, f"{prefix}[{i}]"))
+            _flatten_into(out, item, f"{prefix}[{i}]")
     else:
         out[prefix] = value
-    return out
 
 
 def _equal(a: Any, b: Any) -> bool:

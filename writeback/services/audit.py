@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from writeback import audit_keys
 from writeback.models import AuditAction, AuditEntry
+from writeback.services.statements import insert_rows
 
 GENESIS_HASH = "0" * 64
 # Any constant works; it names the one advisory lock that serializes appends to the chain.
@@ -182,6 +183,17 @@ def _lock_chain() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
 
 
+def _chain_head() -> tuple[int, str] | None:
+    """(seq, hash) of the last entry, read under the chain lock (a statement built once)."""
+    q = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {q('seq')}, {q('hash')} FROM {q(AuditEntry._meta.db_table)} "  # noqa: S608 - names only
+            f"ORDER BY {q('seq')} DESC LIMIT 1"
+        )
+        return cursor.fetchone()
+
+
 def record_many(drafts: Iterable[AuditDraft]) -> list[AuditEntry]:
     drafts = list(drafts)
     if not drafts:
@@ -189,7 +201,7 @@ def record_many(drafts: Iterable[AuditDraft]) -> list[AuditEntry]:
     keys = audit_keys.keyring()
     with transaction.atomic(savepoint=False):
         _lock_chain()
-        last = AuditEntry.objects.order_by("-seq").values_list("seq", "hash").first()
+        last = _chain_head()
         seq, prev = last if last else (0, GENESIS_HASH)
         now = timezone.now()
         entries = []
@@ -216,7 +228,7 @@ def record_many(drafts: Iterable[AuditDraft]) -> list[AuditEntry]:
             entry.hash = _keyed_hash(entry, keys.current)
             prev = entry.hash
             entries.append(entry)
-        AuditEntry.objects.bulk_create(entries)
+        insert_rows(AuditEntry, entries)
     return entries
 
 

@@ -26,6 +26,7 @@ from writeback.services import audit
 from writeback.services.alerts import alert_raise
 from writeback.services.approvals import void_approvals as approvals_void
 from writeback.services.backoff import next_attempt_at
+from writeback.services.statements import insert_rows, update_write_row
 from writeback.services.transitions import transition
 from writeback.states import ALLOWED_TRANSITIONS, InvalidTransition, WriteState, check_transition
 
@@ -115,7 +116,7 @@ def attempt_rows(
 
 def save_attempts(write: Write, rows: list[WriteAttempt]) -> None:
     """Saves attempt rows; the metrics count them once the surrounding transaction commits."""
-    WriteAttempt.objects.bulk_create(rows)
+    insert_rows(WriteAttempt, rows)
     metrics.attempts_recorded(write, rows)
 
 
@@ -182,7 +183,7 @@ def settle(batch: list[Settlement], *, actor: str) -> list[Settlement]:
                 drafts += entries
             rows = [row for s in settled for row in s.attempts]
             if rows:
-                WriteAttempt.objects.bulk_create(rows)
+                insert_rows(WriteAttempt, rows)
             for s in settled:
                 if s.attempts:
                     metrics.attempts_recorded(s.write, s.attempts)
@@ -193,7 +194,7 @@ def settle(batch: list[Settlement], *, actor: str) -> list[Settlement]:
                 setattr(write, name, value)
         for s in settled:
             for row in s.attempts:
-                row.pk = None  # bulk_create set them on PostgreSQL; the rows were rolled back
+                row.pk = None  # the INSERT set them; the rows were rolled back
         raise
     return settled
 
@@ -211,7 +212,7 @@ def _apply(
         updates = {"state": s.to, "state_changed_at": now, "updated_at": now, **s.fields}
     else:
         updates = {"updated_at": now, **s.fields}
-    if Write.objects.filter(pk=write.pk, state=current, **s.guard).update(**updates) != 1:
+    if update_write_row(write.pk, {"state": current, **s.guard}, updates) != 1:
         return None
     applied.append((write, {name: getattr(write, name) for name in updates}))
     for name, value in updates.items():

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from writeback.models import LastOutcome, Write
 from writeback.services.holds import Holds, current_holds
+from writeback.services.statements import update_write_row
 from writeback.states import CLAIMABLE, FINAL, STREAM_BLOCKING
 from writeback.states import WriteState as S
 
@@ -127,6 +128,8 @@ def renew_leases(worker_id: str, write_ids: list[int]) -> int:
     if not write_ids:
         return 0
     until = timezone.now() + timedelta(seconds=settings.WRITEBACK_LEASE_SECONDS)
+    if len(write_ids) == 1:  # the fence before each send: a statement built once
+        return update_write_row(write_ids[0], {"lease_owner": worker_id}, {"lease_expires_at": until})
     return Write.objects.filter(pk__in=write_ids, lease_owner=worker_id).update(lease_expires_at=until)
 
 
