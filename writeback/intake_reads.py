@@ -86,6 +86,8 @@ def _tenant_sql() -> str:
         f"EXISTS (SELECT 1 FROM {_t(PatientIdentity)} i WHERE i.tenant_id = t.id AND "
         "((i.patient_ref = %s AND NOT (i.identifier_system = %s AND i.identifier_value = %s)) OR "
         "(i.identifier_system = %s AND i.identifier_value = %s AND i.patient_ref <> %s))) AS identity_clash, "
+        f"EXISTS (SELECT 1 FROM {_t(PatientIdentity)} i WHERE i.tenant_id = t.id AND i.patient_ref = %s) "
+        "AS identity_known, "
         f"(SELECT m.practitioner_ref FROM {_t(PractitionerMapping)} m WHERE m.tenant_id = t.id "
         "AND m.user_id = %s LIMIT 1) AS submitter_practitioner, "
         f"(SELECT MAX(c.value) FROM {_t(ContractStamp)} c) AS contract_stamp "
@@ -100,7 +102,8 @@ def tenant_for_event(
     `user_may_access` reads it), `token_names_any` / `token_names_tenant` (the token's scope, as
     `token_may_access`), `known_event` (an event of this tenant has this idempotency key, or this
     source message: `intake._find_duplicate` then says which), `identity_clash` (the chart holds this
-    patient under another identifier, or this identifier for another patient), `submitter_practitioner`
+    patient under another identifier, or this identifier for another patient), `identity_known` (the
+    chart holds an identity for this patient, so storing the event adds none), `submitter_practitioner`
     (the user's Practitioner there, or None), `on_behalf` (the user holds the model permission to name
     another initiator, ACTION_MODEL_PERMS) and `contract_stamp` (ContractStamp's value, or None)."""
     source = event.source if event is not None else None
@@ -125,6 +128,7 @@ def tenant_for_event(
         system,
         value,
         patient if ident is not None else None,
+        patient if ident is not None else None,
         user.pk,
         slug,
     ]
@@ -133,9 +137,17 @@ def tenant_for_event(
         return None
     tenant = found[0]
     # SQLite answers EXISTS with 0 or 1.
-    for name in ("granted_user", "granted_group", "on_behalf", "token_names_any", "token_names_tenant"):
+    for name in (
+        "granted_user",
+        "granted_group",
+        "on_behalf",
+        "token_names_any",
+        "token_names_tenant",
+        "known_event",
+        "identity_clash",
+        "identity_known",
+    ):
         setattr(tenant, name, bool(getattr(tenant, name)))
-    tenant.known_event, tenant.identity_clash = bool(tenant.known_event), bool(tenant.identity_clash)
     return tenant
 
 

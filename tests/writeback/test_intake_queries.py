@@ -16,6 +16,7 @@ from writeback.models import (
     Capability,
     ContractRule,
     ContractStamp,
+    PatientIdentity,
     Write,
 )
 from writeback.services.policy import override_request
@@ -25,10 +26,10 @@ from writeback.states import WriteState
 
 URL = "/api/v1/events"
 # Token with its user's roles; the tenant with access, duplicate and identity flags and the contract
-# stamp; the initiator with roles, grant and Practitioner; consent; then the event, the patient identity,
-# the writes, their queueing, the audit chain's head and the audit entries (one INSERT each). PostgreSQL
-# adds the audit chain's advisory lock.
-STATEMENTS = 10
+# stamp; the initiator with roles, grant and Practitioner; consent; then the event, the writes (inserted
+# already queued), the audit chain's head and the audit entries (one INSERT each). PostgreSQL adds the
+# audit chain's advisory lock; a patient's first event adds the INSERT of its identity.
+STATEMENTS = 8
 
 
 @pytest.fixture
@@ -59,17 +60,54 @@ def _statements(client, body) -> tuple[int, list[str]]:
     return len(sql), sql
 
 
+def _charts_identity(sql: str) -> bool:
+    # PostgreSQL: INSERT ... ON CONFLICT DO NOTHING; SQLite: INSERT OR IGNORE.
+    return sql.lstrip().startswith("INSERT") and '"writeback_patientidentity"' in sql.split("(")[0]
+
+
 @pytest.mark.parametrize("measurements", [1, 6])
 def test_an_event_costs_the_same_statements_whatever_its_writes(ready, measurements, per_event):
     count, sql = _statements(ready, _vitals(f"v{measurements}", measurements))
     assert count == per_event, "\n".join(sql)
     assert Write.objects.filter(resource_type="Observation").count() == measurements
-    # One INSERT for the writes, one UPDATE to queue them, one INSERT for every audit entry.
+    # One INSERT for the writes (already in their queue: no UPDATE), one INSERT for every audit entry.
     assert sum(s.lstrip().startswith('INSERT INTO "writeback_write"') for s in sql) == 1
-    assert sum(s.lstrip().startswith('UPDATE "writeback_write"') for s in sql) == 1
+    assert not any(s.lstrip().startswith('UPDATE "writeback_write"') for s in sql)
     assert sum(s.lstrip().startswith('INSERT INTO "writeback_auditentry"') for s in sql) == 1
+    # The patient's identity was charted by the warm-up event: nothing to add.
+    assert not any(_charts_identity(s) for s in sql)
     # event.received, and per write write.created + write.transition, in that one INSERT.
     assert AuditEntry.objects.filter(action="write.created").count() == measurements + 1
+    writes = Write.objects.filter(event__idempotency_key=f"v{measurements}")
+    assert {w.state for w in writes} == {WriteState.PENDING}
+    # The trail still says both steps of each write: created validated, then queued.
+    for w in writes:
+        trail = [
+            (e.action, e.data.get("state") or (e.data["from"], e.data["to"], e.data["reason"]))
+            for e in AuditEntry.objects.filter(write_uid=str(w.uid)).order_by("seq")
+        ]
+        assert trail == [
+            ("write.created", WriteState.VALIDATED),
+            ("write.transition", (WriteState.VALIDATED, WriteState.PENDING, "validated at intake")),
+        ]
+
+
+def test_a_patients_first_event_charts_its_identity_with_one_more_statement(ready, tenant, per_event):
+    consent_for(tenant, patient="pat-1002")
+    body = _vitals("first", 1)
+    body["patient"]["id"] = "pat-1002"
+    body["patient"]["identifier"]["value"] = "MRN-1002"
+    count, sql = _statements(ready, body)
+    assert count == per_event + 1, "\n".join(sql)
+    assert sum(_charts_identity(s) for s in sql) == 1
+    assert PatientIdentity.objects.filter(
+        tenant=tenant, patient_ref="pat-1002", identifier_system=body["patient"]["identifier"]["system"],
+        identifier_value="MRN-1002",
+    ).exists()  # fmt: skip
+    again = _vitals("second", 1)
+    again["patient"] = body["patient"]
+    assert _statements(ready, again)[0] == per_event
+    assert PatientIdentity.objects.filter(tenant=tenant, patient_ref="pat-1002").count() == 1
 
 
 def test_a_contract_change_is_read_by_the_next_event_then_kept_again(ready, tenant, engineer, per_event):

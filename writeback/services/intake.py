@@ -546,7 +546,9 @@ def _store(
             occurred_at=event.occurred_at,
         )
         stored.save()
-        if event.patient.identifier:
+        # A patient's first event charts its identity; the tenant's row said whether one is there (a
+        # later event's identity agrees with it, or _identity_issues refused the event).
+        if event.patient.identifier and not tenant.identity_known:
             PatientIdentity.objects.bulk_create(
                 [
                     PatientIdentity(

@@ -5,8 +5,8 @@ conflict resolutions, compensations and their Provenance all build their rows he
 Why one function: every new write must carry the same things whatever made it (our identifier on what
 it creates, the payload hash, its position and contract version, its lineage) and be queued the same
 way (`validated`, then awaiting approval or pending through the state machine, each step audited).
-`ledger_add` stores an event's writes with one INSERT and one UPDATE per queue, and leaves their audit
-entries to the caller's single `audit.record_many`.
+`ledger_add` stores an event's writes with one INSERT, and leaves their audit entries to the caller's
+single `audit.record_many`.
 """
 
 from typing import Any
@@ -19,8 +19,7 @@ from writeback.fhir_mapping import PlannedWrite
 from writeback.models import AuditAction, BusinessEvent, Tenant, Write
 from writeback.services import audit
 from writeback.services.requests import fresh_context, identity_uid
-from writeback.services.transitions import transition_many
-from writeback.states import WriteState
+from writeback.states import WriteState, check_transition
 
 # Resources that carry no identifier of ours: a Patient and a Task are updated in place (never
 # created by us), and Provenance has no identifier element in R4 (the adapter PUTs it under its uid).
@@ -164,15 +163,20 @@ def ledger_add(
     request_id: str = "",
 ) -> list[Write]:
     """Stores new writes of `event` and queues them: one INSERT for all, a `write.created` entry each,
-    then one guarded UPDATE per queue (awaiting approval, pending). Call it inside the caller's
-    transaction; the audit entries go into `drafts` for its `audit.record_many`."""
+    then a `validated -> awaiting_approval` or `validated -> pending` entry each. Call it inside the
+    caller's transaction; the audit entries go into `drafts` for its `audit.record_many`.
+
+    Each write is created `validated` and queued at once, in the same transaction, so its row is
+    inserted already in its queue: no one can see it between the two steps, and a guarded UPDATE of
+    rows this transaction has just inserted could only ever match all of them. The audit trail says
+    both steps, as it always has (the transition table is checked for each)."""
     if not writes:
         return writes
     now = timezone.now()
     system = settings.WRITEBACK_IDENTIFIER_SYSTEM
+    created = WriteState.VALIDATED
     for w in writes:
         w.event, w.tenant = event, event.tenant
-        w.state, w.state_changed_at = WriteState.VALIDATED, now
         identity = identity_uid(w)
         if (
             w.operation == "create"
@@ -184,6 +188,15 @@ def ledger_add(
             # its original's), whatever the payload carried. (Intake's mapping stamped it already.)
             w.payload = stamp_identifier(w.payload, system, identity)
         w.payload_hash = payload_hash(w.payload)
+    queues = [
+        (queue, [w for w in writes if w.approval_required == needs_approval])
+        for needs_approval, queue in ((True, WriteState.AWAITING_APPROVAL), (False, WriteState.PENDING))
+    ]
+    for queue, queued in queues:
+        if queued:
+            check_transition(created, queue)
+        for w in queued:
+            w.state, w.state_changed_at = queue, now
     Write.objects.bulk_create(writes)
     tenant_slug, event_uid = event.tenant.slug, str(event.uid)
     for w in writes:
@@ -196,7 +209,7 @@ def ledger_add(
                 event_uid=event_uid,
                 request_id=request_id,
                 data={
-                    "state": w.state,
+                    "state": created,
                     "resource_type": w.resource_type,
                     "operation": w.operation,
                     "payload_hash": w.payload_hash,
@@ -206,15 +219,18 @@ def ledger_add(
                 },
             )
         )
-    for needs_approval in (True, False):
-        transition_many(
-            [w for w in writes if w.approval_required == needs_approval],
-            WriteState.AWAITING_APPROVAL if needs_approval else WriteState.PENDING,
-            actor=actor,
-            tenant_slug=tenant_slug,
-            event_uid=event_uid,
-            reason=reason,
-            request_id=request_id,
-            defer_audit=drafts,
-        )
+    for queue, queued in queues:
+        for w in queued:
+            # As `transitions.transition_many` words a move from one state to another.
+            drafts.append(
+                audit.write_draft(
+                    AuditAction.WRITE_TRANSITION,
+                    w,
+                    actor=actor,
+                    tenant=tenant_slug,
+                    event_uid=event_uid,
+                    request_id=request_id,
+                    data={"from": created, "to": queue, "reason": reason},
+                )
+            )
     return writes
