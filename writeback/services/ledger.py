@@ -19,6 +19,7 @@ from writeback.fhir_mapping import PlannedWrite
 from writeback.models import AuditAction, BusinessEvent, Tenant, Write
 from writeback.services import audit
 from writeback.services.requests import fresh_context, identity_uid
+from writeback.services.statements import insert_rows
 from writeback.states import WriteState, check_transition
 
 # Resources that carry no identifier of ours: a Patient and a Task are updated in place (never
@@ -197,7 +198,7 @@ def ledger_add(
             check_transition(created, queue)
         for w in queued:
             w.state, w.state_changed_at = queue, now
-    Write.objects.bulk_create(writes)
+    insert_rows(Write, writes)  # bulk_create, with the statement's text built once per row count
     tenant_slug, event_uid = event.tenant.slug, str(event.uid)
     for w in writes:
         drafts.append(
