@@ -7,7 +7,7 @@ import pytest
 from tests.writeback.helpers import consent_for, event
 from writeback.models import AuditEntry, Write
 from writeback.services.audit import verify_chain
-from writeback.services.transitions import transition, transition_many
+from writeback.services.transitions import transition, transition_draft
 from writeback.states import (
     ALLOWED_TRANSITIONS,
     CLAIMABLE,
@@ -166,41 +166,16 @@ def test_fields_change_in_the_same_update_and_deferred_audit_waits(seed_write):
     ]
 
 
-def test_transition_many_moves_all_and_audits_each(seed_write):
-    writes = [_write_in(seed_write, S.VALIDATED) for _ in range(3)]
+def test_every_path_words_a_move_alike(seed_write):
+    """`transition` and the writes the ledger inserts already queued share one wording
+    (`transition_draft`): the trail cannot tell how a state changed, only that it did."""
     drafts = []
-    transition_many(
-        writes,
-        S.PENDING,
-        actor="tests",
-        tenant_slug="generic-main",
-        event_uid=str(seed_write.event.uid),
-        reason="validated",
-        defer_audit=drafts,
-    )
-    assert set(Write.objects.filter(pk__in=[w.pk for w in writes]).values_list("state", flat=True)) == {
-        S.PENDING
-    }
-    assert sorted(d.write_uid for d in drafts) == sorted(str(w.uid) for w in writes)
-    assert {(d.data["from"], d.data["to"]) for d in drafts} == {(S.VALIDATED, S.PENDING)}
-
-
-def test_transition_many_refuses_an_illegal_move_and_changes_nothing(seed_write):
-    writes = [_write_in(seed_write, S.VALIDATED) for _ in range(2)]
-    drafts = []
-    with pytest.raises(InvalidTransition, match="cannot go from validated to committed"):
-        transition_many(
-            writes, S.COMMITTED, actor="t", tenant_slug="generic-main", event_uid="e", defer_audit=drafts
-        )
-    mixed = [writes[0], _write_in(seed_write, S.PENDING)]
-    with pytest.raises(InvalidTransition, match="writes in one state"):
-        transition_many(
-            mixed, S.PENDING, actor="t", tenant_slug="generic-main", event_uid="e", defer_audit=drafts
-        )
-    assert drafts == []
-    assert set(Write.objects.filter(pk__in=[w.pk for w in writes]).values_list("state", flat=True)) == {
-        S.VALIDATED
-    }
+    transition(seed_write, S.COMMITTED, actor="worker:a", reason="sent", defer_audit=drafts)
+    (moved,) = drafts
+    drafted = transition_draft(seed_write, S.PENDING, S.COMMITTED, actor="worker:a", reason="sent")
+    fields = ("action", "actor", "tenant", "object_type", "object_id", "write_uid", "event_uid", "data")
+    assert [getattr(drafted, f) for f in fields] == [getattr(moved, f) for f in fields]
+    assert drafted.data == {"from": S.PENDING, "to": S.COMMITTED, "reason": "sent"}
 
 
 def test_the_chain_verifies_after_transitions(seed_write):

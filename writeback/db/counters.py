@@ -1,7 +1,7 @@
 """Triggers that keep the ledger's running counts (writeback.models.counts) in the writer's transaction.
 
 Why triggers and not calls in `transition()`: writes are created by intake, replay, compensation and
-conflict resolution (several with `bulk_create`) and moved by `transition()`, `transition_many()` and the
+conflict resolution (several with `bulk_create`) and moved by `transition()` and the
 worker's guarded updates; a trigger counts every one of them, and any path added later, with no way to
 forget one. The triggers only INSERT delta rows, never update a shared counter row, so concurrent
 writers neither lose increments nor wait on each other.

@@ -20,6 +20,7 @@ from writeback.models import AuditAction, BusinessEvent, Tenant, Write
 from writeback.services import audit
 from writeback.services.requests import fresh_context, identity_uid
 from writeback.services.statements import insert_rows
+from writeback.services.transitions import transition_draft
 from writeback.states import WriteState, check_transition
 
 # Resources that carry no identifier of ours: a Patient and a Task are updated in place (never
@@ -221,17 +222,17 @@ def ledger_add(
             )
         )
     for queue, queued in queues:
-        for w in queued:
-            # As `transitions.transition_many` words a move from one state to another.
-            drafts.append(
-                audit.write_draft(
-                    AuditAction.WRITE_TRANSITION,
-                    w,
-                    actor=actor,
-                    tenant=tenant_slug,
-                    event_uid=event_uid,
-                    request_id=request_id,
-                    data={"from": created, "to": queue, "reason": reason},
-                )
+        drafts += [
+            transition_draft(
+                w,
+                created,
+                queue,
+                actor=actor,
+                reason=reason,
+                request_id=request_id,
+                tenant_slug=tenant_slug,
+                event_uid=event_uid,
             )
+            for w in queued
+        ]
     return writes

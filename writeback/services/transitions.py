@@ -10,6 +10,34 @@ from writeback.services import audit
 from writeback.states import InvalidTransition, check_transition
 
 
+def transition_draft(
+    write: Write,
+    current: str,
+    to: str,
+    *,
+    actor: Any,
+    reason: str = "",
+    data: dict[str, Any] | None = None,
+    request_id: str = "",
+    target_ack: bool | None = None,
+    tenant_slug: str = "",
+    event_uid: str = "",
+) -> audit.AuditDraft:
+    """The audit entry that says `write` moved from `current` to `to`: one wording wherever a state
+    changes (`transition`, a settlement, a write inserted already queued by the ledger).
+    `tenant_slug` and `event_uid` spare the look-ups where the caller holds them for many writes."""
+    return audit.write_draft(
+        AuditAction.WRITE_TRANSITION,
+        write,
+        actor=actor,
+        tenant=tenant_slug or write.tenant.slug,
+        event_uid=event_uid or str(write.event.uid),
+        request_id=request_id,
+        target_ack=target_ack,
+        data={"from": current, "to": to, "reason": reason, **(data or {})},
+    )
+
+
 def transition(
     write: Write,
     to: str,
@@ -40,15 +68,15 @@ def transition(
         if changed == 1:
             for name, value in updates.items():
                 setattr(write, name, value)
-            entry = audit.write_draft(
-                AuditAction.WRITE_TRANSITION,
+            entry = transition_draft(
                 write,
+                current,
+                to,
                 actor=actor,
-                tenant=write.tenant.slug,
-                event_uid=str(write.event.uid),
+                reason=reason,
+                data=data,
                 request_id=request_id,
                 target_ack=target_ack,
-                data={"from": current, "to": to, "reason": reason, **(data or {})},
             )
             if defer_audit is not None:
                 defer_audit.append(entry)
@@ -58,42 +86,3 @@ def transition(
         # Raised after the block: nothing was written, so a caller's enclosing transaction stays usable.
         raise InvalidTransition(f"write {write.uid} is no longer {current}; refresh and try again")
     return write
-
-
-def transition_many(
-    writes: list[Write],
-    to: str,
-    *,
-    actor: Any,
-    tenant_slug: str,
-    event_uid: str,
-    reason: str = "",
-    request_id: str = "",
-    defer_audit: list[audit.AuditDraft],
-) -> None:
-    """Moves several writes of one event, all in the same state, with one UPDATE (intake's hot path)."""
-    if not writes:
-        return
-    current = writes[0].state
-    if any(w.state != current for w in writes):
-        raise InvalidTransition("transition_many needs writes in one state")
-    check_transition(current, to)
-    now = timezone.now()
-    changed = Write.objects.filter(pk__in=[w.pk for w in writes], state=current).update(
-        state=to, state_changed_at=now, updated_at=now
-    )
-    if changed != len(writes):
-        raise InvalidTransition(f"{len(writes) - changed} write(s) moved while being queued")
-    for w in writes:
-        w.state, w.state_changed_at = to, now
-        defer_audit.append(
-            audit.write_draft(
-                AuditAction.WRITE_TRANSITION,
-                w,
-                actor=actor,
-                tenant=tenant_slug,
-                event_uid=event_uid,
-                request_id=request_id,
-                data={"from": current, "to": to, "reason": reason},
-            )
-        )
