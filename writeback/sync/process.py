@@ -6,7 +6,9 @@
 3. Approval; dry-run tenants preview and shadow tenants compare (neither sends); the second check
    (patient binding, consent, capability, the vendor's context), then authorisation again: a write whose
    initiator, submitter, token or approver lost its authority is held for a person. Steps 1 and 3 are
-   one decision, `services.decide.next_step`, which the console's plan view asks too.
+   one decision, `services.decide.next_step`, which the console's plan view asks too. The worker loop
+   reads the rows behind the second check and the authorisation for its whole claimed batch at once
+   (`services.send_reads`); a write processed alone reads its own.
 4. Send (two-phase surrogate: read and record the version first, then commit against it).
 5. Hand back the outcome as a settlement (after a commit, with a read-back: any difference between what
    we sent and what the EHR stored); the worker loop records the outcomes of every write finished in
