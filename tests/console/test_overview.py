@@ -1,6 +1,9 @@
 """The overview dashboard, its polling partial, the metrics endpoints, and time zones."""
 
+import re
+
 import pytest
+from django.utils import translation
 
 from tests.conftest import api_client_for
 from tests.console.conftest import HTMX, client_for, committed, failed
@@ -85,3 +88,15 @@ def test_metrics_only_cover_the_callers_tenants(ledger, outsider, other_tenant):
     assert r.status_code == 200
     assert "generic-main" not in r.content.decode()
     assert 'writeback_queue_depth{tenant="other",vendor="generic"} 0.0' in r.content.decode()
+
+
+def test_chart_coordinates_stay_plain_decimals_under_any_locale(ledger, admin_user):
+    """SVG reads only '.' as the decimal point: the charts' coordinates are formatted in Python, never
+    by the active locale (under German formats a template filter would write 12,5)."""
+    with translation.override("de"):
+        page = client_for(admin_user).get("/").content.decode()
+    svg = "".join(re.findall(r"<svg.*?</svg>", page, flags=re.S))
+    values = re.findall(r'\b(?:x|y|x1|x2|y1|y2|cx|cy|width|height)="([^"]*)"', svg)
+    assert values and all(re.fullmatch(r"-?\d+(\.\d+)?", v) for v in values), values
+    points = re.findall(r'points="([^"]*)"', svg)
+    assert points and all(re.fullmatch(r"[\d., -]*", p) and ",," not in p for p in points)
