@@ -77,6 +77,23 @@ def consents_on_file(tenant: Tenant, patient_ref: str) -> list[Consent]:
     return list(Consent.objects.raw(_consents_sql(), [tenant.pk, patient_ref]))
 
 
+def consents_on_file_many(patients: dict[int, set[str]]) -> dict[tuple[int, str], list[Consent]]:
+    """`consents_on_file` for several patients of several tenants ({tenant id: patient refs}) in one
+    query, by (tenant id, patient ref); a patient with none is absent. The worker reads a whole claimed
+    batch's consents this way."""
+    if not patients:
+        return {}
+    refs = set().union(*patients.values())
+    rows = Consent.objects.filter(tenant_id__in=list(patients), patient_ref__in=list(refs)).order_by(
+        "-created_at"
+    )
+    found: dict[tuple[int, str], list[Consent]] = {}
+    for c in rows:
+        if c.patient_ref in patients[c.tenant_id]:
+            found.setdefault((c.tenant_id, c.patient_ref), []).append(c)
+    return found
+
+
 def consent_check(
     *,
     tenant: Tenant,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from writeback.models import Consent, Write
 from writeback.services.access import users_with_access
+from writeback.services.consents import consents_on_file_many
 from writeback.services.tokens import Lapsed, token_lapses
 
 
@@ -56,12 +57,5 @@ def load_send_reads(writes: Iterable[Write]) -> SendReads:
         if tokens[tenant_id]:
             for token_id, lapse in token_lapses(tokens[tenant_id], tenant).items():
                 reads.tokens[(token_id, tenant_id)] = lapse
-    if patients:
-        refs = set().union(*patients.values())
-        rows = Consent.objects.filter(tenant_id__in=list(patients), patient_ref__in=list(refs)).order_by(
-            "-created_at"
-        )
-        for c in rows:
-            if c.patient_ref in patients[c.tenant_id]:
-                reads.consents.setdefault((c.tenant_id, c.patient_ref), []).append(c)
+    reads.consents = consents_on_file_many(patients)
     return reads
